@@ -1,0 +1,30 @@
+"""convc: a compiler for convolutional networks.
+
+Build a graph with the DSL (`convc.nn`) or import one from ONNX
+(`convc.from_onnx`), check it with the NumPy reference (`convc.interpret`),
+and compile it to native code (`convc.compile`).
+"""
+
+from ir import (
+    CodegenError,
+    ConvcError,
+    Graph,
+    GraphError,
+    InputError,
+    OnnxError,
+    ShapeError,
+    TensorType,
+    UnsupportedError,
+)
+
+__all__ = [
+    "CodegenError",
+    "ConvcError",
+    "Graph",
+    "GraphError",
+    "InputError",
+    "OnnxError",
+    "ShapeError",
+    "TensorType",
+    "UnsupportedError",
+]
