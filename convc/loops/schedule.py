@@ -1,0 +1,50 @@
+"""Schedules: how a compute definition becomes loops, as plain data.
+
+Stage: chosen by the lowering (a default per op family, later by tuning), applied by
+`convc.lower` when it builds loop-IR kernels; printed with the kernel. A schedule never holds
+code, only decisions, so it can be hashed, cached on disk and compared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Decisions for one kernel.
+
+    `tiles`: axis -> tile size (split ``axis`` into ``axis.o`` x ``axis.i``).
+    `order`: loop order, outermost first, over axis names (split parts as ``"ow.o"``).
+    `vector_axis`/`vector_width`: the innermost axis evaluated as ``<W x float>``
+    (width 16 for AVX-512 float32). `tail`: ``"scalar"`` or ``"masked"`` leftover handling.
+    `unroll`: axis -> full unroll of that (constant-extent) axis, e.g. a register block.
+    `parallel_axis`: the axis split over threads (None: single-threaded kernel).
+    `layout`: buffer name -> layout tag such as ``"NCHW16c"``, for the lowering to honour.
+    """
+
+    tiles: dict = field(default_factory=dict)
+    order: tuple[str, ...] = ()
+    vector_axis: str | None = None
+    vector_width: int = 16
+    tail: str = "masked"
+    unroll: tuple[str, ...] = ()
+    parallel_axis: str | None = None
+    layout: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One line for printers, e.g. ``tiles ow=16 order n,oc,oh,ow.o,ow.i vector ow.i/16``."""
+        parts = []
+        if self.tiles:
+            parts.append("tiles " + ",".join(f"{k}={v}" for k, v in sorted(self.tiles.items())))
+        if self.order:
+            parts.append("order " + ",".join(self.order))
+        if self.vector_axis:
+            parts.append(f"vector {self.vector_axis}/{self.vector_width} tail={self.tail}")
+        if self.unroll:
+            parts.append("unroll " + ",".join(self.unroll))
+        if self.parallel_axis:
+            parts.append(f"parallel {self.parallel_axis}")
+        if self.layout:
+            parts.append("layout " + ",".join(f"{k}:{v}" for k, v in sorted(self.layout.items())))
+        return " ".join(parts) or "default"
