@@ -17,6 +17,8 @@ from ir import (
     UnsupportedError,
 )
 
+from .interpret import interpret
+
 __all__ = [
     "CodegenError",
     "ConvcError",
@@ -27,4 +29,5 @@ __all__ = [
     "ShapeError",
     "TensorType",
     "UnsupportedError",
+    "interpret",
 ]

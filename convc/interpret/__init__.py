@@ -1,0 +1,13 @@
+"""convc.interpret: the NumPy reference interpreter.
+
+`interpret(graph, inputs, dtype=None)` runs an `ir.Graph` directly in NumPy
+and returns its outputs by name. It imports only `ir` and NumPy and is the
+independent reference every compiled result is checked against. The loop is
+in `core`; each op family's implementations are in the module of that name,
+registered in `core.IMPLS`.
+"""
+
+from . import conv, dense, elementwise, loss, norm, pool, tensor  # noqa: F401  (registration)
+from .core import IMPLS, interpret
+
+__all__ = ["IMPLS", "interpret"]
