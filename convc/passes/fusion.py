@@ -96,7 +96,7 @@ def plan_fusion(graph: ir.Graph) -> list[FusedGroup]:
             continue
         chain, value = [], node.outputs[0]
         nxt = _next_in_chain(graph, value) if _takes_epilogue(node) else None
-        while nxt is not None:
+        while nxt is not None and nxt.name not in absorbed:
             chain.append(nxt.name)
             absorbed.add(nxt.name)
             value = nxt.outputs[0]
