@@ -26,7 +26,7 @@ def infer_flatten(ctx):
     axis = ctx.attrs["axis"]
     if not -x.rank <= axis <= x.rank:
         raise ctx.error(f"axis {axis} is out of range for input {x}")
-    axis = axis % (x.rank + 1) if axis < 0 else axis
+    axis = axis + x.rank if axis < 0 else axis
     ctx.attrs["axis"] = axis
     return [TensorType((_product(x.shape[:axis]), _product(x.shape[axis:])), x.dtype)]
 
