@@ -18,6 +18,7 @@ from ir import (
 )
 
 from .interpret import interpret
+from .onnx import from_onnx
 
 __all__ = [
     "CodegenError",
@@ -29,5 +30,6 @@ __all__ = [
     "ShapeError",
     "TensorType",
     "UnsupportedError",
+    "from_onnx",
     "interpret",
 ]
