@@ -1,0 +1,337 @@
+"""The command line: `convc show | summary | run FILE`.
+
+Stage: the last one; it drives the others. FILE is a sample `.py` (defining
+`build(batch="N") -> ir.Graph` and `example_inputs(batch=1, seed=0) -> dict`)
+or an `.onnx` model. The stages it drives are imported inside the command that
+needs them, so `convc show` stays quick and does not depend on the back end.
+
+`convc show --stage NAME` prints one representation from the `STAGES` table.
+A later stage adds its printer with one line at the end of this module,
+importing its own module inside the render function so that this module keeps
+importing only `ir` at load time:
+
+    register_stage("loops", "the loop IR", lambda graph, args: _loops_text(graph, args))
+
+`convc run` executes with an engine from `ENGINES` (today only the NumPy
+reference interpreter, which `--interpret` also selects explicitly).
+
+Every `ConvcError` reaching `main` is printed as `convc: error: <message>`
+and exits with status 1; so are a missing file and a malformed argument
+(`UsageError`). Exceptions raised by the code inside a sample file keep their
+traceback: they are bugs in that code, and the traceback is what locates them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ir import ConvcError, Graph, InputError
+from ir.report import format_table
+from ir.types import FLOAT_DTYPES, dim_str
+
+
+class UsageError(ConvcError):
+    """A command-line mistake: a missing or unreadable file, a malformed option."""
+
+
+# ----- tables: what `show` can print and what `run` can execute -------------------------------
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One printable representation: `render(graph, args)` returns its text."""
+
+    help: str
+    render: Callable[[Graph, argparse.Namespace], str]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One way to execute a graph: `run(graph, inputs)` returns outputs by name."""
+
+    description: str
+    run: Callable[[Graph, dict], dict]
+
+
+STAGES: dict[str, Stage] = {}
+ENGINES: dict[str, Engine] = {}
+DEFAULT_ENGINE = "interpret"
+
+
+def register_stage(name: str, help: str, render: Callable[[Graph, argparse.Namespace], str]):
+    """Make `convc show --stage NAME` print `render(graph, args)`."""
+    STAGES[name] = Stage(help, render)
+
+
+def register_engine(name: str, description: str, run: Callable[[Graph, dict], dict]):
+    """Make an execution engine available to `convc run`."""
+    ENGINES[name] = Engine(description, run)
+
+
+# ----- loading models and inputs ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Model:
+    """A loaded FILE: its graph, and the sample's `example_inputs` when it has one."""
+
+    path: Path
+    graph: Graph
+    example_inputs: Callable | None
+
+
+def load_model(path: str) -> Model:
+    """Load a sample `.py` file (by path, with importlib) or an `.onnx` model."""
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"{path}: no such file")
+    if file.suffix == ".py":
+        return _load_sample(file)
+    if file.suffix == ".onnx":
+        from convc import from_onnx
+
+        return Model(file, from_onnx(str(file)), None)
+    raise UsageError(f"{path}: expected a sample .py file or an .onnx model")
+
+
+def _load_sample(file: Path) -> Model:
+    spec = importlib.util.spec_from_file_location(f"convc_sample_{file.stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(file.parent))
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as err:
+        raise UsageError(f"{file}:{err.lineno}: {err.msg}") from err
+    finally:
+        sys.path.remove(str(file.parent))
+    build = getattr(module, "build", None)
+    if not callable(build):
+        raise UsageError(f"{file}: defines no build(batch='N') function")
+    graph = build()
+    if not isinstance(graph, Graph):
+        raise UsageError(f"{file}: build() returned {type(graph).__name__}, not an ir.Graph")
+    examples = getattr(module, "example_inputs", None)
+    return Model(file, graph, examples if callable(examples) else None)
+
+
+def batch_bindings(graph: Graph, batch: int | None) -> dict:
+    """Bind the symbolic leading dim of every graph input to `batch` (none when batch is None)."""
+    if batch is None:
+        return {}
+    leading = [graph.values[name].shape[0] for name in graph.inputs if graph.values[name].shape]
+    bindings = {d: batch for d in leading if d.free_symbols and d.is_Symbol}
+    fixed = [int(d) for d in leading if not d.free_symbols]
+    if not bindings and any(d != batch for d in fixed):
+        raise UsageError(
+            f"--batch {batch}: graph '{graph.name}' has a fixed batch size of {fixed[0]}"
+        )
+    return bindings
+
+
+def read_inputs(graph: Graph, specs: list[str]) -> dict:
+    """Arrays from `--input NAME=FILE.npy` options, checked against the graph's input names."""
+    arrays = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--input {spec!r}: expected NAME=FILE.npy")
+        if name not in graph.inputs:
+            raise InputError(
+                f"--input {name}: graph '{graph.name}' has no input '{name}' "
+                f"(inputs: {', '.join(graph.inputs)})"
+            )
+        try:
+            arrays[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise UsageError(f"--input {name}: cannot read {path}: {err}") from err
+    return arrays
+
+
+def random_inputs(graph: Graph, names, bindings: dict, seed: int) -> dict:
+    """Seeded inputs from the graph's input types: float normal, integer and bool zeros.
+
+    Zeros are a valid index for any table, so integer inputs (labels,
+    indices) stay in range whatever they index.
+    """
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for name in names:
+        value_type = graph.values[name].type.subs(bindings)
+        if not value_type.is_concrete:
+            unbound = ", ".join(sorted(s.name for s in value_type.free_symbols))
+            raise InputError(
+                f"input '{name}' has type {value_type} with unbound dims {unbound}; "
+                f"give it with --input {name}=FILE.npy"
+            )
+        shape = value_type.concrete_shape()
+        if value_type.dtype in FLOAT_DTYPES:
+            arrays[name] = rng.standard_normal(shape).astype(value_type.dtype)
+        else:
+            arrays[name] = np.zeros(shape, dtype=value_type.dtype)
+    return arrays
+
+
+def gather_inputs(model: Model, args: argparse.Namespace) -> dict:
+    """--input files first; the rest from the sample's example_inputs, else random."""
+    graph = model.graph
+    inputs = read_inputs(graph, args.input)
+    missing = [name for name in graph.inputs if name not in inputs]
+    if not missing:
+        return inputs
+    batch = 1 if args.batch is None else args.batch
+    if model.example_inputs is not None:
+        examples = model.example_inputs(batch=batch, seed=args.seed)
+        return {**{k: v for k, v in examples.items() if k not in inputs}, **inputs}
+    bindings = batch_bindings(graph, batch)
+    return {**random_inputs(graph, missing, bindings, args.seed), **inputs}
+
+
+# ----- commands --------------------------------------------------------------------------------
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    graph = load_model(args.file).graph
+    print(STAGES[args.stage].render(graph, args))
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    graph = load_model(args.file).graph
+    print(graph.summary(batch_bindings(graph, args.batch)))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    model = load_model(args.file)
+    engine_name = "interpret" if args.interpret else DEFAULT_ENGINE
+    engine = ENGINES[engine_name]
+    inputs = gather_inputs(model, args)
+    start = time.perf_counter()
+    outputs = engine.run(model.graph, inputs)
+    elapsed = time.perf_counter() - start
+    print(f"model {model.graph.name} ({model.path}), run by {engine.description}")
+    print(_arrays_table(inputs, outputs))
+    print(f"elapsed: {elapsed * 1e3:.3f} ms")
+    if args.output:
+        _save(args.output, outputs)
+        print(f"outputs written to {args.output}")
+    return 0
+
+
+def _arrays_table(inputs: dict, outputs: dict, shown: int = 6) -> str:
+    rows = [("input", name, _array_type(a), "") for name, a in inputs.items()]
+    for name, array in outputs.items():
+        flat = array.reshape(-1)
+        values = ", ".join(f"{v:.5g}" if array.dtype.kind == "f" else str(v) for v in flat[:shown])
+        more = f", ... ({flat.size} values)" if flat.size > shown else ""
+        rows.append(("output", name, _array_type(array), f"[{values}{more}]"))
+    return format_table(("", "name", "type", "values"), rows)
+
+
+def _array_type(array: np.ndarray) -> str:
+    return f"{array.dtype}[{','.join(str(d) for d in array.shape)}]"
+
+
+def _save(path: str, outputs: dict) -> None:
+    try:
+        np.savez(path, **outputs)
+    except OSError as err:
+        raise UsageError(f"--output {path}: cannot write: {err}") from err
+
+
+# ----- the built-in stages and engines ---------------------------------------------------------
+
+
+def _shapes_table(graph: Graph, args: argparse.Namespace) -> str:
+    """Every value's kind, dtype and shape (symbolic unless --batch binds the batch)."""
+    bindings = batch_bindings(graph, getattr(args, "batch", None))
+    rows = []
+    for name, value in graph.values.items():
+        value_type = value.type.subs(bindings) if bindings else value.type
+        shape = "[" + ",".join(dim_str(d) for d in value_type.shape) + "]"
+        rows.append((name, value.kind, value.dtype, shape))
+    return format_table(("value", "kind", "dtype", "shape"), rows)
+
+
+def _interpret(graph: Graph, inputs: dict) -> dict:
+    from convc import interpret
+
+    return interpret(graph, inputs)
+
+
+register_stage("graph", "the graph IR as text", lambda graph, args: graph.to_text())
+register_stage("shapes", "every value's symbolic shape", _shapes_table)
+register_stage("dot", "the graph in Graphviz DOT", lambda graph, args: graph.to_dot())
+register_engine("interpret", "the NumPy reference interpreter (convc.interpret)", _interpret)
+
+
+# ----- argument parsing and the entry point ----------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """Report argument mistakes as UsageError, so main prints them like every other error."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="convc", description="Inspect, summarize and run convolutional networks.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    file_help = "a sample .py (build, example_inputs) or an .onnx model"
+    batch_help = "bind the symbolic batch dim N to this size"
+
+    show = commands.add_parser("show", help="print one stage's representation")
+    show.add_argument("file", help=file_help)
+    show.add_argument("--stage", choices=list(STAGES), default="graph")
+    show.add_argument("--batch", type=_positive_int, help=batch_help + " (shapes)")
+    show.set_defaults(handler=cmd_show)
+
+    summary = commands.add_parser("summary", help="layer table: shapes, params, MACs, RF")
+    summary.add_argument("file", help=file_help)
+    summary.add_argument("--batch", type=_positive_int, help=batch_help)
+    summary.set_defaults(handler=cmd_summary)
+
+    run = commands.add_parser("run", help="run a model and show what it computed")
+    run.add_argument("file", help=file_help)
+    run.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy")
+    run.add_argument("--batch", type=_positive_int, help=batch_help + " (default 1)")
+    run.add_argument("--seed", type=int, default=0, help="seed for generated inputs")
+    run.add_argument("--interpret", action="store_true", help="use the reference interpreter")
+    run.add_argument("--output", metavar="OUT.npz", help="save the outputs")
+    run.set_defaults(handler=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `convc` script and `python -m convc`; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        return args.handler(args)
+    except ConvcError as err:
+        print(f"convc: error: {err}", file=sys.stderr)
+        return 1
+    except SystemExit as exit_:  # --help exits through argparse
+        return exit_.code if isinstance(exit_.code, int) else 0
+    except BrokenPipeError:  # the reader (`| head`) left early: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
