@@ -17,7 +17,9 @@ from ir import (
     UnsupportedError,
 )
 
+from . import nn
 from .interpret import interpret
+from .nn import Input
 from .onnx import from_onnx
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "ConvcError",
     "Graph",
     "GraphError",
+    "Input",
     "InputError",
     "OnnxError",
     "ShapeError",
@@ -32,4 +35,5 @@ __all__ = [
     "UnsupportedError",
     "from_onnx",
     "interpret",
+    "nn",
 ]
