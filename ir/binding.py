@@ -10,6 +10,8 @@ naming the input and the offending values. Dims are checked in three steps:
 known sizes first, then plain symbols (a symbol bound by two inputs must get
 the same value), then composite dims such as `2*N`, which are solved when they
 hold the only unbound symbol and otherwise checked after substitution.
+Finally every value's type is evaluated with the bindings, so an input too
+small for a window of the graph is reported here rather than mid-run.
 """
 
 from __future__ import annotations
@@ -45,7 +47,29 @@ def bind_inputs(graph, inputs: Mapping, float_dtype: str | None = None) -> dict[
             else:
                 composite.append((name, axis, d, size, expected, array))
     _solve_composite(bindings, origin, composite)
+    check_value_sizes(graph, bindings)
     return bindings
+
+
+def check_value_sizes(graph, bindings: dict) -> None:
+    """Raise InputError when the bound sizes make a value's dim smaller than 1.
+
+    With symbolic spatial sizes, shape inference cannot tell at build time
+    whether an input is large enough for every window; substituting the
+    bindings into every value's type tells now (a too-small input gives an
+    output size of 0 or less).
+    """
+    for value in graph.values.values():
+        if value.type.is_concrete:
+            continue
+        dims = value.type.subs(bindings).shape
+        if any(is_known(d) and int(d) < 1 for d in dims):
+            shown = ", ".join(f"{s}={v}" for s, v in sorted(bindings.items(), key=str))
+            where = f"node '{value.producer}'" if value.producer else "the graph"
+            raise InputError(
+                f"inputs with {shown} are too small for the graph: value '{value.name}' of "
+                f"{where} would have shape {value.type} = {tuple(dims)}"
+            )
 
 
 def _check_names(graph, inputs) -> None:
