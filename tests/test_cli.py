@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -261,3 +263,27 @@ def test_readme_main_job(capsys):
     status, out, _ = run_cli(capsys, "run", LENET, "--batch", "1")
     assert status == 0
     assert "elapsed:" in out
+
+
+# ----- the README's commands and example ------------------------------------------------------
+
+README = (HERE.parent / "README.md").read_text()
+MAIN_JOB = "convc run samples/lenet5.py --batch 1"
+
+
+def test_readme_commands_are_the_ci_commands():
+    assert f"pip install -e . && {MAIN_JOB}" in README
+    assert "pip install -e '.[test]' && python -m pytest" in README
+    ci = (HERE.parent / ".ci" / "run").read_text().splitlines()
+    assert ci.index("pip install -e '.[test]'") < ci.index("python -m pytest") < ci.index(MAIN_JOB)
+
+
+def test_readme_dsl_example(capsys, tmp_path):
+    code = re.search(r"## The DSL.*?```python\n(.*?)```", README, re.DOTALL).group(1)
+    (tmp_path / "readme_example.py").write_text(code)
+    namespace = runpy.run_path(str(tmp_path / "readme_example.py"))
+    assert namespace["out"]["fc3"].shape == (2, 10)
+    assert namespace["graph"].summary().total_params == 61706
+    assert (
+        "%conv1: f32[N,6,28,28] = conv2d(%x, @conv1.weight, @conv1.bias)" in capsys.readouterr().out
+    )
