@@ -35,7 +35,8 @@ def fan_in(shape: tuple) -> int:
 
 def uniform(shape: tuple, bound: float) -> np.ndarray:
     """U(-bound, bound) as a float32 array."""
-    return _generator.uniform(-bound, bound, size=shape).astype(np.float32)
+    unit = _generator.random(shape, dtype=np.float32)  # float32 draws: no float64 temporaries
+    return (unit * np.float32(2.0) - np.float32(1.0)) * np.float32(bound)
 
 
 def weight_and_bias(weight_shape: tuple, bias_size: int | None):

@@ -72,6 +72,8 @@ class Builder:
     def emit(self, op: str, inputs, attrs=None, name=None, outputs=None) -> list[Tensor]:
         """Add one node; `inputs` are Tensors, value names or None. Returns its output Tensors."""
         names = [None if v is None else v.name if isinstance(v, Tensor) else str(v) for v in inputs]
+        while names and names[-1] is None:  # absent trailing optional inputs are left out
+            names.pop()
         for v in inputs:
             if isinstance(v, Tensor):
                 self.check_owns(v, f"{op} '{name}'")
