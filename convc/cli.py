@@ -227,6 +227,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from convc.bench import command
+
+    return command(args)
+
+
 def _arrays_table(inputs: dict, outputs: dict, shown: int = 6) -> str:
     rows = [("input", name, _array_type(a), "") for name, a in inputs.items()]
     for name, array in outputs.items():
@@ -319,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--interpret", action="store_true", help="use the reference interpreter")
     run.add_argument("--output", metavar="OUT.npz", help="save the outputs")
     run.set_defaults(handler=cmd_run)
+
+    from convc.bench import add_arguments as add_bench_arguments
+
+    bench = commands.add_parser("bench", help="time FILE or a suite beside NumPy, torch, ORT")
+    add_bench_arguments(bench)
+    bench.set_defaults(handler=cmd_bench)
     return parser
 
 

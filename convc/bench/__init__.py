@@ -1,0 +1,178 @@
+"""`convc bench`: time convc side by side with NumPy, PyTorch and ONNX Runtime.
+
+Stage: a driver above the compiler, like the CLI. Input: a model file or a
+suite name (`layers`: the single layers of shared/BENCHMARKS.md; `models`:
+LeNet-5, ResNet-18 and MobileNetV2 from samples/), thread counts, batch
+sizes, repeats and peers. Output: Markdown tables of medians and minima,
+ratios to each peer, GFLOP/s and % of peak (see `table`), optionally JSON.
+
+Thread counts are pinned for every framework. OpenBLAS (NumPy) and OpenMP
+read their thread variables once, when they load, so each thread count runs
+in a child process started with OMP_NUM_THREADS, OPENBLAS_NUM_THREADS,
+MKL_NUM_THREADS and CONVC_NUM_THREADS set; a process whose variables already
+say the requested count runs its cases itself. Every case is checked and
+timed in one run of one process, its peers interleaved (see `timing`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from ir import ConvcError, UnsupportedError
+
+from .cases import Case, file_cases, layer_cases, model_cases
+from .peers import PEER_NAMES, PEERS
+from .runner import (
+    CaseResult,
+    PeerResult,
+    pin_threads,
+    run_case,
+    thread_environment,
+    threads_pinned,
+)
+from .table import PEAK_GFLOPS_PER_CORE, format_results
+
+SUITES = ("layers", "models")
+DEFAULT_THREADS = {"layers": (1,), "models": (1, 2), None: (1,)}
+
+__all__ = ["SUITES", "CaseResult", "add_arguments", "command", "format_results", "run_cases"]
+
+
+def run_cases(
+    cases: list[Case], peers: list[str], threads: int, repeat: int, block_s: float = 0.05
+) -> list[CaseResult]:
+    """Run every case in this process with `threads` threads per peer; progress on stderr."""
+    pin_threads(threads)
+    results = []
+    for case in cases:
+        print(f"bench: {case.name}, N={case.batch}, {threads} threads", file=sys.stderr)
+        results.append(run_case(case, peers, threads, repeat, block_s))
+    return results
+
+
+def select_peers(requested: list[str] | None) -> list[str]:
+    """Table columns: convc when the compiler exists, then the requested peers installed here."""
+    unknown = [p for p in requested or () if p not in PEER_NAMES]
+    if unknown:
+        raise UnsupportedError(f"unknown peer '{unknown[0]}'; known: {', '.join(PEER_NAMES)}")
+    wanted = ["convc", *(requested or PEER_NAMES)]
+    missing = [p for p in wanted if not PEERS[p].available()]
+    for name in missing:
+        if name != "convc":
+            print(f"bench: {name} is not installed; its column is left out", file=sys.stderr)
+    return [p for p in wanted if p not in missing]
+
+
+def suite_cases(args: argparse.Namespace) -> list[Case]:
+    """The cases named by FILE or --suite, restricted by --batch and --only."""
+    batches = args.batch
+    if args.suite == "layers":
+        cases = layer_cases(batches)
+    elif args.suite == "models":
+        cases = model_cases(batches)
+    else:
+        cases = file_cases(args.file, batches or (1,))
+    return [c for c in cases if args.only is None or args.only.lower() in c.name.lower()]
+
+
+def command(args: argparse.Namespace) -> int:
+    """The `convc bench` command: run, print the tables, save JSON when asked."""
+    if (args.file is None) == (args.suite is None):
+        raise ConvcError("convc bench: give either a model FILE or --suite layers|models")
+    peers = select_peers(args.peers)
+    threads = args.threads or DEFAULT_THREADS[args.suite]
+    cases = suite_cases(args)
+    results = []
+    for count in threads:
+        if threads_pinned(count):
+            results += run_cases(cases, peers, count, args.repeat, args.block_ms / 1e3)
+        else:
+            results += _run_child(args, count)
+    order = {(c.name, c.batch): i for i, c in enumerate(cases)}
+    results.sort(key=lambda r: (order[(r.case, r.batch)], r.threads))
+    print(format_results(results, peers, args.peak), end="")
+    if args.json:
+        Path(args.json).write_text(json.dumps([dataclasses.asdict(r) for r in results], indent=1))
+    return 0
+
+
+def _run_child(args: argparse.Namespace, threads: int) -> list[CaseResult]:
+    """Run the same benchmark for one thread count in a process started with it pinned."""
+    env = {**os.environ, **thread_environment(threads)}
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "results.json"
+        argv = [sys.executable, "-m", "convc", "bench", *_forwarded(args, threads, out)]
+        status = subprocess.run(argv, check=False, env=env, stdout=subprocess.DEVNULL).returncode
+        if status != 0:
+            raise ConvcError(f"convc bench: the {threads}-thread run failed (status {status})")
+        return [_result(r) for r in json.loads(out.read_text())]
+
+
+def _forwarded(args: argparse.Namespace, threads: int, out: Path) -> list[str]:
+    """The child's arguments: the parent's, one thread count, results to `out`."""
+    argv = [args.file] if args.file else ["--suite", args.suite]
+    argv += ["--threads", str(threads), "--repeat", str(args.repeat)]
+    argv += ["--block-ms", str(args.block_ms), "--json", str(out)]
+    if args.batch:
+        argv += ["--batch", ",".join(map(str, args.batch))]
+    if args.peers:
+        argv += ["--peers", ",".join(args.peers)]
+    if args.only:
+        argv += ["--only", args.only]
+    return argv
+
+
+def _result(data: dict) -> CaseResult:
+    peers = {name: PeerResult(**fields) for name, fields in data.pop("peers").items()}
+    return CaseResult(**data, peers=peers)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 1,2; got {text!r}")
+    return values
+
+
+def _name_list(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `convc bench` options, added to the CLI's subcommand parser."""
+    parser.add_argument("file", nargs="?", help="a sample .py or an .onnx model")
+    parser.add_argument("--suite", choices=SUITES, help="a built-in suite instead of a FILE")
+    parser.add_argument(
+        "--threads", type=_int_list, help="thread counts, e.g. 1,2 (default 1; models: 1,2)"
+    )
+    parser.add_argument("--batch", type=_int_list, help="batch sizes (default: the suite's)")
+    parser.add_argument("--repeat", type=_positive, default=7, help="timed blocks per peer")
+    parser.add_argument(
+        "--peers", type=_name_list, help=f"peers to time beside convc ({','.join(PEER_NAMES)})"
+    )
+    parser.add_argument("--only", metavar="TEXT", help="only cases whose name contains TEXT")
+    parser.add_argument("--block-ms", type=float, default=50.0, help="length of a timed block")
+    parser.add_argument("--json", metavar="OUT.json", help="also save the raw results")
+    parser.add_argument(
+        "--peak",
+        type=float,
+        default=PEAK_GFLOPS_PER_CORE,
+        help="one core's FP32 peak in GFLOP/s for the %% column (default: Zen 4's 115)",
+    )
+
+
+def _positive(text: str) -> int:
+    values = _int_list(text)
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"expected one positive integer; got {text!r}")
+    return values[0]

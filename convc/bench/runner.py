@@ -1,0 +1,126 @@
+"""Run one benchmark case on every peer: build, check outputs, time side by side.
+
+Stage: benchmark execution. Input: a `Case`, the peers to time and a thread
+count. Output: a `CaseResult` holding, per peer, the median and minimum
+seconds per call, the setup time and the largest deviation from the
+reference, or a note saying why the peer was not timed (not installed, an op
+it cannot express, an error, or a wrong result: a peer is timed only after
+its outputs match).
+
+The reference is the convc NumPy interpreter. Outputs match when every
+element satisfies |out - ref| <= RTOL*|ref| + ATOL*max(1, max|ref|): float32
+reductions reordered by another library drift by a few ulps of the output's
+scale, not of each element, so the absolute term follows the output's size.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .cases import Case
+from .peers import PEERS, as_arrays, prepare
+from .timing import time_interleaved
+
+RTOL = 1e-4
+ATOL = 1e-5
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@dataclass
+class PeerResult:
+    """One peer's figures for one case; `note` says why there are none."""
+
+    median_s: float | None = None
+    min_s: float | None = None
+    setup_s: float | None = None
+    max_err: float | None = None
+    note: str = ""
+
+
+@dataclass
+class CaseResult:
+    """A case at one batch size and thread count, with each peer's result by peer name."""
+
+    case: str
+    batch: int
+    threads: int
+    macs: int
+    peers: dict[str, PeerResult] = field(default_factory=dict)
+
+
+def threads_pinned(threads: int) -> bool:
+    """True when the BLAS/OpenMP thread variables were set to `threads` (before NumPy loaded)."""
+    return all(os.environ.get(name) == str(threads) for name in THREAD_VARIABLES)
+
+
+def thread_environment(threads: int) -> dict[str, str]:
+    """The environment variables that pin every library (and convc's runtime) to `threads`."""
+    return {name: str(threads) for name in (*THREAD_VARIABLES, "CONVC_NUM_THREADS")}
+
+
+def pin_threads(threads: int) -> None:
+    """Set the thread variables for the libraries still to load and for convc's runtime."""
+    os.environ.update(thread_environment(threads))
+
+
+def count_macs(graph, batch: int) -> int:
+    """Multiply-accumulates of the whole graph at this batch size, from the layer report."""
+    bindings = {symbol.name: batch for symbol in graph.symbols}
+    return int(graph.summary(bindings).total_macs)
+
+
+def max_error(outputs: dict, reference: dict) -> tuple[float, bool]:
+    """Largest |out - ref| over all outputs, and whether every element is within tolerance."""
+    worst, ok = 0.0, True
+    for name, ref in reference.items():
+        out = outputs.get(name)
+        if out is None or out.shape != ref.shape:
+            return float("inf"), False
+        scale = max(1.0, float(np.max(np.abs(ref)))) if ref.size else 1.0
+        diff = np.abs(out.astype(np.float64) - ref)
+        worst = max(worst, float(np.max(diff)) if diff.size else 0.0)
+        ok = ok and bool(np.all(diff <= RTOL * np.abs(ref) + ATOL * scale))
+    return worst, ok
+
+
+def run_case(
+    case: Case, peers: list[str], threads: int, repeat: int, block_s: float = 0.05
+) -> CaseResult:
+    """Build `case`, check every peer against the interpreter, then time the good ones."""
+    pin_threads(threads)
+    graph, inputs = case.build()
+    result = CaseResult(case.name, case.batch, threads, count_macs(graph, case.batch))
+    reference = as_arrays(prepare(PEERS["numpy"], graph, inputs, threads).run())
+    runners = {}
+    for name in peers:
+        peer_result = result.peers[name] = PeerResult()
+        runner = _checked_runner(name, graph, inputs, threads, reference, peer_result)
+        if runner is not None:
+            runners[name] = runner
+    for name, timing in time_interleaved(runners, repeat, block_s).items():
+        result.peers[name].median_s = timing.median
+        result.peers[name].min_s = timing.min
+    return result
+
+
+def _checked_runner(name, graph, inputs, threads, reference, peer_result):
+    """The peer's runner if it builds and matches the reference, else None with a note."""
+    peer = PEERS[name]
+    if not peer.available():
+        peer_result.note = "not installed"
+        return None
+    try:
+        prepared = prepare(peer, graph, inputs, threads)
+        outputs = as_arrays(prepared.run())
+    except Exception as error:  # noqa: BLE001 - any peer failure is a table entry, not fatal
+        peer_result.note = f"{type(error).__name__}: {error}"
+        return None
+    peer_result.setup_s = prepared.setup_s
+    peer_result.max_err, ok = max_error(outputs, reference)
+    if not ok:
+        peer_result.note = f"wrong output (max error {peer_result.max_err:.3g})"
+        return None
+    return prepared.run

@@ -1,0 +1,127 @@
+"""Benchmark results as Markdown tables: times, speed ratios and throughput, checks.
+
+Stage: benchmark output. Input: `CaseResult`s of one or more thread counts.
+Output: Markdown text ready for a terminal or benchmarks/RESULTS.md.
+
+The subject is convc's compiled code when it ran, else the first peer that
+did; a ratio `peer/subject` is the peer's median over the subject's median,
+so 2.00x means the subject took half the peer's time. GFLOP/s is 2*MACs per
+second (MACs from the layer report), shown for cases that multiply tensors,
+with the percentage of the machine's FP32 FMA peak for the thread count.
+"""
+
+from __future__ import annotations
+
+from .peers import PEERS
+from .runner import CaseResult
+
+#: FP32 FMA peak of one core of the reference machine (shared/BENCHMARKS.md: Zen 4).
+PEAK_GFLOPS_PER_CORE = 115.0
+
+
+def _ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    ms = seconds * 1e3
+    return f"{ms:.0f}" if ms >= 1000 else f"{ms:.3g}"
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(headers: list[str], rows: list[list]) -> list[str]:
+    return [_row(headers), _row(["---"] * len(headers)), *(_row(r) for r in rows)]
+
+
+def _key(result: CaseResult) -> list:
+    return [result.case, result.batch, result.threads]
+
+
+def subject_of(results: list[CaseResult], peers: list[str]) -> str | None:
+    """The peer the ratios are taken against: convc if it was timed anywhere, else the first."""
+    timed = [p for p in peers if any(r.peers[p].median_s for r in results if p in r.peers)]
+    return timed[0] if timed else None
+
+
+def _times(results, peers) -> list[str]:
+    headers = ["case", "N", "threads", *(f"{PEERS[p].label} ms" for p in peers)]
+    rows = []
+    for r in results:
+        cells = [
+            f"{_ms(r.peers[p].median_s)} ({_ms(r.peers[p].min_s)})" if r.peers[p].median_s else "-"
+            for p in peers
+        ]
+        rows.append(_key(r) + cells)
+    return _table(headers, rows)
+
+
+def _gflops(result: CaseResult, peer: str, peak: float) -> str:
+    median = result.peers[peer].median_s
+    if not median or not result.macs:
+        return "-"
+    gflops = 2 * result.macs / median / 1e9
+    return f"{gflops:.3g} ({100 * gflops / (peak * result.threads):.0f}%)"
+
+
+def _speed(results, peers, subject, peak) -> list[str]:
+    others = [p for p in peers if p != subject]
+    headers = ["case", "N", "threads"]
+    headers += [f"{PEERS[p].label} / {PEERS[subject].label}" for p in others]
+    headers += [f"{PEERS[p].label} GFLOP/s (% peak)" for p in peers]
+    rows = []
+    for r in results:
+        base = r.peers[subject].median_s
+        ratios = [
+            f"{r.peers[p].median_s / base:.2f}x" if base and r.peers[p].median_s else "-"
+            for p in others
+        ]
+        rows.append(_key(r) + ratios + [_gflops(r, p, peak) for p in peers])
+    return _table(headers, rows)
+
+
+def _checks(results, peers) -> list[str]:
+    headers = ["case", "N", "threads"]
+    headers += [f"{PEERS[p].label} setup s" for p in peers]
+    headers += [f"{PEERS[p].label} max err" for p in peers if p != "numpy"]
+    rows = []
+    for r in results:
+        setup = [_optional(r.peers[p].setup_s, ".3f") for p in peers]
+        errors = [_optional(r.peers[p].max_err, ".2g") for p in peers if p != "numpy"]
+        rows.append(_key(r) + setup + errors)
+    return _table(headers, rows)
+
+
+def _optional(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _notes(results, peers) -> list[str]:
+    return [
+        f"- {PEERS[p].label}, {r.case} (N={r.batch}, {r.threads} threads): {r.peers[p].note}"
+        for r in results
+        for p in peers
+        if r.peers[p].note
+    ]
+
+
+def format_results(
+    results: list[CaseResult], peers: list[str], peak: float = PEAK_GFLOPS_PER_CORE
+) -> str:
+    """The three tables (times, speed, checks) and notes on peers that were not timed.
+
+    `peak` is one core's FP32 peak in GFLOP/s; percentages are of `peak * threads`.
+    """
+    subject = subject_of(results, peers)
+    lines = ["Median (min) milliseconds per run, interleaved blocks:", ""]
+    lines += _times(results, peers)
+    if subject is not None:
+        title = f"Speed relative to {PEERS[subject].label}; GFLOP/s (% of {peak:g} per core):"
+        lines += ["", title, ""]
+        lines += _speed(results, peers, subject, peak)
+    lines += ["", "Setup seconds (compile, session) and max |output - interpreter|:", ""]
+    lines += _checks(results, peers)
+    notes = _notes(results, peers)
+    if notes:
+        lines += ["", "Not timed:", *notes]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,79 @@
+"""Interleaved timing of several runners of the same case.
+
+Stage: benchmark measurement. Input: named zero-argument callables that have
+each run at least once already (their output check). Output: per runner, the
+seconds per call of every timed block, with median and minimum.
+
+Method (shared/BENCHMARKS.md): each runner is calibrated to a block of `k`
+calls lasting about `block_s`, warmed up with one untimed block, and then the
+runners' blocks alternate, A B C A B C ..., `repeat` rounds, the starting
+runner rotating each round so none always follows the same neighbour. Noise
+from other processes then hits every runner alike, which is what makes the
+ratios of one run trustworthy on a shared machine even when absolute times
+drift. The garbage collector is off while a block runs.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ir import ConvcError
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call, one entry per timed block of `calls` calls."""
+
+    samples: tuple[float, ...]
+    calls: int
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def min(self) -> float:
+        return min(self.samples)
+
+
+def _block(fn: Callable[[], object], calls: int) -> float:
+    """Seconds per call over `calls` back-to-back calls, collector paused."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter() - start) / calls
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def calls_per_block(fn: Callable[[], object], block_s: float) -> int:
+    """How many calls of `fn` fill about `block_s` seconds (at least one)."""
+    once = _block(fn, 1)
+    return max(1, min(100_000, math.ceil(block_s / max(once, 1e-9))))
+
+
+def time_interleaved(
+    runners: dict[str, Callable[[], object]], repeat: int, block_s: float = 0.05
+) -> dict[str, Timing]:
+    """Time every runner in alternating blocks; see the module docstring."""
+    if repeat < 1:
+        raise ConvcError(f"benchmark repeat={repeat} must be at least 1")
+    names = list(runners)
+    calls = {name: calls_per_block(runners[name], block_s) for name in names}
+    for name in names:
+        _block(runners[name], calls[name])
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(repeat):
+        shift = round_index % len(names) if names else 0
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(_block(runners[name], calls[name]))
+    return {name: Timing(tuple(samples[name]), calls[name]) for name in names}

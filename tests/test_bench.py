@@ -1,0 +1,184 @@
+"""Smoke tests of `convc bench`: tiny cases, one repeat, well-formed tables. Nothing is timed
+against a threshold; the figures themselves belong in benchmarks/RESULTS.md."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import convc
+from convc.bench import format_results, run_cases, select_peers
+from convc.bench.cases import LAYERS, Case, layer_cases
+from convc.bench.peers import PEERS
+from convc.bench.runner import max_error
+from convc.bench.timing import time_interleaved
+from convc.cli import main
+from ir import ConvcError, Graph, UnsupportedError
+
+RNG = np.random.default_rng(7)
+
+
+def _param(g: Graph, name: str, shape, scale=0.5) -> str:
+    return g.add_param(name, (RNG.standard_normal(shape) * scale).astype(np.float32)).name
+
+
+def mixed_graph() -> Graph:
+    """Conv+bias, batch norm, relu6, max pool with asymmetric pads, residual add, head."""
+    g = Graph("mixed")
+    g.add_input("x", ("N", 3, 9, 9))
+    conv = g.add_node(
+        "conv",
+        ["x", _param(g, "w", (4, 3, 3, 3)), _param(g, "b", (4,))],
+        {"pads": [1, 1, 1, 1]},
+        name="conv",
+    )[0]
+    stats = [_param(g, f"bn.{k}", (4,)) for k in ("scale", "bias", "mean")]
+    var = g.add_param("bn.var", RNG.uniform(0.5, 2.0, 4).astype(np.float32)).name
+    bn = g.add_node("batch_norm", [conv, *stats, var], name="bn")[0]
+    low, high = g.add_const("lo", np.float32(0)), g.add_const("hi", np.float32(6))
+    act = g.add_node("clip", [bn, low, high], name="relu6")[0]
+    pool = g.add_node(
+        "max_pool",
+        [act],
+        {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [0, 0, 1, 1]},
+        name="pool",
+    )[0]
+    side = g.add_node(
+        "conv", ["x", _param(g, "w2", (4, 3, 1, 1))], {"strides": [2, 2]}, name="side"
+    )[0]
+    res = g.add_node("add", [pool, side], name="res")[0]
+    gap = g.add_node("global_avg_pool", [res], name="gap")[0]
+    flat = g.add_node("flatten", [gap], name="flat")[0]
+    fc = g.add_node(
+        "gemm", [flat, _param(g, "fc.w", (5, 4)), _param(g, "fc.b", (5,))], {"transB": 1}, name="fc"
+    )[0]
+    g.add_node("softmax", [fc], name="prob")
+    g.set_outputs("prob", "res")
+    return g
+
+
+def tiny_case() -> Case:
+    graph = mixed_graph()
+    return Case(
+        "tiny mixed", 2, lambda: (graph, {"x": RNG.standard_normal((2, 3, 9, 9), dtype=np.float32)})
+    )
+
+
+def test_layer_suite_lists_every_benchmark_layer():
+    cases = layer_cases()
+    assert len(cases) == sum(len(batches) for _, batches, _ in LAYERS) == 14
+    assert [c.batch for c in layer_cases((8,))] == [8, 8, 8]
+
+
+def test_run_cases_times_every_available_peer_and_checks_outputs():
+    peers = select_peers(None)
+    [result] = run_cases([tiny_case()], peers, threads=1, repeat=1, block_s=0.0)
+    assert result.macs > 0 and result.threads == 1 and result.batch == 2
+    for name in peers:
+        peer = result.peers[name]
+        assert peer.note == "", peer.note
+        assert 0 < peer.min_s <= peer.median_s
+        if name != "numpy":
+            assert peer.max_err < 1e-4
+
+
+@pytest.mark.parametrize("peer", ["torch", "onnxruntime"])
+def test_peer_translation_matches_the_interpreter(peer):
+    pytest.importorskip(peer)
+    graph = mixed_graph()
+    inputs = {"x": RNG.standard_normal((3, 3, 9, 9), dtype=np.float32)}
+    outputs = PEERS[peer].prepare(graph, inputs, 1)()
+    reference = convc.interpret(graph, inputs)
+    for name, ref in reference.items():
+        np.testing.assert_allclose(np.asarray(outputs[name]), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_table_is_well_formed_markdown():
+    peers = select_peers(None)
+    results = run_cases([tiny_case()], peers, threads=1, repeat=1, block_s=0.0)
+    text = format_results(results, peers)
+    tables = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(tables) == 3 * 3  # header, rule, one row in each of three tables
+    for header, rule, row in zip(tables[0::3], tables[1::3], tables[2::3]):
+        assert header.count("|") == rule.count("|") == row.count("|")
+        assert row.startswith("| tiny mixed | 2 | 1 |")
+
+
+def test_unavailable_or_failing_peer_gets_a_note_not_a_time(monkeypatch):
+    monkeypatch.setitem(
+        PEERS,
+        "torch",
+        PEERS["torch"].__class__("torch", "PyTorch", lambda: False, PEERS["torch"].prepare),
+    )
+    [result] = run_cases([tiny_case()], ["numpy", "torch"], threads=1, repeat=1, block_s=0.0)
+    assert result.peers["torch"].note == "not installed"
+    assert result.peers["torch"].median_s is None
+    assert "not installed" in format_results([result], ["numpy", "torch"])
+
+
+def test_wrong_output_is_detected():
+    ref = {"y": np.ones((2, 3), np.float32)}
+    assert max_error({"y": ref["y"] + 1e-6}, ref) == (pytest.approx(1e-6, rel=0.1), True)
+    assert max_error({"y": ref["y"] + 1e-3}, ref)[1] is False
+    assert max_error({"y": np.ones((3, 2), np.float32)}, ref)[1] is False
+
+
+def test_interleaved_timing_rejects_zero_repeats():
+    timings = time_interleaved({"a": lambda: None, "b": lambda: None}, repeat=2, block_s=0.0)
+    assert all(len(t.samples) == 2 for t in timings.values())
+    with pytest.raises(ConvcError, match="repeat=0"):
+        time_interleaved({"a": lambda: None}, repeat=0)
+
+
+def test_unknown_peer_is_rejected():
+    with pytest.raises(UnsupportedError, match="unknown peer 'tensorflow'"):
+        select_peers(["tensorflow"])
+
+
+SAMPLE = """
+import numpy as np
+from ir import Graph
+
+def build(batch="N"):
+    g = Graph("one_conv")
+    g.add_input("x", (batch, 1, 6, 6))
+    g.add_param("w", np.full((2, 1, 3, 3), 0.1, np.float32))
+    g.add_node("conv", ["x", "w"], name="y")
+    g.set_outputs("y")
+    return g
+
+def example_inputs(batch=1, seed=0):
+    return {"x": np.random.default_rng(seed).standard_normal((batch, 1, 6, 6)).astype(np.float32)}
+"""
+
+
+def test_cli_bench_runs_a_sample_file(tmp_path, monkeypatch, capsys):
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(name, "1")  # pinned already: runs in this process
+    sample = tmp_path / "one_conv.py"
+    sample.write_text(SAMPLE)
+    argv = [
+        "bench",
+        str(sample),
+        "--batch",
+        "1,3",
+        "--repeat",
+        "1",
+        "--block-ms",
+        "0",
+        "--peers",
+        "numpy",
+        "--json",
+        str(tmp_path / "r.json"),
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| one_conv | 1 | 1 |" in out and "| one_conv | 3 | 1 |" in out
+    assert (tmp_path / "r.json").read_text().count('"case": "one_conv"') == 2
+
+
+def test_cli_bench_needs_exactly_one_of_file_and_suite(tmp_path, capsys):
+    assert main(["bench"]) == 1
+    assert "either a model FILE or --suite" in capsys.readouterr().err
+    assert main(["bench", "--peers", "tf", "--suite", "layers"]) == 1
+    assert "unknown peer 'tf'" in capsys.readouterr().err
