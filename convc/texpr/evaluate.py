@@ -1,0 +1,138 @@
+"""Brute-force NumPy evaluation of tensor expressions: the executable meaning of a TensorExpr.
+
+Stage: (TensorExpr, arrays by name, symbol values) -> np.ndarray. Used by the tests
+to check every op's definition against the independent NumPy interpreter over
+small shapes. It materialises the whole (output x reduction) index space, so it
+is for small shapes only; it makes no attempt at speed.
+
+Every index symbol becomes an `np.arange` broadcast along its own axis; accesses
+are gathered (indices clipped into range: an access is only meaningful where the
+condition holds, and terms elsewhere are replaced by the identity before the
+reduction), and the remaining scalar algebra is evaluated with `sympy.lambdify`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import sympy
+
+from .expr import ACC, TensorExpr
+
+_vmax = sympy.Function("vmax")
+_vmin = sympy.Function("vmin")
+_verf = sympy.Function("verf")
+_vand = sympy.Function("vand")
+_ACC_NAME = "__acc__"
+_NUMERIC = {
+    "vmax": lambda *a: functools.reduce(np.maximum, a),
+    "vmin": lambda *a: functools.reduce(np.minimum, a),
+    "vand": lambda *a: functools.reduce(np.logical_and, a),
+    "verf": np.vectorize(math.erf, otypes=[float]),
+}
+
+
+def _integral(rel):
+    """A relation between rational index expressions with its denominator cleared.
+
+    (i - 2*a)/3 < 5 becomes i - 2*a - 15 < 0, so that comparisons are exact in
+    integer arithmetic rather than decided by float rounding.
+    """
+    numerator, denominator = sympy.fraction(sympy.together(rel.lhs - rel.rhs))
+    if denominator == 1 or not (denominator.is_Integer and denominator > 0):
+        return rel
+    return rel.func(numerator, 0)
+
+
+def _portable(expr):
+    """Rewrite Max/Min/And/erf into names lambdify maps to elementwise NumPy functions."""
+    expr = expr.replace(lambda e: isinstance(e, sympy.core.relational.Relational), _integral)
+    expr = expr.replace(sympy.Max, lambda *a: _vmax(*a))
+    expr = expr.replace(sympy.Min, lambda *a: _vmin(*a))
+    expr = expr.replace(sympy.And, lambda *a: _vand(*a))
+    return expr.replace(sympy.erf, lambda a: _verf(a))
+
+
+class _Space:
+    """The index space of one expression: a NumPy axis per index symbol."""
+
+    def __init__(self, symbols, extents, env, bindings):
+        self.axes = {s: k for k, s in enumerate(symbols)}
+        self.extents = extents
+        self.env = env
+        self.bindings = bindings
+
+    def grid(self, sym) -> np.ndarray:
+        shape = [1] * len(self.axes)
+        shape[self.axes[sym]] = self.extents[self.axes[sym]]
+        return np.arange(self.extents[self.axes[sym]]).reshape(shape)
+
+    def eval(self, expr) -> np.ndarray:
+        """Evaluate a scalar expression over the whole space (broadcastable result)."""
+        expr = sympy.sympify(expr).subs(self.bindings)
+        outer = _outermost(expr)
+        names = {a: sympy.Dummy(f"t{k}") for k, a in enumerate(outer)}
+        expr = _portable(expr.xreplace(names))
+        free = sorted(expr.free_symbols - set(names.values()), key=str)
+        unknown = [s for s in free if s not in self.axes]
+        assert not unknown, f"unbound symbols {unknown} in {expr}"
+        args = [names[a] for a in outer] + free
+        fn = sympy.lambdify(args, expr, modules=[_NUMERIC, "numpy"])
+        values = [self.gather(a) for a in outer] + [self.grid(s) for s in free]
+        return np.asarray(fn(*values))
+
+    def gather(self, a: sympy.Indexed) -> np.ndarray:
+        array = np.asarray(self.env[str(a.base)])
+        array = array.reshape(1) if array.ndim == 0 else array
+        assert array.ndim == len(a.indices), (a, array.shape)
+        idx = []
+        for k, i in enumerate(a.indices):
+            position = np.rint(self.eval(i)).astype(np.int64)
+            idx.append(np.clip(position, 0, array.shape[k] - 1))
+        return array[tuple(np.broadcast_arrays(*idx))] if idx else array
+
+
+def _outermost(expr) -> list:
+    found = expr.atoms(sympy.Indexed)
+    inner = {b for a in found for i in a.indices for b in i.atoms(sympy.Indexed)}
+    return sorted(found - inner, key=sympy.srepr)
+
+
+def _ints(dims, bindings) -> list[int]:
+    return [int(sympy.sympify(d).subs(bindings)) for d in dims]
+
+
+def evaluate(e: TensorExpr, env: dict, bindings: dict | None = None) -> np.ndarray:
+    """The array `e` defines, reading tensors from `env` and symbol values from `bindings`."""
+    bindings = bindings or {}
+    out_shape = _ints(e.shape, bindings)
+    red_shape = _ints(e.reduce_shape, bindings)
+    space = _Space((*e.indices, *e.reduce_indices), out_shape + red_shape, env, bindings)
+    full = out_shape + red_shape
+    terms = np.broadcast_to(space.eval(e.body), full).astype(np.float64)
+    if e.condition is not sympy.true:
+        keep = np.broadcast_to(space.eval(e.condition), full)
+        fill_values = space.eval(e.identity)
+        terms = np.where(keep, terms, fill_values)
+    axes = tuple(range(len(out_shape), len(full)))
+    if e.reduction == "sum":
+        terms = terms.sum(axis=axes, keepdims=True)
+    elif e.reduction == "max":
+        terms = terms.max(axis=axes, keepdims=True, initial=-np.inf)
+    if e.epilogue is not None:
+        space.env = {**env, _ACC_NAME: terms}
+        acc = sympy.IndexedBase(_ACC_NAME)[(*e.indices, *[0] * len(red_shape))]
+        terms = np.broadcast_to(space.eval(e.epilogue.xreplace({ACC: acc})), terms.shape)
+    result = np.broadcast_to(terms, out_shape + [1] * len(red_shape)).reshape(out_shape)
+    return np.array(result, dtype=np.dtype(e.dtype), order="C")
+
+
+def evaluate_all(exprs, env: dict, bindings: dict | None = None) -> dict:
+    """Evaluate a node's expressions in order (temporaries feed later ones); all results by name."""
+    env = dict(env)
+    results = {}
+    for e in exprs:
+        results[e.name] = env[e.name] = evaluate(e, env, bindings)
+    return results
