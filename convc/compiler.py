@@ -1,0 +1,139 @@
+"""The compile pipeline and `CompiledModel`: graph -> native code -> run(inputs).
+
+Stage: the public entry. Input: an `ir.Graph`. Output: a `CompiledModel`.
+
+    graph --passes--> graph --plan_fusion--> fused groups --assemble--> loop-IR Program
+          --runtime (codegen, O3, JIT, one entry point)--> executable
+
+Every stage keeps its text form for `m.source(stage)` (graph, fused, texpr,
+loops, llvm, llvm-opt, asm), and `CONVC_DUMP=stage,...` prints the named stages
+to stderr while compiling (graph passes print after each pass: name the pass,
+or `passes` for all of them). Compiled models are cached in memory by (graph
+fingerprint, thread count): compiling the same graph again returns the same
+model. Threads: `threads=`, else `CONVC_NUM_THREADS`, else every core.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+
+import numpy as np
+
+from convc import loops
+from convc.lower import assemble
+from convc.passes import PIPELINE, dump, dump_requested, fused_text, plan_fusion, run_passes
+from ir import Graph, GraphError, InputError
+from ir.binding import bind_inputs
+
+STAGES = ("graph", "fused", "texpr", "loops", "llvm", "llvm-opt", "asm")
+_CACHE: dict = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def resolve_threads(threads: int | None) -> int:
+    """`threads`, else CONVC_NUM_THREADS, else the number of cores this process may use."""
+    if threads is None:
+        env = os.environ.get("CONVC_NUM_THREADS")
+        if env:
+            try:
+                threads = int(env)
+            except ValueError:
+                raise InputError(f"CONVC_NUM_THREADS={env!r} is not an integer") from None
+        else:
+            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if not isinstance(threads, int) or threads < 1:
+        raise InputError(f"threads={threads!r} must be a positive integer")
+    return threads
+
+
+class CompiledModel:
+    """A graph compiled to one native entry point; call it like `convc.interpret`."""
+
+    def __init__(self, graph: Graph, optimized: Graph, groups, program, executable, threads):
+        self.graph = graph
+        self.optimized = optimized
+        self.groups = groups
+        self.program = program
+        self.threads = threads
+        self._executable = executable
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.graph.inputs)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.graph.outputs)
+
+    def run(self, inputs: Mapping) -> dict[str, np.ndarray]:
+        """Outputs by name (fresh C-contiguous arrays), for `inputs` checked like the interpreter's."""
+        bindings = bind_inputs(self.graph, inputs)
+        symbols = {str(s): int(v) for s, v in bindings.items()}
+        outputs = {}
+        for name in self.graph.outputs:
+            value = self.graph.values[name]
+            shape = tuple(int(d) for d in value.type.subs(bindings).shape)
+            outputs[name] = np.empty(shape, dtype=value.dtype)
+        arrays = {name: inputs[name] for name in self.graph.inputs}
+        self._executable.run(arrays, outputs, symbols)
+        return outputs
+
+    __call__ = run
+
+    def source(self, stage: str) -> str:
+        """The text of one stage: graph, fused, texpr, loops, llvm, llvm-opt or asm."""
+        if stage == "graph":
+            return self.optimized.to_text()
+        if stage == "fused":
+            return fused_text(self.optimized, self.groups)
+        if stage == "texpr":
+            from convc.texpr import texpr_text
+
+            return texpr_text(self.optimized)
+        if stage == "loops":
+            return loops.format_program(self.program)
+        if stage in ("llvm", "llvm-opt", "asm"):
+            return self._executable.source(stage)
+        raise GraphError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+
+    def __repr__(self) -> str:
+        return (
+            f"<CompiledModel {self.graph.name}: {len(self.program.kernels)} kernels, "
+            f"threads={self.threads}>"
+        )
+
+
+def lower_graph(graph: Graph, threads: int = 1):
+    """(optimized graph, fused groups, Program): every stage before native code."""
+    if not isinstance(graph, Graph):
+        raise GraphError(f"compile expects an ir.Graph; got {type(graph).__name__}")
+    if not graph.outputs:
+        raise GraphError(f"graph '{graph.name}' has no outputs; call set_outputs first")
+    graph.verify()
+    optimized = run_passes(graph, PIPELINE)
+    groups = plan_fusion(optimized)
+    program, _ = assemble(optimized, groups, threads)
+    return optimized, groups, program
+
+
+def compile(graph: Graph, threads: int | None = None) -> CompiledModel:
+    """Compile `graph` to native code for this CPU (see the module docstring)."""
+    from convc import runtime
+
+    threads = resolve_threads(threads)
+    key = (graph.fingerprint(), threads)
+    with _CACHE_LOCK:
+        cached = _CACHE.get(key)
+    if cached is not None:
+        return cached
+    optimized, groups, program = lower_graph(graph, threads)
+    executable = runtime.load(program, threads=threads)
+    model = CompiledModel(graph, optimized, groups, program, executable, threads)
+    for stage in STAGES:
+        if dump_requested(stage):
+            dump(stage, model.source(stage))
+    with _CACHE_LOCK:
+        _CACHE[key] = model
+    return model

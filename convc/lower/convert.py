@@ -1,0 +1,160 @@
+"""Tensor-expression values (sympy) -> loop-IR values.
+
+Stage: part of lowering. Input: a sympy expression from a `TensorExpr` (its body,
+epilogue, `otherwise` or a condition atom) and a `Scope` saying what each tensor
+access and the accumulator symbol stand for. Output: a `convc.loops` `Expr`.
+
+Tensor accesses become `Load`s of the buffer of the same name with their index
+expressions rewritten by the scope's substitution (e.g. a blocked output channel
+`o -> o_o*4 + o_i`), unless the scope binds the tensor to a value already in
+registers (a fused epilogue's input). Numbers become constants of the
+expression's dtype; comparisons of pure index expressions become integer
+comparisons (`Index`), everything else floating point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import sympy
+
+from convc import loops
+from convc.texpr import ACC
+from ir import UnsupportedError
+
+_UNARY = {sympy.exp: "exp", sympy.log: "log", sympy.tanh: "tanh", sympy.erf: "erf"}
+_UNARY.update({sympy.Abs: "abs", sympy.floor: "floor", sympy.ceiling: "ceil"})
+_CMP = {sympy.Lt: "lt", sympy.Le: "le", sympy.Gt: "gt", sympy.Ge: "ge"}
+_CMP.update({sympy.Eq: "eq", sympy.Ne: "ne"})
+
+
+@dataclass
+class Scope:
+    """What names mean while converting: accumulator, inlined tensors, index substitution.
+
+    `inline`: tensor name -> loop-IR value (the running value of a fused chain).
+    `load`: optional hook (base name, index tuple) -> loop-IR value, for packed layouts.
+    """
+
+    dtype: str = "float32"
+    acc: loops.Expr | None = None
+    inline: dict = field(default_factory=dict)
+    subs: dict = field(default_factory=dict)
+    load: Callable | None = None
+    where: str = ""
+
+    def index(self, expr) -> sympy.Expr:
+        return sympy.sympify(expr).xreplace(self.subs) if self.subs else sympy.sympify(expr)
+
+
+def is_index_expr(expr) -> bool:
+    """True when `expr` holds no tensor access and no accumulator (an integer index formula)."""
+    return not expr.atoms(sympy.Indexed) and ACC not in expr.free_symbols
+
+
+def convert(expr, scope: Scope) -> loops.Expr:
+    """The loop-IR value of a sympy value expression."""
+    expr = sympy.sympify(expr)
+    if expr == ACC:
+        return scope.acc
+    if isinstance(expr, sympy.Indexed):
+        return _access(expr, scope)
+    if expr.is_number:
+        return _number(expr, scope)
+    if isinstance(expr, sympy.Add):
+        return _fold("add", [convert(a, scope) for a in expr.args])
+    if isinstance(expr, sympy.Mul):
+        return _product(expr, scope)
+    if isinstance(expr, sympy.Pow):
+        return _power(expr, scope)
+    if isinstance(expr, (sympy.Max, sympy.Min)):
+        op = "max" if isinstance(expr, sympy.Max) else "min"
+        return _fold(op, [convert(a, scope) for a in expr.args])
+    if isinstance(expr, sympy.Piecewise):
+        return _piecewise(expr.args, scope)
+    if expr.func in _UNARY:
+        return loops.Unary(_UNARY[expr.func], convert(expr.args[0], scope))
+    if isinstance(expr, sympy.Symbol) and is_index_expr(expr):
+        return loops.Cast(loops.Index(scope.index(expr)), scope.dtype)
+    raise UnsupportedError(f"{scope.where}: cannot lower the expression {expr} to loops")
+
+
+def condition(expr, scope: Scope) -> loops.Expr:
+    """The loop-IR boolean of a sympy condition (relations, And, Or, Not)."""
+    if expr is sympy.true or expr == sympy.true:
+        return loops.Const(True, "bool")
+    if expr is sympy.false or expr == sympy.false:
+        return loops.Const(False, "bool")
+    if isinstance(expr, (sympy.And, sympy.Or)):
+        op = "and" if isinstance(expr, sympy.And) else "or"
+        return _fold(op, [condition(a, scope) for a in expr.args])
+    if isinstance(expr, sympy.Not):
+        return loops.Unary("not", condition(expr.args[0], scope))
+    if type(expr) in _CMP:
+        lhs, rhs = expr.args
+        if is_index_expr(lhs) and is_index_expr(rhs):
+            a, b = loops.Index(scope.index(lhs)), loops.Index(scope.index(rhs))
+        else:
+            a, b = convert(lhs, scope), convert(rhs, scope)
+        return loops.Cmp(_CMP[type(expr)], a, b)
+    raise UnsupportedError(f"{scope.where}: cannot lower the condition {expr} to loops")
+
+
+def _access(expr: sympy.Indexed, scope: Scope) -> loops.Expr:
+    name = str(expr.base)
+    if name in scope.inline:
+        return scope.inline[name]
+    index = tuple(scope.index(i) for i in expr.indices)
+    if scope.load is not None:
+        found = scope.load(name, index)
+        if found is not None:
+            return found
+    return loops.Load(name, index)
+
+
+def _number(expr, scope: Scope) -> loops.Expr:
+    return loops.Const(float(expr), scope.dtype)
+
+
+def _fold(op: str, values: list) -> loops.Expr:
+    result = values[0]
+    for v in values[1:]:
+        result = loops.Binary(op, result, v)
+    return result
+
+
+def _product(expr: sympy.Mul, scope: Scope) -> loops.Expr:
+    """Numerators multiplied, then divided by the product of the x**-k factors."""
+    numer, denom = [], []
+    for factor in expr.args:
+        base, exponent = factor.as_base_exp()
+        if exponent.is_number and exponent < 0 and not factor.is_number:
+            denom.append(convert(base**-exponent, scope))
+        else:
+            numer.append(convert(factor, scope))
+    value = _fold("mul", numer) if numer else loops.Const(1.0, scope.dtype)
+    return loops.Binary("div", value, _fold("mul", denom)) if denom else value
+
+
+def _power(expr: sympy.Pow, scope: Scope) -> loops.Expr:
+    base, exponent = expr.args
+    x = convert(base, scope)
+    if exponent == sympy.Rational(1, 2):
+        return loops.Unary("sqrt", x)
+    if exponent == sympy.Rational(-1, 2):
+        return loops.Binary("div", loops.Const(1.0, scope.dtype), loops.Unary("sqrt", x))
+    if exponent.is_integer and 1 <= exponent <= 4:
+        return _fold("mul", [x] * int(exponent))
+    if exponent.is_integer and -4 <= exponent <= -1:
+        return loops.Binary(
+            "div", loops.Const(1.0, scope.dtype), _fold("mul", [x] * -int(exponent))
+        )
+    return loops.Binary("pow", x, convert(exponent, scope))
+
+
+def _piecewise(pieces, scope: Scope) -> loops.Expr:
+    (value, cond), rest = pieces[0], pieces[1:]
+    if cond == sympy.true or not rest:
+        return convert(value, scope)
+    return loops.Select(condition(cond, scope), convert(value, scope), _piecewise(rest, scope))

@@ -1,0 +1,87 @@
+"""A fused group -> one loop-IR kernel.
+
+Stage: (graph, FusedGroup) -> `LoweredGroup` (the kernel plus what program
+assembly must know: the buffers it reads and writes, its scratch temporaries).
+
+The anchor's tensor expressions are lowered in order (temporaries first); the
+one defining the anchor's output gets the fused epilogue: each epilogue node's
+own (pointwise) tensor expression, re-indexed onto the anchor's output indices
+and applied to the running value in registers. Its result is stored under the
+group's output name, so the intermediate values never get a buffer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import sympy
+
+from convc import loops
+from convc.passes import FusedGroup
+from convc.texpr import TensorExpr, texpr_of
+from ir import Graph, UnsupportedError
+
+from .convert import Scope
+from .nest import Names, lower_nest
+from .schedule import default_schedule
+
+
+@dataclass(frozen=True)
+class LoweredGroup:
+    """A kernel and its data flow: graph values read and written, scratch temporaries."""
+
+    kernel: loops.Kernel
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    scratch: tuple[TensorExpr, ...]
+    schedules: tuple[str, ...]
+
+
+def kernel_name(name: str) -> str:
+    """A C identifier derived from a group's name."""
+    return re.sub(r"\W", "_", name)
+
+
+def _chain(graph: Graph, group: FusedGroup, out: TensorExpr) -> list:
+    """(value name, sympy value over `out`'s indices) for each epilogue node, in order."""
+    steps = []
+    for name in group.epilogue:
+        exprs = texpr_of(graph, graph.nodes[name])
+        if len(exprs) != 1 or exprs[0].reduction != "none":
+            raise UnsupportedError(f"{graph.nodes[name].op} '{name}': cannot be fused")
+        te = exprs[0]
+        mapping = dict(zip(te.indices, out.indices))
+        steps.append((te.name, te.body.xreplace(mapping)))
+    return steps
+
+
+def lower_group(graph: Graph, group: FusedGroup, threads: int = 1) -> LoweredGroup:
+    """The kernel computing `group` (anchor, then its epilogue) into `group.output`."""
+    anchor = graph.nodes[group.anchor]
+    exprs = texpr_of(graph, anchor)
+    names = Names({})
+    nests, described, reads, writes, chained = [], [], set(), [], set()
+    for te in exprs:
+        fused = te.name == anchor.outputs[0] and group.epilogue
+        steps = _chain(graph, group, te) if fused else []
+        store = group.output if fused else te.name
+        schedule = default_schedule(te, threads)
+        scope = Scope(dtype=te.dtype, where=f"{anchor.op} '{anchor.name}'")
+        nests.append(lower_nest(te, schedule, store, steps, scope, names))
+        described.append(f"{te.name}: {schedule.describe()}")
+        reads.update(te.reads)
+        for name, expr in steps:
+            reads.update(str(a.base) for a in expr.atoms(sympy.Indexed))
+            chained.add(name)
+        writes.append(store)
+    internal = {te.name for te in exprs} | chained | set(writes)
+    comment = " + ".join(group.nodes)
+    kernel = loops.Kernel(kernel_name(group.name), loops.Block(tuple(nests)), comment)
+    return LoweredGroup(
+        kernel,
+        tuple(sorted(reads - internal)),
+        tuple(writes),
+        tuple(te for te in exprs if te.role == "temp"),
+        tuple(described),
+    )

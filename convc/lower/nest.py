@@ -1,0 +1,224 @@
+"""One tensor expression + its schedule -> a loop nest (the heart of lowering).
+
+Stage: (TensorExpr, Schedule, fused epilogue) -> `convc.loops` statement.
+
+Shape of the result, for a reduction such as conv (`y = epi(Sum x*w)`):
+
+    parallel for n*o_o:                     # schedule.parallel_axis "n*o"
+      for i:
+        for j in border:  (scalar, every bound checked)
+        vector(16) for j in interior:       # schedule.vector_axis, checks dropped
+          alloc acc[B] = 0                  # B = schedule.tiles["o"], "o.i" unrolled
+          for c: for a: [if row bound] for b:
+            unrolled for o_i: acc[o_i] += x[...] * w[o_o*B + o_i, ...]
+          unrolled for o_i: y[...] = epilogue(acc[o_i])
+
+Invariants: an access runs only where its expression's condition holds (bounds
+are either checked by an `if` placed right after the loop that binds their last
+index, or proven by the interior split); the epilogue (the op's own, then the
+fused chain as `let`s) is applied to the accumulator in registers, so only the
+group's final value is stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import sympy
+
+from convc import loops
+from convc.texpr import TensorExpr
+
+from .convert import Scope, condition, convert
+from .regions import conjuncts, interior
+
+UPDATE = {"sum": "add", "max": "max"}
+
+
+@dataclass
+class Names:
+    """Fresh local names within one kernel (locals must not repeat)."""
+
+    taken: dict
+
+    def fresh(self, stem: str) -> str:
+        count = self.taken.get(stem, 0)
+        self.taken[stem] = count + 1
+        return stem if count == 0 else f"{stem}{count}"
+
+
+@dataclass
+class Nest:
+    """Everything one nest needs: the expression, schedule decisions and conversion scope."""
+
+    te: TensorExpr
+    store: str
+    epilogue: tuple  # ((value name, sympy expr over te.indices), ...) applied after te's own
+    scope: Scope
+    names: Names
+    vector: sympy.Symbol | None = None
+    block: tuple | None = None  # (axis symbol, size, outer var, inner var)
+
+
+def lower_nest(te, schedule, store, epilogue, scope, names) -> loops.Stmt:
+    """The loop nest computing `te` (then `epilogue`) into buffer `store`."""
+    nest = Nest(te, store, tuple(epilogue), scope, names)
+    nest.vector = _symbol(te, schedule.vector_axis)
+    nest.block = _block(te, schedule)
+    atoms = conjuncts(te.condition)
+    outer = [v for v in te.indices if v != nest.vector]
+    loops_, subs = _outer_loops(nest, outer, schedule)
+    nest.scope = replace(scope, subs={**scope.subs, **subs})
+    inner = _innermost(nest, atoms)
+    for var, start, stop, kind in reversed(loops_):
+        inner = loops.For(var, start, stop, inner, kind=kind)
+    return inner
+
+
+def _symbol(te: TensorExpr, name: str | None):
+    return next((v for v in te.indices if str(v) == name), None)
+
+
+def _block(te: TensorExpr, schedule):
+    for name, size in schedule.tiles.items():
+        var = _symbol(te, name)
+        extent = te.shape[te.indices.index(var)] if var is not None else None
+        atoms_use = any(var in a.free_symbols for a in conjuncts(te.condition))
+        if var is None or f"{name}.i" not in schedule.unroll or atoms_use:
+            continue
+        if extent.is_number and int(extent) % size == 0:
+            return var, size, loops.loop_var(f"{name}_o"), loops.loop_var(f"{name}_i")
+    return None
+
+
+def _outer_loops(nest: Nest, outer, schedule):
+    """(var, start, stop, kind) for the non-vector output axes, and the index substitution.
+
+    The leading axes named by `parallel_axis` ("n*o") are collapsed into one parallel loop
+    whose variable is split back with floor/Mod.
+    """
+    te, subs, extents = nest.te, {}, []
+    for v in outer:
+        extent = te.shape[te.indices.index(v)]
+        if nest.block is not None and v == nest.block[0]:
+            _, size, var_o, var_i = nest.block
+            subs[v] = var_o * size + var_i
+            extents.append((var_o, extent // size))
+        else:
+            subs[v] = loops.loop_var(str(v))
+            extents.append((subs[v], extent))
+    wanted = schedule.parallel_axis.split("*") if schedule.parallel_axis else []
+    count = len(wanted) if [str(v) for v in outer[: len(wanted)]] == wanted else 0
+    if not count:
+        return [(var, 0, extent, "serial") for var, extent in extents], subs
+    fused = loops.loop_var("_".join(str(var) for var, _ in extents[:count]))
+    collapse, stride = {}, sympy.Integer(1)
+    for k in range(count - 1, -1, -1):
+        var, extent = extents[k]
+        part = sympy.floor(fused / stride) if stride != 1 else fused
+        collapse[var] = part if k == 0 else sympy.Mod(part, extent)
+        stride = stride * extent
+    subs = {v: e.xreplace(collapse) for v, e in subs.items()}
+    head = [(fused, 0, sympy.Mul(*(e for _, e in extents[:count])), "parallel")]
+    return head + [(var, 0, extent, "serial") for var, extent in extents[count:]], subs
+
+
+def _innermost(nest: Nest, atoms) -> loops.Stmt:
+    """The vector axis' region loops around the point body (or the body alone)."""
+    te, v = nest.te, nest.vector
+    if v is None:
+        return _point(nest, atoms)
+    extent = te.shape[te.indices.index(v)]
+    reduce_ranges = dict(zip(te.reduce_indices, te.reduce_shape))
+    split = interior(atoms, v, extent, reduce_ranges, te.indices)
+    var = loops.loop_var(str(v))
+    if split is None:
+        return loops.For(var, 0, extent, _point(nest, atoms))
+    lo, hi = split
+    inside = [a for a in atoms if v not in a.free_symbols]
+    parts = [
+        (0, lo, "serial", atoms),
+        (lo, hi, "vectorized", inside),
+        (hi, extent, "serial", atoms),
+    ]
+    stmts = []
+    for start, stop, kind, kept in parts:
+        if sympy.simplify(stop - start) == 0:
+            continue
+        width = 16 if kind == "vectorized" else 1
+        body = _point(nest, kept)
+        stmts.append(loops.For(var, start, stop, body, kind=kind, width=width, tail="masked"))
+    return loops.Block(tuple(stmts))
+
+
+def _block_loop(nest: Nest, body_fn) -> loops.Stmt:
+    """`body_fn(index)` once, or unrolled over the register block."""
+    if nest.block is None:
+        return body_fn(())
+    var_i = nest.block[3]
+    return loops.For(var_i, 0, nest.block[1], body_fn((var_i,)), kind="unrolled")
+
+
+def _point(nest: Nest, atoms) -> loops.Stmt:
+    te = nest.te
+    if te.reduction == "none":
+        return _pointwise(nest, atoms)
+    acc = nest.names.fresh("acc")
+    shape = (nest.block[1],) if nest.block else ()
+    identity = convert(te.identity, nest.scope)
+    body = _reduce_loops(nest, atoms, acc)
+    stores = _block_loop(nest, lambda k: _store(nest, loops.Ref(acc, k)))
+    return loops.Block((loops.Alloc(acc, te.dtype, shape, identity), body, stores))
+
+
+def _reduce_loops(nest: Nest, atoms, acc: str) -> loops.Stmt:
+    """The reduction loops, each bound check placed after the loop binding its last index."""
+    te, scope = nest.te, nest.scope
+    depth = {a: _depth(a, te.reduce_indices) for a in atoms}
+
+    def update(k):
+        term = convert(te.body, scope)
+        return loops.Assign(acc, k, loops.Binary(UPDATE[te.reduction], loops.Ref(acc, k), term))
+
+    stmt = _block_loop(nest, update)
+    for level in range(len(te.reduce_indices) - 1, -1, -1):
+        stmt = _guard(stmt, [a for a in atoms if depth[a] == level], scope)
+        var = te.reduce_indices[level]
+        stmt = loops.For(loops.loop_var(str(var)), 0, te.reduce_shape[level], stmt)
+    return _guard(stmt, [a for a in atoms if depth[a] == -1], scope)
+
+
+def _depth(atom, reduce_indices) -> int:
+    used = [k for k, r in enumerate(reduce_indices) if r in atom.free_symbols]
+    return max(used) if used else -1
+
+
+def _guard(stmt, atoms, scope=None):
+    if not atoms:
+        return stmt
+    return loops.If(condition(sympy.And(*atoms), scope), stmt)
+
+
+def _pointwise(nest: Nest, atoms) -> loops.Stmt:
+    te = nest.te
+    value = _store(nest, convert(te.body, nest.scope))
+    if not atoms:
+        return value
+    other = _store(nest, convert(te.identity, nest.scope))
+    return loops.If(condition(sympy.And(*atoms), nest.scope), value, other)
+
+
+def _store(nest: Nest, acc: loops.Expr) -> loops.Stmt:
+    """Apply the op's epilogue and the fused chain to `acc` (as lets), then store."""
+    te, scope = nest.te, nest.scope
+    stmts = []
+    value = convert(te.value(), replace(scope, acc=acc)) if te.epilogue is not None else acc
+    previous = te.name
+    for name, expr in nest.epilogue:
+        local = nest.names.fresh("v")
+        stmts.append(loops.Let(local, value))
+        value = convert(expr, replace(scope, inline={previous: loops.Ref(local)}))
+        previous = name
+    index = tuple(scope.index(i) for i in te.indices) or (0,)
+    stmts.append(loops.Store(nest.store, index, value))
+    return loops.Block(tuple(stmts)) if len(stmts) > 1 else stmts[0]

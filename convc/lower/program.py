@@ -1,0 +1,173 @@
+"""Program assembly: kernels, buffers, the liveness-planned arena, packed parameters.
+
+Stage: (graph after passes, fused groups) -> `convc.loops.Program`.
+
+Buffers: one per graph input (`input`), graph output (`output`), constant a
+kernel reads (`param`, its array stored in `Program.params`, C-contiguous, in
+the value's dtype, converted once here) and every other value a kernel writes
+(`temp`: group outputs that are not graph outputs, and the scratch
+temporaries of multi-step ops such as an average pool's divisor).
+
+Arena plan (decided symbolically, so one plan serves every batch size): temps
+are assigned to *slots* in call order; a slot is free again after the last
+kernel that reads its current tenant, and a new temp reuses a free slot (the
+one whose size at N=1 fits best) before a new slot is opened. A slot's size is
+the `Max` of its tenants' sizes (rounded up to 64 bytes) as a sympy
+expression, its offset the sum of the slots before it, and the arena size the
+sum of all slots: valid for every binding of the run-time symbols, evaluated
+by the runtime once N is known. Rank-0 values get shape (1,).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy
+
+from convc import loops
+from convc.passes import FusedGroup
+from ir import Graph, UnsupportedError
+
+from .group import LoweredGroup, lower_group
+
+
+def _shape(shape) -> tuple:
+    return tuple(shape) if shape else (1,)
+
+
+def _aligned(nbytes) -> sympy.Expr:
+    return 64 * sympy.ceiling(sympy.sympify(nbytes) / 64)
+
+
+def _at_one(expr) -> float:
+    expr = sympy.sympify(expr)
+    return float(expr.subs({s: 1 for s in expr.free_symbols}))
+
+
+@dataclass
+class ArenaPlan:
+    """Slots (size expressions) and the slot of every temp."""
+
+    sizes: list = field(default_factory=list)
+    tenants: dict = field(default_factory=dict)  # temp name -> slot
+    free_after: dict = field(default_factory=dict)  # slot -> last call reading its tenant
+
+    def place(self, name: str, nbytes, start: int, end: int) -> None:
+        free = [s for s, last in self.free_after.items() if last < start]
+        need = _at_one(nbytes)
+        fitting = [s for s in free if _at_one(self.sizes[s]) >= need]
+        if fitting:
+            slot = min(fitting, key=lambda s: _at_one(self.sizes[s]))
+        elif free:
+            slot = max(free, key=lambda s: _at_one(self.sizes[s]))
+        else:
+            slot = len(self.sizes)
+            self.sizes.append(sympy.Integer(0))
+        self.sizes[slot] = sympy.Max(self.sizes[slot], nbytes)
+        self.tenants[name] = slot
+        self.free_after[slot] = end
+
+    def offsets(self) -> list:
+        result, total = [], sympy.Integer(0)
+        for size in self.sizes:
+            result.append(total)
+            total = total + size
+        return result
+
+
+def _lifetimes(graph: Graph, lowered: list[LoweredGroup]) -> dict:
+    """temp name -> (first call, last call, nbytes) for everything kernels write."""
+    spans = {}
+    outputs = set(graph.outputs)
+    for k, group in enumerate(lowered):
+        for te in group.scratch:
+            spans[te.name] = [k, k, _aligned(sympy.Mul(*_shape(te.shape)) * _size(te.dtype))]
+        for name in group.writes:
+            if name not in outputs and name not in spans:
+                value = graph.values[name]
+                nbytes = sympy.Mul(*_shape(value.shape)) * _size(value.dtype)
+                spans[name] = [k, k, _aligned(nbytes)]
+        for name in group.reads:
+            if name in spans:
+                spans[name][1] = k
+    return spans
+
+
+def _size(dtype: str) -> int:
+    return loops.ir.DTYPE_SIZES[dtype]
+
+
+def plan_arena(graph: Graph, lowered: list[LoweredGroup]):
+    """(temp buffer specs {name: (offset, dtype, shape)}, arena size)."""
+    spans = _lifetimes(graph, lowered)
+    plan = ArenaPlan()
+    for name, (start, end, nbytes) in spans.items():
+        plan.place(name, nbytes, start, end)
+    offsets = plan.offsets()
+    return {name: offsets[plan.tenants[name]] for name in spans}, sum(plan.sizes, sympy.Integer(0))
+
+
+def _temp_types(graph: Graph, lowered: list[LoweredGroup]) -> dict:
+    types = {}
+    for group in lowered:
+        for te in group.scratch:
+            types[te.name] = (te.dtype, _shape(te.shape))
+        for name in group.writes:
+            if name in graph.values:
+                value = graph.values[name]
+                types[name] = (value.dtype, _shape(value.shape))
+    return types
+
+
+def _buffers(graph: Graph, lowered: list[LoweredGroup], offsets: dict):
+    read = {v for group in lowered for v in group.reads}
+    buffers, params = [], {}
+    for name in graph.inputs:
+        value = graph.values[name]
+        buffers.append(loops.Buffer(name, value.dtype, _shape(value.shape), "input"))
+    for name in graph.outputs:
+        value = graph.values[name]
+        if value.producer is None:
+            raise UnsupportedError(f"graph '{graph.name}': output '{name}' is not computed")
+        buffers.append(loops.Buffer(name, value.dtype, _shape(value.shape), "output"))
+    for value in graph.values.values():
+        if value.is_constant and value.name in read:
+            buffers.append(loops.Buffer(value.name, value.dtype, _shape(value.shape), "param"))
+            array = np.ascontiguousarray(value.data, dtype=value.dtype)
+            params[value.name] = array.reshape(_shape(value.shape))
+    types = _temp_types(graph, lowered)
+    for name, offset in offsets.items():
+        dtype, shape = types[name]
+        buffers.append(loops.Buffer(name, dtype, shape, "temp", offset))
+    return buffers, params
+
+
+def _check_symbols(graph: Graph) -> tuple[str, ...]:
+    known = graph.symbols
+    for value in graph.values.values():
+        extra = value.type.free_symbols - known
+        if extra:
+            raise UnsupportedError(
+                f"value '{value.name}' has shape {value.type} with dims {sorted(map(str, extra))} "
+                "known only while running; the compiler needs shapes fixed by the inputs"
+            )
+    return tuple(sorted(str(s) for s in known))
+
+
+def assemble(graph: Graph, groups: list[FusedGroup], threads: int = 1):
+    """(Program, lowered groups) for `graph` partitioned into `groups` (in execution order)."""
+    symbols = _check_symbols(graph)
+    lowered = [lower_group(graph, group, threads) for group in groups]
+    offsets, arena = plan_arena(graph, lowered)
+    buffers, params = _buffers(graph, lowered, offsets)
+    program = loops.Program(
+        name=re.sub(r"\W", "_", graph.name),
+        buffers=tuple(buffers),
+        kernels=tuple(group.kernel for group in lowered),
+        symbols=symbols,
+        arena_size=arena,
+        params=params,
+    )
+    return program, lowered

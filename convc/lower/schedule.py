@@ -1,0 +1,74 @@
+"""Default schedules, one rule per op family.
+
+Stage: (TensorExpr, thread count) -> `convc.loops.Schedule` (plain data that
+`convc.lower.nest` applies). The defaults:
+
+- every family vectorizes its innermost output axis (output width for NCHW
+  conv and pooling, output features for dense, the last axis for elementwise)
+  with width 16 (`<16 x float>`, AVX-512), a masked tail, and splits that axis'
+  range so padding checks stay out of the vectorized interior;
+- conv and dense block the output channels/rows (`tiles`, `unroll`): several
+  accumulators per vector lane reuse each loaded input vector and hide the FMA
+  latency; the block divides the extent exactly;
+- the two outermost loops (batch x output-channel block) are collapsed into one
+  parallel loop (`parallel_axis` "n*o") when the kernel does enough work to pay
+  for waking a second thread.
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from convc.loops import Schedule
+from convc.texpr import TensorExpr
+
+VECTOR_WIDTH = 16
+#: Multiply-adds below which a kernel stays on one thread (a wake-up costs ~5-10 us).
+PARALLEL_MIN_WORK = 1 << 17
+CHANNEL_BLOCKS = (8, 6, 4, 3, 2)
+
+
+def work(te: TensorExpr) -> int:
+    """Multiply-adds (or element operations) at batch 1: the size used for decisions."""
+    total = sympy.Mul(*te.shape) * sympy.Mul(*te.reduce_shape)
+    total = total.subs({s: 1 for s in total.free_symbols})
+    return int(total) if total.is_number else 0
+
+
+def _channel_block(extent) -> int:
+    if not isinstance(sympy.sympify(extent), sympy.Integer):
+        return 1
+    return next((b for b in CHANNEL_BLOCKS if int(extent) % b == 0), 1)
+
+
+def _vector_axis(te: TensorExpr) -> str | None:
+    if not te.indices:
+        return None
+    last = sympy.sympify(te.shape[-1])
+    if last.is_number and int(last) < 2:
+        return None
+    return str(te.indices[-1])
+
+
+def default_schedule(te: TensorExpr, threads: int = 1) -> Schedule:
+    """The schedule for `te` by its family (attrs["family"])."""
+    family = te.attrs.get("family", "elementwise")
+    names = [str(i) for i in te.indices]
+    tiles, unroll = {}, ()
+    if family in ("conv", "dense") and te.reduction == "sum" and len(names) >= 2:
+        axis = names[1] if family == "conv" else names[-2]
+        block = _channel_block(te.shape[names.index(axis)])
+        if block > 1 and axis != _vector_axis(te):
+            tiles, unroll = {axis: block}, (f"{axis}.i",)
+    parallel = None
+    if threads > 1 and work(te) >= PARALLEL_MIN_WORK and len(names) >= 2:
+        parallel = "*".join(names[:2]) if len(names) > 2 else names[0]
+    return Schedule(
+        tiles=tiles,
+        order=tuple(names),
+        vector_axis=_vector_axis(te),
+        vector_width=VECTOR_WIDTH,
+        tail="masked",
+        unroll=unroll,
+        parallel_axis=parallel,
+    )
