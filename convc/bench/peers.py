@@ -18,6 +18,7 @@ each thread count in a child process.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import time
 from collections.abc import Callable
@@ -38,29 +39,26 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Peer:
-    """A framework column: `available()` says whether it can run here at all."""
+    """A framework column, present when `module` can be imported here.
+
+    `setup` names what `prepare` builds when its time is worth reporting
+    (compiling, creating a session), else None.
+    """
 
     name: str
     label: str
-    available: Callable[[], bool]
+    module: str
     prepare: Callable[[Graph, dict, int], Callable[[], dict]]
+    setup: str | None = None
 
-
-def _installed(module: str) -> Callable[[], bool]:
-    return lambda: importlib.util.find_spec(module) is not None
-
-
-def _compiler():
-    """`convc.compile`, or None while the native compiler is not part of the tree."""
-    if importlib.util.find_spec("convc.compiler") is None:
-        return None
-    from convc.compiler import compile as compile_graph
-
-    return compile_graph
+    def available(self) -> bool:
+        return importlib.util.find_spec(self.module) is not None
 
 
 def _prepare_convc(graph: Graph, inputs: dict, threads: int):
-    model = _compiler()(graph, threads=threads)
+    from convc.compiler import compile as compile_graph
+
+    model = compile_graph(graph, threads=threads)
     return lambda: model.run(inputs)
 
 
@@ -105,10 +103,10 @@ def _prepare_onnxruntime(graph: Graph, inputs: dict, threads: int):
 PEERS = {
     peer.name: peer
     for peer in (
-        Peer("convc", "convc", lambda: _compiler() is not None, _prepare_convc),
-        Peer("numpy", "numpy interp", lambda: True, _prepare_numpy),
-        Peer("torch", "PyTorch", _installed("torch"), _prepare_torch),
-        Peer("onnxruntime", "ONNX Runtime", _installed("onnxruntime"), _prepare_onnxruntime),
+        Peer("convc", "convc", "convc.compiler", _prepare_convc, "compile"),
+        Peer("numpy", "numpy interp", "convc.interpret", _prepare_numpy),
+        Peer("torch", "PyTorch", "torch", _prepare_torch),
+        Peer("onnxruntime", "ONNX Runtime", "onnxruntime", _prepare_onnxruntime, "session"),
     )
 }
 #: peers a user may name with --peers (convc itself always runs when it exists).
@@ -116,7 +114,8 @@ PEER_NAMES = ("numpy", "torch", "onnxruntime")
 
 
 def prepare(peer: Peer, graph: Graph, inputs: dict, threads: int) -> Prepared:
-    """Build `peer`'s runner for the case and time how long that took."""
+    """Build `peer`'s runner for the case and time how long that took (imports excluded)."""
+    importlib.import_module(peer.module)
     start = time.perf_counter()
     run = peer.prepare(graph, inputs, threads)
     return Prepared(run, time.perf_counter() - start)

@@ -82,11 +82,12 @@ def _speed(results, peers, subject, peak) -> list[str]:
 
 def _checks(results, peers) -> list[str]:
     headers = ["case", "N", "threads"]
-    headers += [f"{PEERS[p].label} setup s" for p in peers]
+    timed_setup = [p for p in peers if PEERS[p].setup]
+    headers += [f"{PEERS[p].label} {PEERS[p].setup} s" for p in timed_setup]
     headers += [f"{PEERS[p].label} max err" for p in peers if p != "numpy"]
     rows = []
     for r in results:
-        setup = [_optional(r.peers[p].setup_s, ".3f") for p in peers]
+        setup = [_optional(r.peers[p].setup_s, ".3f") for p in timed_setup]
         errors = [_optional(r.peers[p].max_err, ".2g") for p in peers if p != "numpy"]
         rows.append(_key(r) + setup + errors)
     return _table(headers, rows)
@@ -119,7 +120,7 @@ def format_results(
         title = f"Speed relative to {PEERS[subject].label}; GFLOP/s (% of {peak:g} per core):"
         lines += ["", title, ""]
         lines += _speed(results, peers, subject, peak)
-    lines += ["", "Setup seconds (compile, session) and max |output - interpreter|:", ""]
+    lines += ["", "Setup seconds (compile, session) and max |output - interpreter| per peer:", ""]
     lines += _checks(results, peers)
     notes = _notes(results, peers)
     if notes:
