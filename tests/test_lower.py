@@ -1,0 +1,169 @@
+"""Lowering: the structure of the loop IR that schedules produce (numbers are checked
+end to end in test_compile.py): padding split out of vectorized interiors, register
+blocks, collapsed parallel loops, fused epilogues that never store intermediates, and
+the liveness-planned arena."""
+
+from __future__ import annotations
+
+import numpy as np
+import sympy
+
+import ir
+from convc import loops
+from convc.compiler import lower_graph
+from convc.lower import default_schedule
+from convc.texpr import texpr_of
+
+RNG = np.random.default_rng(1)
+
+
+def randn(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def walk(stmt, enclosing=()):
+    """Yield (statement, enclosing For loops) for every statement under `stmt`."""
+    yield stmt, enclosing
+    if isinstance(stmt, loops.Block):
+        for s in stmt.stmts:
+            yield from walk(s, enclosing)
+    elif isinstance(stmt, loops.For):
+        yield from walk(stmt.body, (*enclosing, stmt))
+    elif isinstance(stmt, loops.If):
+        yield from walk(stmt.then, enclosing)
+        if stmt.orelse is not None:
+            yield from walk(stmt.orelse, enclosing)
+
+
+def conv_graph(channels=8, size=10, pads=(1, 1, 1, 1), act="relu", stride=1):
+    g = ir.Graph("conv")
+    g.add_input("x", ("N", 3, size, size))
+    g.add_param("w", randn(channels, 3, 3, 3))
+    g.add_param("b", randn(channels))
+    attrs = {"pads": list(pads), "strides": [stride, stride]}
+    g.add_node("conv", ["x", "w", "b"], attrs, name="conv")
+    g.add_node(act, ["conv"], name="act")
+    g.set_outputs("act")
+    return g
+
+
+def kernels(graph, threads=1):
+    return lower_graph(graph, threads)[2].kernels
+
+
+def test_padding_checks_stay_out_of_the_vectorized_interior():
+    (kernel,) = kernels(conv_graph())
+    vector_loops = [s for s, _ in walk(kernel.body) if isinstance(s, loops.For) and s.width > 1]
+    assert len(vector_loops) == 1
+    interior = vector_loops[0]
+    assert (interior.start, interior.stop, interior.width) == (1, 9, 16)
+    for stmt, _ in walk(interior.body):
+        if isinstance(stmt, loops.If):
+            assert "j" not in loops.format_expr(stmt.cond)
+    borders = [s for s, _ in walk(kernel.body) if isinstance(s, loops.For) and str(s.var) == "j"]
+    assert [(s.start, s.stop, s.kind) for s in borders] == [
+        (0, 1, "serial"),
+        (1, 9, "vectorized"),
+        (9, 10, "serial"),
+    ]
+
+
+def test_unpadded_conv_has_no_bound_checks_at_all():
+    (kernel,) = kernels(conv_graph(pads=(0, 0, 0, 0)))
+    assert not [s for s, _ in walk(kernel.body) if isinstance(s, loops.If)]
+
+
+def test_output_channels_are_register_blocked_and_unrolled():
+    (kernel,) = kernels(conv_graph(channels=8))
+    allocs = [s for s, _ in walk(kernel.body) if isinstance(s, loops.Alloc)]
+    assert allocs and all(a.shape == (8,) for a in allocs)
+    unrolled = [
+        s for s, _ in walk(kernel.body) if isinstance(s, loops.For) and s.kind == "unrolled"
+    ]
+    assert unrolled and all(str(s.var) == "o_i" and s.stop == 8 for s in unrolled)
+
+
+def test_epilogue_is_applied_in_registers_and_only_the_group_output_is_stored():
+    _, _, program = lower_graph(conv_graph(), 1)
+    (kernel,) = program.kernels
+    stores = {s.buffer for s, _ in walk(kernel.body) if isinstance(s, loops.Store)}
+    assert stores == {"act"}
+    assert "conv" not in {b.name for b in program.buffers}
+    assert "max(0.0, v" in loops.format_kernel(kernel)
+    assert kernel.comment == "conv + act"
+
+
+def test_big_kernels_get_one_collapsed_parallel_loop():
+    g = conv_graph(channels=16, size=64)
+    (kernel,) = kernels(g, threads=2)
+    outer = kernel.body.stmts[0]
+    assert outer.kind == "parallel" and str(outer.var) == "n_o_o"
+    assert outer.stop == sympy.Symbol("N", integer=True, positive=True) * 2
+    (single,) = kernels(g, threads=1)
+    assert all(s.kind != "parallel" for s, _ in walk(single.body) if isinstance(s, loops.For))
+
+
+def test_default_schedules_by_family():
+    g = conv_graph(channels=12, size=64)
+    te = texpr_of(g, g.nodes["conv"])[0]
+    schedule = default_schedule(te, threads=2)
+    assert schedule.vector_axis == "j" and schedule.vector_width == 16
+    assert schedule.tiles == {"o": 6} and schedule.unroll == ("o.i",)
+    assert schedule.parallel_axis == "n*o"
+    dense = ir.Graph("dense")
+    dense.add_input("x", ("N", 20))
+    dense.add_param("w", randn(20, 10))
+    dense.add_node("gemm", ["x", "w"], name="fc")
+    dense.set_outputs("fc")
+    te = texpr_of(dense, dense.nodes["fc"])[0]
+    schedule = default_schedule(te, threads=1)
+    assert schedule.vector_axis == "j" and schedule.tiles == {}  # rows: the symbolic batch
+
+
+def chain_graph():
+    """Four kernels in a row; each temp dies when the next kernel has read it."""
+    g = ir.Graph("chain")
+    g.add_input("x", ("N", 4, 6, 6))
+    g.add_param("w", randn(4, 4, 1, 1))
+    previous = "x"
+    for k in range(4):
+        g.add_node("conv", [previous, "w"], name=f"c{k}")
+        previous = f"c{k}"
+    g.set_outputs(previous)
+    return g
+
+
+def test_arena_reuses_slots_of_dead_temporaries():
+    _, _, program = lower_graph(chain_graph(), 1)
+    temps = {b.name: b for b in program.buffers if b.role == "temp"}
+    assert sorted(temps) == ["c0", "c1", "c2"]
+    assert temps["c0"].offset == temps["c2"].offset != temps["c1"].offset
+    n = sympy.Symbol("N", integer=True, positive=True)
+    per_temp = 4 * 6 * 6 * 4
+    assert sympy.simplify(program.arena_size.subs(n, 3) - 2 * 64 * -(-3 * per_temp // 64)) == 0
+    assert program.symbols == ("N",)
+    roles = {b.name: b.role for b in program.buffers}
+    assert roles == {
+        "x": "input",
+        "c3": "output",
+        "w": "param",
+        "c0": "temp",
+        "c1": "temp",
+        "c2": "temp",
+    }
+    assert program.params["w"].flags.c_contiguous
+
+
+def test_offsets_are_64_byte_multiples_for_odd_sizes():
+    g = ir.Graph("odd")
+    g.add_input("x", ("N", 3))
+    g.add_node("relu", ["x"], name="r")
+    g.add_node("softmax", ["r"], name="s")
+    g.add_node("tanh", ["s"], name="t")
+    g.set_outputs("t")
+    _, _, program = lower_graph(g, 1)
+    n = sympy.Symbol("N", integer=True, positive=True)
+    for buffer in program.buffers:
+        if buffer.role == "temp":
+            for batch in (1, 3, 7):
+                assert int(buffer.offset.subs(n, batch)) % 64 == 0
