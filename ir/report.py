@@ -37,8 +37,9 @@ What is counted (`out` = elements of the node's first output):
   | flatten, reshape, concat, identity, pad | 0 (data movement) |
 
 - receptive field (RF) and jump (cumulative stride), per spatial axis of the
-  graph input, in input pixels, for one element of the node's output. A graph
-  input of rank >= 3 starts with rf = 1 and jump = 1 on each spatial axis. A
+  graph input, in input pixels, for one element of the node's output. A float
+  graph input of rank >= 3 starts with rf = 1 and jump = 1 on each spatial
+  axis (axes 2 and up); integer inputs (labels) and flat inputs have none. A
   window op (conv, max_pool, avg_pool) with kernel k, dilation d and stride s
   gives rf_out = rf_in + (k-1)*d*jump_in and jump_out = jump_in*s.
   conv_transpose gives rf_out = rf_in + floor((k-1)*d/s)*jump_in (the widest
@@ -64,10 +65,10 @@ from fractions import Fraction
 
 import sympy
 
-from .errors import ShapeError
+from .errors import ShapeError, UnsupportedError
 from .ops import get_op
 from .printer import display_op
-from .types import dim_str, is_known, symbol
+from .types import FLOAT_DTYPES, dim_str, is_known, symbol
 
 # ----- numbers: ints while concrete, sympy only where a dim is symbolic -----------------------
 
@@ -115,7 +116,11 @@ def _format_axes(values) -> str:
 
 @dataclass(frozen=True)
 class LayerRow:
-    """One node's line: dims are ints or sympy expressions; rf/stride None when unknown."""
+    """One node's line; `shape` is its first output's. Counts are ints or sympy expressions.
+
+    `receptive_field` and `stride` (the jump) are per spatial axis of the graph
+    input, () when it has none, None when unknown.
+    """
 
     name: str
     op: str
@@ -370,7 +375,7 @@ def _cost_rule(op: str):
     """The (MACs, FLOPs) rule of an op: by name, else by family (elementwise, tensor)."""
     rule = _COSTS.get(op) or _FAMILY_COSTS.get(get_op(op).family)
     if rule is None:
-        raise ShapeError(f"the layer report has no cost rule for op '{op}'")
+        raise UnsupportedError(f"the layer report has no cost rule for op '{op}'")
     return rule
 
 
@@ -412,10 +417,10 @@ _NO_AXES = _Field((), (), ())
 
 
 def _input_fields(graph, shapes) -> dict:
-    """Graph inputs start with rf 1, jump 1 on each spatial axis (none below rank 3)."""
+    """Float inputs start with rf 1, jump 1 on each spatial axis; labels and flat inputs have none."""
     fields = {}
     for name in graph.inputs:
-        spatial = shapes.of(name)[2:]
+        spatial = shapes.of(name)[2:] if graph.values[name].dtype in FLOAT_DTYPES else ()
         fields[name] = _Field((1,) * len(spatial), (1,) * len(spatial), spatial)
     return fields
 

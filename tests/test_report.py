@@ -227,3 +227,38 @@ def test_lenet5_sample():
     # conv1 6*1*25*28*28 + conv2 16*6*25*10*10 + fc 400*120 + 120*84 + 84*10 (per sample)
     macs = 117600 + 240000 + 48000 + 10080 + 840
     assert sympy.expand(report.total_macs - macs * N) == 0
+
+
+def test_softmax_and_loss_fields():
+    g = ir.Graph("heads")
+    g.add_input("x", ("N", 3, 9, 9))
+    g.add_input("labels", ("N", 9, 9), "int64")
+    _param(g, "w", 4, 3, 3, 3)
+    g.add_node("conv", ["x", "w"], {"pads": [1, 1, 1, 1]}, name="c")
+    g.add_node("softmax", ["c"], {"axis": 1}, name="over_channels")
+    g.add_node("softmax", ["c"], {"axis": -1}, name="over_width")
+    g.add_node("softmax_cross_entropy", ["c", "labels"], name="loss")
+    g.set_outputs("over_channels", "over_width", "loss")
+    rows = {r.name: r for r in summarize(g).rows}
+    assert rows["over_channels"].receptive_field == (3, 3)
+    assert rows["over_width"].receptive_field == (3, 9)
+    assert rows["over_width"].flops == 5 * 4 * 81 * N
+    # labels carry no spatial field of their own; the mean loss sees the whole image
+    assert rows["loss"].receptive_field == (9, 9)
+    assert rows["loss"].flops == (5 * 4 * 81 + 81) * N
+    assert rows["loss"].shape == ()
+
+
+def test_symbolic_spatial_size():
+    g = ir.Graph("sym")
+    g.add_input("x", ("N", 3, "H", "H"))
+    _param(g, "w", 4, 3, 3, 3)
+    g.add_node("conv", ["x", "w"], {"auto_pad": "SAME_UPPER", "strides": [2, 2]}, name="c")
+    g.add_node("global_max_pool", ["c"], name="gmp")
+    g.set_outputs("gmp")
+    H = ir.symbol("H")
+    conv, pool = summarize(g).rows
+    assert conv.macs == 108 * N * sympy.ceiling(H / 2) ** 2
+    assert pool.receptive_field == (sympy.Max(3, H),) * 2
+    conv, pool = summarize(g, {"N": 1, "H": 9}).rows
+    assert (conv.macs, pool.flops, pool.receptive_field) == (108 * 25, 100, (9, 9))
