@@ -97,6 +97,16 @@ def test_peer_translation_matches_the_interpreter(peer):
         np.testing.assert_allclose(np.asarray(outputs[name]), ref, rtol=1e-5, atol=1e-6)
 
 
+def test_onnx_export_passes_the_checker():
+    onnx = pytest.importorskip("onnx")
+    from convc.bench.onnx_export import IR_VERSION, to_onnx
+
+    model = to_onnx(mixed_graph())
+    onnx.checker.check_model(model, full_check=True)
+    assert model.ir_version == IR_VERSION <= 13  # what onnxruntime 1.31 reads
+    assert [o.name for o in model.graph.output] == ["prob", "res"]
+
+
 def test_table_is_well_formed_markdown():
     peers = select_peers(None)
     results = run_cases([tiny_case()], peers, threads=1, repeat=1, block_s=0.0)
