@@ -93,10 +93,14 @@ def run_case(
     pin_threads(threads)
     graph, inputs = case.build()
     result = CaseResult(case.name, case.batch, threads, count_macs(graph, case.batch))
-    reference = as_arrays(prepare(PEERS["numpy"], graph, inputs, threads).run())
+    interpreter = prepare(PEERS["numpy"], graph, inputs, threads)
+    reference = as_arrays(interpreter.run())
     runners = {}
     for name in peers:
         peer_result = result.peers[name] = PeerResult()
+        if name == "numpy":  # the reference itself: already built and run once
+            runners[name] = interpreter.run
+            continue
         runner = _checked_runner(name, graph, inputs, threads, reference, peer_result)
         if runner is not None:
             runners[name] = runner
@@ -116,7 +120,7 @@ def _checked_runner(name, graph, inputs, threads, reference, peer_result):
         prepared = prepare(peer, graph, inputs, threads)
         outputs = as_arrays(prepared.run())
     except Exception as error:  # noqa: BLE001 - any peer failure is a table entry, not fatal
-        peer_result.note = f"{type(error).__name__}: {error}"
+        peer_result.note = _one_line(f"{type(error).__name__}: {error}")
         return None
     peer_result.setup_s = prepared.setup_s
     peer_result.max_err, ok = max_error(outputs, reference)
@@ -124,3 +128,9 @@ def _checked_runner(name, graph, inputs, threads, reference, peer_result):
         peer_result.note = f"wrong output (max error {peer_result.max_err:.3g})"
         return None
     return prepared.run
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """A note fit for a Markdown list item: one line, at most `limit` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
