@@ -106,6 +106,7 @@ def load_model(path: str) -> Model:
 def _load_sample(file: Path) -> Model:
     spec = importlib.util.spec_from_file_location(f"convc_sample_{file.stem}", file)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickle look a module up by name
     sys.path.insert(0, str(file.parent))
     try:
         spec.loader.exec_module(module)
@@ -123,13 +124,21 @@ def _load_sample(file: Path) -> Model:
     return Model(file, graph, examples if callable(examples) else None)
 
 
+def _leading_dims(graph: Graph) -> list:
+    return [graph.values[name].shape[0] for name in graph.inputs if graph.values[name].shape]
+
+
+def batch_symbols(graph: Graph) -> set:
+    """The symbols that are the leading (batch) dim of some graph input."""
+    return {d for d in _leading_dims(graph) if d.is_Symbol}
+
+
 def batch_bindings(graph: Graph, batch: int | None) -> dict:
-    """Bind the symbolic leading dim of every graph input to `batch` (none when batch is None)."""
+    """Bind the batch symbols to `--batch` (none when it is not given); a fixed batch must match."""
     if batch is None:
         return {}
-    leading = [graph.values[name].shape[0] for name in graph.inputs if graph.values[name].shape]
-    bindings = {d: batch for d in leading if d.free_symbols and d.is_Symbol}
-    fixed = [int(d) for d in leading if not d.free_symbols]
+    bindings = dict.fromkeys(batch_symbols(graph), batch)
+    fixed = [int(d) for d in _leading_dims(graph) if not d.free_symbols]
     if not bindings and any(d != batch for d in fixed):
         raise UsageError(
             f"--batch {batch}: graph '{graph.name}' has a fixed batch size of {fixed[0]}"
@@ -187,11 +196,10 @@ def gather_inputs(model: Model, args: argparse.Namespace) -> dict:
     missing = [name for name in graph.inputs if name not in inputs]
     if not missing:
         return inputs
-    batch = 1 if args.batch is None else args.batch
     if model.example_inputs is not None:
-        examples = model.example_inputs(batch=batch, seed=args.seed)
+        examples = model.example_inputs(batch=args.batch or 1, seed=args.seed)
         return {**{k: v for k, v in examples.items() if k not in inputs}, **inputs}
-    bindings = batch_bindings(graph, batch)
+    bindings = batch_bindings(graph, args.batch) or dict.fromkeys(batch_symbols(graph), 1)
     return {**random_inputs(graph, missing, bindings, args.seed), **inputs}
 
 

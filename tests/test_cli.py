@@ -170,6 +170,27 @@ def test_bad_sample_files(capsys, tmp_path, source, message):
     expect_error(capsys, "show", path, message=message)
 
 
+def test_sample_with_dataclass_and_sibling_import(capsys, tmp_path):
+    (tmp_path / "sibling.py").write_text("CHANNELS = 3\n")
+    (tmp_path / "model.py").write_text(
+        "from __future__ import annotations\n"
+        "from dataclasses import dataclass\n"
+        "import ir\n"
+        "from sibling import CHANNELS\n"
+        "@dataclass\n"
+        "class Config:\n"
+        "    size: int = 4\n"
+        "def build(batch='N'):\n"
+        "    g = ir.Graph('g')\n"
+        "    g.add_input('x', (batch, CHANNELS, Config().size, 4))\n"
+        "    g.add_node('relu', ['x'], name='r')\n"
+        "    g.set_outputs('r')\n"
+        "    return g\n"
+    )
+    status, out, _ = run_cli(capsys, "show", tmp_path / "model.py")
+    assert status == 0 and "%x: f32[N,3,4,4]" in out
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -229,9 +250,12 @@ def test_onnx_summary_symbolic_batch(capsys, tmp_path):
     assert total == ["total", "18", "162*batch", "342*batch"]
 
 
-def test_onnx_fixed_batch_rejects_other_batch(capsys, tmp_path):
-    model = _write_onnx(tmp_path / "m.onnx", 1)
-    expect_error(capsys, "run", model, "--batch", "4", message="fixed batch size of 1")
+def test_onnx_fixed_batch(capsys, tmp_path):
+    model = _write_onnx(tmp_path / "m.onnx", 3)
+    status, out, _ = run_cli(capsys, "run", model)
+    assert status == 0 and "float32[3,2,3,3]" in out
+    assert run_cli(capsys, "run", model, "--batch", "3")[0] == 0
+    expect_error(capsys, "run", model, "--batch", "4", message="fixed batch size of 3")
 
 
 def test_random_inputs_need_bound_dims():
