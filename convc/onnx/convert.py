@@ -139,7 +139,7 @@ class NodeContext:
     def add_const(self, suffix: str, array: np.ndarray) -> str:
         """A constant named after this node (e.g. `pad1/pads`); returns its name."""
         name = self.graph.unique_name(f"{self.label}/{suffix}")
-        self.graph.add_const(name, np.ascontiguousarray(array))
+        self.graph.add_const(name, np.asarray(array, order="C"))
         return name
 
     def emit(self, op: str, inputs, attrs=None) -> None:

@@ -97,7 +97,7 @@ def tensor_array(tensor: onnx.TensorProto, where: str) -> np.ndarray:
     """A TensorProto as a C-contiguous NumPy array of a supported dtype."""
     elem = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
     check_dtype(elem, where)
-    return np.ascontiguousarray(onnx.numpy_helper.to_array(tensor))
+    return np.asarray(onnx.numpy_helper.to_array(tensor), order="C")
 
 
 def identifier(text: str) -> str:
