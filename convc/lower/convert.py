@@ -14,7 +14,6 @@ comparisons (`Index`), everything else floating point.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sympy
@@ -34,18 +33,21 @@ class Scope:
     """What names mean while converting: accumulator, inlined tensors, index substitution.
 
     `inline`: tensor name -> loop-IR value (the running value of a fused chain).
-    `load`: optional hook (base name, index tuple) -> loop-IR value, for packed layouts.
+    `subs`: index variable -> its expression in loop variables (blocks, collapsed loops).
+    `rewrites`: index subexpressions known to simplify after `subs` (for a register
+    block `o_i` in [0, B): `floor(o_i/B) -> 0`, `Mod(o_i, B) -> o_i`).
     """
 
     dtype: str = "float32"
     acc: loops.Expr | None = None
     inline: dict = field(default_factory=dict)
     subs: dict = field(default_factory=dict)
-    load: Callable | None = None
+    rewrites: dict = field(default_factory=dict)
     where: str = ""
 
     def index(self, expr) -> sympy.Expr:
-        return sympy.sympify(expr).xreplace(self.subs) if self.subs else sympy.sympify(expr)
+        expr = sympy.sympify(expr).xreplace(self.subs)
+        return expr.xreplace(self.rewrites) if self.rewrites else expr
 
 
 def is_index_expr(expr) -> bool:
@@ -105,12 +107,7 @@ def _access(expr: sympy.Indexed, scope: Scope) -> loops.Expr:
     name = str(expr.base)
     if name in scope.inline:
         return scope.inline[name]
-    index = tuple(scope.index(i) for i in expr.indices)
-    if scope.load is not None:
-        found = scope.load(name, index)
-        if found is not None:
-            return found
-    return loops.Load(name, index)
+    return loops.Load(name, tuple(scope.index(i) for i in expr.indices))
 
 
 def _number(expr, scope: Scope) -> loops.Expr:

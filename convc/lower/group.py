@@ -24,6 +24,7 @@ from ir import Graph, UnsupportedError
 
 from .convert import Scope
 from .nest import Names, lower_nest
+from .packing import pack_weights
 from .schedule import default_schedule
 
 
@@ -36,6 +37,7 @@ class LoweredGroup:
     writes: tuple[str, ...]
     scratch: tuple[TensorExpr, ...]
     schedules: tuple[str, ...]
+    packed: dict  # packed parameter name -> array (see `packing`)
 
 
 def kernel_name(name: str) -> str:
@@ -61,12 +63,14 @@ def lower_group(graph: Graph, group: FusedGroup, threads: int = 1) -> LoweredGro
     anchor = graph.nodes[group.anchor]
     exprs = texpr_of(graph, anchor)
     names = Names({})
-    nests, described, reads, writes, chained = [], [], set(), [], set()
+    nests, described, reads, writes, chained, packs = [], [], set(), [], set(), {}
     for te in exprs:
         fused = te.name == anchor.outputs[0] and group.epilogue
         steps = _chain(graph, group, te) if fused else []
         store = group.output if fused else te.name
         schedule = default_schedule(te, threads)
+        te, packed = pack_weights(graph, te, schedule)
+        packs.update(packed)
         scope = Scope(dtype=te.dtype, where=f"{anchor.op} '{anchor.name}'")
         nests.append(lower_nest(te, schedule, store, steps, scope, names))
         described.append(f"{te.name}: {schedule.describe()}")
@@ -84,4 +88,5 @@ def lower_group(graph: Graph, group: FusedGroup, threads: int = 1) -> LoweredGro
         tuple(writes),
         tuple(te for te in exprs if te.role == "temp"),
         tuple(described),
+        packs,
     )

@@ -68,7 +68,11 @@ def lower_nest(te, schedule, store, epilogue, scope, names) -> loops.Stmt:
     atoms = conjuncts(te.condition)
     outer = [v for v in te.indices if v != nest.vector]
     loops_, subs = _outer_loops(nest, outer, schedule)
-    nest.scope = replace(scope, subs={**scope.subs, **subs})
+    rewrites = {}
+    if nest.block is not None:
+        _, size, _, var_i = nest.block
+        rewrites = {sympy.floor(var_i / size): sympy.Integer(0), sympy.Mod(var_i, size): var_i}
+    nest.scope = replace(scope, subs={**scope.subs, **subs}, rewrites=rewrites)
     inner = _innermost(nest, atoms)
     for var, start, stop, kind in reversed(loops_):
         inner = loops.For(var, start, stop, inner, kind=kind)

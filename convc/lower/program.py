@@ -137,6 +137,10 @@ def _buffers(graph: Graph, lowered: list[LoweredGroup], offsets: dict):
             buffers.append(loops.Buffer(value.name, value.dtype, _shape(value.shape), "param"))
             array = np.ascontiguousarray(value.data, dtype=value.dtype)
             params[value.name] = array.reshape(_shape(value.shape))
+    for group in lowered:
+        for name, array in group.packed.items():
+            buffers.append(loops.Buffer(name, str(array.dtype), array.shape, "param"))
+            params[name] = array
     types = _temp_types(graph, lowered)
     for name, offset in offsets.items():
         dtype, shape = types[name]

@@ -1,0 +1,77 @@
+"""Weights repacked once at compile time into the layout a kernel reads best.
+
+Stage: part of lowering. Input: a tensor expression, its schedule and the graph's
+constant arrays. Output: the expression rewritten to read packed parameters,
+and the packed arrays (new `param` buffers named `<weight>.packed`).
+
+- conv with output channels blocked by B: OIHW -> [O/B][I][H][W][B], so the B
+  weights an input vector is multiplied with sit in one cache line
+  (`w[o, c, a, b]` becomes `w.packed[o // B, c, a, b, o % B]`, which the nest's
+  block substitution `o = o_o*B + o_i` reduces to `[o_o, c, a, b, o_i]`);
+- dense reading a 2-D weight along its rows with the vectorized output axis
+  (Linear's `w[j, k]`, transB=1): transposed to `[k, j]`, so the vector loop
+  reads contiguous memory instead of gathering with stride K.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import sympy
+
+from convc.texpr import TensorExpr, access
+from ir import Graph
+
+
+def _constant(graph: Graph, name: str) -> np.ndarray | None:
+    value = graph.values.get(name)
+    return value.data if value is not None and value.is_constant else None
+
+
+def _rewrite(te: TensorExpr, source: str, packed: str, index_fn) -> TensorExpr:
+    def swap(a):
+        return access(packed, index_fn(a.indices), te.dtype)
+
+    body = te.body.replace(lambda e: isinstance(e, sympy.Indexed) and str(e.base) == source, swap)
+    return replace(te, body=body)
+
+
+def _conv_block(graph, te, schedule, packs):
+    size = schedule.tiles.get(str(te.indices[1])) if len(te.indices) > 1 else None
+    weights = [a for a in te.body.atoms(sympy.Indexed) if a.indices[0] == te.indices[1]]
+    if not size or len(weights) != 1:
+        return te
+    source = str(weights[0].base)
+    data = _constant(graph, source)
+    if data is None or data.shape[0] % size:
+        return te
+    blocks = data.reshape(data.shape[0] // size, size, *data.shape[1:])
+    packs[f"{source}.packed"] = np.ascontiguousarray(np.moveaxis(blocks, 1, -1))
+
+    def index(idx):
+        return (sympy.floor(idx[0] / size), *idx[1:], sympy.Mod(idx[0], size))
+
+    return _rewrite(te, source, f"{source}.packed", index)
+
+
+def _dense_transpose(graph, te, schedule, packs):
+    vector = next((v for v in te.indices if str(v) == schedule.vector_axis), None)
+    for a in te.body.atoms(sympy.Indexed):
+        data = _constant(graph, str(a.base))
+        if data is None or data.ndim != 2 or a.indices[0] != vector or vector is None:
+            continue
+        packs[f"{a.base}.packed"] = np.ascontiguousarray(data.T)
+        te = _rewrite(te, str(a.base), f"{a.base}.packed", lambda idx: (idx[1], idx[0]))
+    return te
+
+
+def pack_weights(graph: Graph, te: TensorExpr, schedule) -> tuple[TensorExpr, dict]:
+    """(`te` reading packed weights, {packed name: array}) for conv and dense reductions."""
+    packs: dict = {}
+    family = te.attrs.get("family")
+    if te.reduction == "sum" and family == "conv" and te.op == "conv":
+        te = _conv_block(graph, te, schedule, packs)
+    elif te.reduction == "sum" and family == "dense":
+        te = _dense_transpose(graph, te, schedule, packs)
+    return te, packs
