@@ -323,13 +323,13 @@ def batch_norm(
     if momentum is None:
         raise UnsupportedError(f"batch_norm '{node}': momentum=None (cumulative average)")
     dtype = input.dtype
+    scale = _optional(builder, weight, f"{node}.weight", dtype)
+    shift = _optional(builder, bias, f"{node}.bias", dtype)
     mean = _value(builder, running_mean, f"{node}.running_mean", dtype)
     var = _value(builder, running_var, f"{node}.running_var", dtype)
-    channels = tuple(int(d) for d in builder.graph.values[mean].type.shape)
-    scale = _value(
-        builder, np.ones(channels) if weight is None else weight, f"{node}.weight", dtype
-    )
-    shift = _value(builder, np.zeros(channels) if bias is None else bias, f"{node}.bias", dtype)
+    channels = builder.graph.values[mean].type.concrete_shape()
+    scale = scale or builder.const(np.ones(channels, dtype), f"{node}.weight")
+    shift = shift or builder.const(np.zeros(channels, dtype), f"{node}.bias")
     attrs = {"epsilon": eps, "momentum": 1.0 - momentum, "training_mode": int(bool(training))}
     outputs = (node, f"{mean}:updated", f"{var}:updated") if training else None
     result = builder.emit("batch_norm", [input, scale, shift, mean, var], attrs, node, outputs)
