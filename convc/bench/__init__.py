@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
+import importlib.metadata
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -97,10 +100,33 @@ def command(args: argparse.Namespace) -> int:
             results += _run_child(args, count)
     order = {(c.name, c.batch): i for i, c in enumerate(cases)}
     results.sort(key=lambda r: (order[(r.case, r.batch)], r.threads))
+    print(f"convc bench: {environment()}\n")
     print(format_results(results, peers, args.peak), end="")
     if args.json:
         Path(args.json).write_text(json.dumps([dataclasses.asdict(r) for r in results], indent=1))
     return 0
+
+
+def environment() -> str:
+    """Date, CPU and library versions: what a recorded figure must be quoted with."""
+    versions = [f"Python {platform.python_version()}"]
+    for package in ("numpy", "torch", "onnxruntime", "onnx", "llvmlite"):
+        try:
+            versions.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"{date}; {_cpu_name()}, {os.cpu_count()} cores; {', '.join(versions)}"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _run_child(args: argparse.Namespace, threads: int) -> list[CaseResult]:
