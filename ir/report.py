@@ -59,6 +59,7 @@ What is counted (`out` = elements of the node's first output):
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -249,11 +250,11 @@ def _normalize_bindings(graph, bindings) -> dict:
                 f"graph '{graph.name}': binding {key}={value!r} names no symbol of the graph "
                 f"(symbols: {names})"
             )
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ShapeError(
                 f"graph '{graph.name}': binding {key}={value!r} must be a positive integer"
             )
-        result[sym] = value
+        result[sym] = int(value)
     return result
 
 

@@ -77,7 +77,7 @@ def test_small_net_totals_symbolic_and_bound():
     assert bound.total_macs == 4 * 129184
     assert isinstance(bound.total_macs, int)
     assert bound.rows[0].shape == (4, 8, 16, 16)
-    assert summarize(_small_net(), {N: 2}).total_flops == 2 * 261706
+    assert summarize(_small_net(), {N: np.int64(2)}).total_flops == 2 * 261706
     assert summarize(_small_net(), {sympy.Symbol("N"): 2}).total_flops == 2 * 261706
 
 
