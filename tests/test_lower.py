@@ -146,7 +146,7 @@ def test_arena_reuses_slots_of_dead_temporaries():
     assert roles == {
         "x": "input",
         "c3": "output",
-        "w": "param",
+        "w.packed": "param",
         "c0": "temp",
         "c1": "temp",
         "c2": "temp",
