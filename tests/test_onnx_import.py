@@ -738,3 +738,21 @@ def test_missing_onnx_package_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(convc.OnnxError, match=r"pip install convc\[onnx\]"):
         require_onnx()
+
+
+def test_dropout_7_float_mask_is_unsupported():
+    node = helper.make_node("Dropout", ["x"], ["y", "mask"], name="drop7")
+    m = model([node], [info("x", [3])], [info("y", [3]), info("mask", [3])], opset=7)
+    with pytest.raises(convc.UnsupportedError, match="drop7.*mask"):
+        convc.from_onnx(m)
+
+
+def test_names_made_up_for_helper_values_avoid_onnx_names():
+    """Legacy softmax adds constants named after its node; an ONNX value may already hold that name."""
+    x = rand(2, 3, 4)
+    nodes = [
+        helper.make_node("Softmax", ["x"], ["sm/shape"], name="sm", axis=1),
+        helper.make_node("Relu", ["sm/shape"], ["y"]),
+    ]
+    graph = convc.from_onnx(model(nodes, [info("x", x.shape)], opset=11))
+    close(convc.interpret(graph, {"x": x})["y"], legacy_softmax_ref(x, 1), atol=1e-6)

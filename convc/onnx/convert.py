@@ -36,15 +36,23 @@ def convert_model(model: onnx.ModelProto, name: str | None = None) -> Graph:
         if value.name not in graph.values:
             type_ = namer.tensor_type(value)
             graph.add_input(value.name, type_.shape, type_.dtype)
+    onnx_names = {v.name for v in model.graph.input} | {
+        n for node in model.graph.node for n in node.output
+    }
     for index, node in enumerate(model.graph.node):
-        convert_node(graph, node, index, opset)
+        convert_node(graph, node, index, opset, onnx_names)
     graph.set_outputs(*(output.name for output in model.graph.output))
     graph.verify()
     return graph
 
 
-def convert_node(graph: Graph, node: onnx.NodeProto, index: int, opset: int) -> None:
-    """Check op, version, attributes and outputs against the node's rule, then apply it."""
+def convert_node(
+    graph: Graph, node: onnx.NodeProto, index: int, opset: int, onnx_names: set
+) -> None:
+    """Check op, version, attributes and outputs against the node's rule, then apply it.
+
+    `onnx_names` are the model's value names, which names made up here must avoid.
+    """
     label = node_label(node, index)
     if label in graph.nodes:
         label = graph.unique_name(label)
@@ -56,7 +64,7 @@ def convert_node(graph: Graph, node: onnx.NodeProto, index: int, opset: int) -> 
     schema = onnx.defs.get_schema(node.op_type, opset)
     _check_node(rule, schema, node, prefix)
     attrs = {a.name: _attribute_value(a) for a in node.attribute}
-    ctx = NodeContext(graph, node, label, schema.since_version, attrs)
+    ctx = NodeContext(graph, node, label, schema.since_version, attrs, onnx_names)
     try:
         rule.convert(ctx)
     except ConvcError as exc:
@@ -93,14 +101,15 @@ def _attribute_value(attribute: onnx.AttributeProto):
 class NodeContext:
     """One ONNX node as a rule sees it: its inputs (None when absent), attributes and outputs."""
 
-    def __init__(self, graph: Graph, node: onnx.NodeProto, label: str, since: int, attrs: dict):
+    def __init__(self, graph, node, label: str, since: int, attrs: dict, onnx_names: set):
         self.graph = graph
+        self.onnx_names = onnx_names
         self.op_type = node.op_type
         self.label = label
         self.since = since
         self.attrs = attrs
         self.inputs = [name or None for name in node.input]
-        self.outputs = _output_names(graph, label, list(node.output))
+        self.outputs = self._output_names(list(node.output))
 
     def input(self, index: int) -> str | None:
         return self.inputs[index] if index < len(self.inputs) else None
@@ -138,7 +147,7 @@ class NodeContext:
 
     def add_const(self, suffix: str, array: np.ndarray) -> str:
         """A constant named after this node (e.g. `pad1/pads`); returns its name."""
-        name = self.graph.unique_name(f"{self.label}/{suffix}")
+        name = self.fresh_name(f"{self.label}/{suffix}")
         self.graph.add_const(name, np.asarray(array, order="C"))
         return name
 
@@ -148,12 +157,21 @@ class NodeContext:
 
     def emit_step(self, op: str, suffix: str, inputs, attrs=None) -> str:
         """Add an intermediate ir node named `<label>/<suffix>`; returns its output's name."""
-        name = self.graph.unique_name(f"{self.label}/{suffix}")
+        name = self.fresh_name(f"{self.label}/{suffix}")
         return self.graph.add_node(op, inputs, attrs, name=name)[0].name
 
+    def fresh_name(self, stem: str) -> str:
+        """A value name based on `stem` that neither the graph nor the ONNX model uses."""
+        name, k = stem, 0
+        while name in self.onnx_names or name != self.graph.unique_name(name):
+            k += 1
+            name = f"{stem}_{k}"
+        return name
 
-def _output_names(graph: Graph, label: str, outputs: list) -> list:
-    """ONNX outputs with trailing absent ones dropped and inner absent ones given unused names."""
-    while outputs and not outputs[-1]:
-        outputs.pop()
-    return [name or graph.unique_name(f"{label}:unused{i}") for i, name in enumerate(outputs)]
+    def _output_names(self, outputs: list) -> list:
+        """ONNX outputs, trailing absent ones dropped and inner absent ones given unused names."""
+        while outputs and not outputs[-1]:
+            outputs.pop()
+        return [
+            name or self.fresh_name(f"{self.label}:unused{i}") for i, name in enumerate(outputs)
+        ]

@@ -148,6 +148,8 @@ def batch_norm(ctx):
 @rule("Dropout", (7, 10, 12, 13, 22), ("ratio", "seed"), outputs=2)
 def dropout(ctx):
     """Identity (and an all-true mask) unless training_mode is a constant true."""
+    if ctx.since < 10 and len(ctx.outputs) > 1:
+        raise ctx.unsupported("the float-typed mask output of Dropout-7 is not supported")
     training = bool(ctx.constant_scalar(2, "training_mode", False))
     attrs = {"seed": ctx.attrs.get("seed", 0)}
     if training:
