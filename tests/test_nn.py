@@ -804,3 +804,149 @@ def test_load_state_dict_casts_to_the_parameter_dtype():
     fc.load_state_dict({"weight": np.eye(2), "bias": np.zeros(2)})
     assert fc.weight.data.dtype == np.float32
     np.testing.assert_array_equal(fc.weight.data, np.eye(2))
+
+
+# ----- against PyTorch (skipped when it is not installed) ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def torch():
+    return pytest.importorskip("torch")
+
+
+def load_sample(name: str):
+    """A samples/<name>.py file as a module (samples are files, not a package)."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "samples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"sample_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def compare_with_torch(torch, ours, theirs, x: np.ndarray, rtol=1e-4, atol=1e-5):
+    """Load theirs' state_dict into ours (strictly) and compare the two forward passes."""
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    with torch.no_grad():
+        expected = theirs(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(run_module(ours, x), expected, rtol=rtol, atol=atol)
+
+
+LAYER_PAIRS = [
+    ("Conv1d", (3, 4, 5), {"stride": 2, "padding": 2, "dilation": 2}, (2, 3, 17)),
+    ("Conv2d", (4, 6, 3), {"padding": "same", "groups": 2, "bias": False}, (2, 4, 7, 9)),
+    ("Conv2d", (4, 6, (2, 4)), {"padding": "same", "dilation": (2, 1)}, (2, 4, 7, 9)),
+    ("Conv3d", (2, 3, 3), {"stride": (1, 2, 2), "padding": 1}, (1, 2, 5, 6, 7)),
+    ("ConvTranspose1d", (3, 4, 4), {"stride": 3, "padding": 1, "output_padding": 2}, (2, 3, 5)),
+    ("ConvTranspose2d", (4, 6, 3), {"stride": 2, "groups": 2, "dilation": 2}, (1, 4, 5, 4)),
+    ("ConvTranspose3d", (2, 2, 2), {"stride": 2}, (1, 2, 3, 3, 3)),
+    ("MaxPool2d", (3,), {"stride": 2, "padding": 1, "ceil_mode": True}, (2, 3, 8, 8)),
+    ("MaxPool1d", (3,), {"dilation": 2}, (2, 3, 11)),
+    ("AvgPool2d", (3,), {"stride": 2, "padding": 1}, (2, 3, 7, 7)),
+    ("AvgPool3d", (2,), {"stride": 2, "count_include_pad": False, "padding": 1}, (1, 2, 5, 5, 5)),
+    ("AvgPool1d", (3,), {"stride": 2, "ceil_mode": True}, (2, 3, 8)),
+    ("AdaptiveAvgPool2d", ((1, 1),), {}, (2, 3, 5, 4)),
+    ("Linear", (6, 4), {}, (3, 6)),
+    ("PReLU", (3,), {}, (2, 3, 4, 4)),
+    ("Hardsigmoid", (), {}, (2, 3, 4)),
+    ("GELU", (), {"approximate": "tanh"}, (2, 3, 4)),
+    ("Softplus", (2.0,), {}, (2, 3, 4)),
+    ("ZeroPad2d", ((1, 2, 0, 3),), {}, (1, 2, 3, 3)),
+    ("Flatten", (), {}, (2, 3, 2, 2)),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("layer,args,kwargs,shape", LAYER_PAIRS)
+def test_layers_match_torch(torch, layer, args, kwargs, shape):
+    torch.manual_seed(0)
+    x = randn(*shape) * 2
+    compare_with_torch(
+        torch, getattr(nn, layer)(*args, **kwargs), getattr(torch.nn, layer)(*args, **kwargs), x
+    )
+
+
+def test_batch_norm_eval_and_train_match_torch(torch):
+    theirs = torch.nn.BatchNorm2d(3, momentum=0.3)
+    with torch.no_grad():
+        theirs.running_mean.copy_(torch.randn(3))
+        theirs.running_var.copy_(torch.rand(3) + 0.5)
+        theirs.weight.copy_(torch.randn(3))
+        theirs.bias.copy_(torch.randn(3))
+    ours = nn.BatchNorm2d(3, momentum=0.3)
+    x = randn(4, 3, 5, 5)
+    compare_with_torch(torch, ours.eval(), theirs.eval(), x)
+    g = nn.trace(ours.train(), convc.Input("x", ("N", 3, 5, 5)))
+    out = convc.interpret(g, {"x": x})
+    with torch.no_grad():
+        expected = theirs.train()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(out["batch_norm"], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        out["running_mean:updated"], theirs.running_mean.numpy(), rtol=1e-5, atol=1e-6
+    )
+    # PyTorch updates the running variance with the unbiased batch variance, ir with the biased.
+    count = x.size // 3
+    batch_var = x.var(axis=(0, 2, 3))
+    old_var = ours.running_var.data
+    np.testing.assert_allclose(
+        theirs.running_var.numpy(), 0.7 * old_var + 0.3 * batch_var * count / (count - 1), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        out["running_var:updated"], 0.7 * old_var + 0.3 * batch_var, rtol=1e-5
+    )
+
+
+def test_lenet5_matches_torch(torch):
+    tnn = torch.nn
+    theirs = tnn.Sequential(
+        OrderedDict(
+            conv1=tnn.Conv2d(1, 6, 5),
+            relu1=tnn.ReLU(),
+            pool1=tnn.MaxPool2d(2),
+            conv2=tnn.Conv2d(6, 16, 5),
+            relu2=tnn.ReLU(),
+            pool2=tnn.MaxPool2d(2),
+            flatten=tnn.Flatten(),
+            fc1=tnn.Linear(400, 120),
+            relu3=tnn.ReLU(),
+            fc2=tnn.Linear(120, 84),
+            relu4=tnn.ReLU(),
+            fc3=tnn.Linear(84, 10),
+        )
+    )
+    assert sum(p.numel() for p in theirs.parameters()) == 61706
+    compare_with_torch(torch, load_sample("lenet5").LeNet5(), theirs, randn(3, 1, 32, 32))
+
+
+def test_resnet_basic_block_with_batch_norm_matches_torch(torch):
+    tnn = torch.nn
+
+    class TorchBasicBlock(tnn.Module):
+        def __init__(self, in_planes, planes, stride):
+            super().__init__()
+            self.conv1 = tnn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+            self.bn1 = tnn.BatchNorm2d(planes)
+            self.relu = tnn.ReLU(inplace=True)
+            self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+            self.bn2 = tnn.BatchNorm2d(planes)
+            self.downsample = tnn.Sequential(
+                tnn.Conv2d(in_planes, planes, 1, stride, bias=False), tnn.BatchNorm2d(planes)
+            )
+
+        def forward(self, x):
+            out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+            return self.relu(out + self.downsample(x))
+
+    theirs = TorchBasicBlock(8, 16, 2)
+    with torch.no_grad():
+        for module in theirs.modules():
+            if isinstance(module, tnn.BatchNorm2d):
+                module.running_mean.copy_(torch.randn(16) * 0.1)
+                module.running_var.copy_(torch.rand(16) + 0.5)
+                module.weight.copy_(torch.rand(16) + 0.5)
+                module.bias.copy_(torch.randn(16) * 0.1)
+    ours = load_sample("resnet18").BasicBlock(8, 16, 2)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    compare_with_torch(torch, ours.eval(), theirs.eval(), randn(2, 8, 10, 10))
