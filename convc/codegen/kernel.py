@@ -1,0 +1,364 @@
+"""Loop-IR statements -> the body of one LLVM function (a kernel or an outlined parallel body).
+
+Stage: codegen. Input: a kernel's statement tree and the function's parameters (buffer
+pointers, index values, scalar locals). Output: instructions appended through one IRBuilder.
+Invariants: every ``alloca`` sits in the entry block (so mem2reg/SROA turn accumulators into
+registers); a vectorized loop is emitted as a main loop of whole vectors plus a masked or
+scalar tail (see `convc.loops.ir`); a parallel loop is outlined into a separate function run
+by the parallel runtime (`convc.codegen.parallel`).
+"""
+
+from __future__ import annotations
+
+import sympy
+from llvmlite import ir
+
+from ..loops import ir as L
+from .index import emit_index, known_multiple
+from .llvmutil import const, for_range, i64, lanes, smax, splat, value_type, vector_fma
+from .memory import Memory, VecCtx
+from .values import binary, cast, compare, identity, index_value, unary, widen
+
+
+class Local:
+    """A `Let` value (``value``) or an `Alloc` array (``ptr`` to ``[size x T]``)."""
+
+    def __init__(self, dtype: str, value=None, ptr=None, shape=(), width=None):
+        self.dtype, self.value, self.ptr, self.shape, self.width = dtype, value, ptr, shape, width
+
+
+class FunctionEmitter:
+    """Emits statements into `fn`. `env` maps index names (symbols, loop variables) to i64
+    values; `locals` maps local names to `Local`s; `buffers` maps buffer names to pointers."""
+
+    def __init__(self, module_ctx, fn: ir.Function, buffers: dict, env: dict, locals_: dict):
+        self.mctx, self.fn = module_ctx, fn
+        self.program: L.Program = module_ctx.program
+        self.entry = fn.append_basic_block("entry")
+        self.b = ir.IRBuilder(self.entry)
+        self.buffers, self.env, self.locals = buffers, env, locals_
+        self.mem = Memory(self.b, self.program, buffers, env)
+        self.vec: VecCtx | None = None
+        self.in_parallel = False
+        self.nthreads = None
+
+    # ------------------------------------------------------------------ statements
+
+    def stmt(self, s: L.Stmt) -> None:
+        handler = getattr(self, "_" + type(s).__name__.lower(), None)
+        if handler is None:
+            raise TypeError(f"not a loop-IR statement: {s!r}")
+        handler(s)
+
+    def _block(self, s: L.Block) -> None:
+        saved_env, saved_locals = dict(self.env), dict(self.locals)
+        for st in s.stmts:
+            self.stmt(st)
+        self.env.clear()
+        self.env.update(saved_env)
+        self.locals.clear()
+        self.locals.update(saved_locals)
+
+    def _store(self, s: L.Store) -> None:
+        value, _ = self.expr_as(s.value, self.program.buffer(s.buffer).dtype)
+        if self.vec is not None:
+            value = widen(self.b, value, self.vec.width)
+        self.mem.store(s, value, self.vec)
+
+    def _let(self, s: L.Let) -> None:
+        value, dtype = self.expr(s.value)
+        self.locals[s.name] = Local(dtype, value=value)
+
+    def _alloc(self, s: L.Alloc) -> None:
+        width = self.vec.width if self.vec is not None else None
+        size = 1
+        for d in s.shape:
+            size *= d
+        with self.b.goto_block(self.entry):
+            self.b.position_at_start(self.entry)
+            ptr = self.b.alloca(ir.ArrayType(value_type(s.dtype, width), size), name=s.name)
+        local = Local(s.dtype, ptr=ptr, shape=s.shape, width=width)
+        self.locals[s.name] = local
+        if s.init is not None:
+            init, _ = self.expr_as(s.init, s.dtype)
+            init = widen(self.b, init, width)
+            for k in range(size):
+                self.b.store(init, self._local_ptr(local, i64(k)))
+
+    def _assign(self, s: L.Assign) -> None:
+        if self.vec is not None and s.name in self.vec.reductions:
+            self._reduce_into(s)
+            return
+        local = self._local(s.name)
+        if local.ptr is None:
+            raise ValueError(f"'{s.name}' is a let binding and cannot be assigned")
+        value, _ = self.expr_as(s.value, local.dtype)
+        value = widen(self.b, value, local.width)
+        self.b.store(value, self._element_ptr(local, s.name, s.index))
+
+    def _if(self, s: L.If) -> None:
+        cond, dtype = self.expr(s.cond)
+        if dtype != "bool" or isinstance(cond.type, ir.VectorType):
+            raise ValueError("an If condition must be a bool invariant in the vector loop")
+        if s.orelse is None:
+            with self.b.if_then(cond):
+                self.stmt(s.then)
+            return
+        with self.b.if_else(cond) as (then, orelse):
+            with then:
+                self.stmt(s.then)
+            with orelse:
+                self.stmt(s.orelse)
+
+    def _for(self, s: L.For) -> None:
+        if s.kind == "vectorized":
+            self._vector_loop(s)
+        elif s.kind == "unrolled":
+            self._unrolled_loop(s)
+        elif s.kind == "parallel" and not self.in_parallel and self.vec is None:
+            from .parallel import emit_parallel_loop
+
+            emit_parallel_loop(self, s)
+        elif s.kind in ("serial", "parallel"):
+            if s.kind == "parallel" and self.vec is not None:
+                raise ValueError("a parallel loop cannot sit inside a vectorized loop")
+            self.serial_loop(s.var.name, self.index(s.start), self.index(s.stop), s.body)
+        else:
+            raise ValueError(f"unknown loop kind '{s.kind}'")
+
+    def serial_loop(self, var: str, start: ir.Value, stop: ir.Value, body: L.Stmt) -> None:
+        with for_range(self.b, start, stop, name=var) as iv:
+            saved = self.env.get(var)
+            self.env[var] = iv
+            self.stmt(body)
+            self._restore(var, saved)
+
+    def _restore(self, var: str, saved) -> None:
+        if saved is None:
+            self.env.pop(var, None)
+        else:
+            self.env[var] = saved
+
+    def _unrolled_loop(self, s: L.For) -> None:
+        extent = sympy.simplify(s.stop - s.start)
+        if not extent.is_Integer:
+            raise ValueError(f"unrolled loop '{s.var}' needs a constant extent, got {extent}")
+        start = self.index(s.start)
+        saved = self.env.get(s.var.name)
+        for k in range(int(extent)):
+            self.env[s.var.name] = start if k == 0 else self.b.add(start, i64(k))
+            self.stmt(s.body)
+        self._restore(s.var.name, saved)
+
+    # ------------------------------------------------------------------ vector loops
+
+    def _vector_loop(self, s: L.For) -> None:
+        width = s.width
+        if self.vec is not None:
+            raise ValueError(f"vectorized loop '{s.var}' is nested in another vectorized loop")
+        if width < 2 or width & (width - 1) or s.tail not in L.TAILS:
+            raise ValueError(f"vectorized loop '{s.var}': bad width {width} or tail '{s.tail}'")
+        b, var = self.b, s.var.name
+        start, stop = self.index(s.start), self.index(s.stop)
+        extent = smax(b, b.sub(stop, start), i64(0))
+        main_stop = b.add(start, b.mul(b.sdiv(extent, i64(width)), i64(width)))
+        multiple = width if known_multiple(s.start, "", 1) % width == 0 else 1
+        reductions = self._start_reductions(s, width)
+        saved = self.env.get(var)
+        with for_range(b, start, main_stop, step=width, name=var) as base:
+            self._vector_body(s, VecCtx(var, width, base, multiple, reductions=reductions))
+        if s.tail == "masked":
+            active = b.sub(stop, main_stop)
+            with b.if_then(b.icmp_signed(">", active, i64(0))):
+                mask = b.icmp_signed("<", lanes(width), splat(b, active, width))
+                ctx = VecCtx(var, width, main_stop, multiple, active, mask, reductions)
+                self._vector_body(s, ctx)
+        self._finish_reductions(reductions)
+        self._restore(var, saved)
+        if s.tail == "scalar":
+            self.serial_loop(var, main_stop, stop, s.body)
+
+    def _vector_body(self, s: L.For, ctx: VecCtx) -> None:
+        self.vec = ctx
+        self.env[ctx.var] = ctx.base
+        try:
+            self.stmt(s.body)
+        finally:
+            self.vec = None
+
+    def _start_reductions(self, s: L.For, width: int) -> dict:
+        """Vector partial accumulators for the outer locals the loop body reduces into."""
+        out = {}
+        for name in sorted(_assigned_names(s.body) & set(self.locals)):
+            local = self.locals[name]
+            if local.ptr is None or local.shape != () or local.width is not None:
+                raise ValueError(f"vectorized loop '{s.var}' assigns outer local '{name}'")
+            op = _reduction_op(s.body, name)
+            t = value_type(local.dtype, width)
+            with self.b.goto_block(self.entry):
+                self.b.position_at_start(self.entry)
+                ptr = self.b.alloca(t, name=f"{name}.partial")
+            self.b.store(identity(op, local.dtype, t), ptr)
+            out[name] = (ptr, op, local.dtype)
+        return out
+
+    def _reduce_into(self, s: L.Assign) -> None:
+        ptr, op, dtype = self.vec.reductions[s.name]
+        term = s.value.b if _is_ref(s.value.a, s.name) else s.value.a
+        value, _ = self.expr_as(term, dtype)
+        value = widen(self.b, value, self.vec.width)
+        if self.vec.mask is not None:
+            value = self.b.select(self.vec.mask, value, identity(op, dtype, value.type))
+        t = value.type
+        self.b.store(binary(self.b, op, self.b.load(ptr, typ=t), value, dtype), ptr)
+
+    def _finish_reductions(self, reductions: dict) -> None:
+        b = self.b
+        for name, (ptr, op, dtype) in reductions.items():
+            vt = value_type(dtype, None)
+            partial = b.load(ptr, typ=ptr.allocated_type)
+            parts = [b.extract_element(partial, i64(k)) for k in range(ptr.allocated_type.count)]
+            while len(parts) > 1:
+                parts = [
+                    binary(b, op, parts[k], parts[k + 1], dtype) for k in range(0, len(parts), 2)
+                ]
+            target = self._local_ptr(self.locals[name], i64(0))
+            b.store(binary(b, op, b.load(target, typ=vt), parts[0], dtype), target)
+
+    # ------------------------------------------------------------------ values
+
+    def index(self, e: sympy.Expr) -> ir.Value:
+        return emit_index(self.b, e, self.env)
+
+    def expr_as(self, e: L.Expr, dtype: str):
+        """Emit `e`; a bare constant takes `dtype`, anything else must already have it."""
+        if isinstance(e, L.Const):
+            e = L.Const(e.value, dtype)
+        value, got = self.expr(e)
+        if got != dtype:
+            raise ValueError(f"expected a {dtype} value, got {got} (insert a Cast)")
+        return value, got
+
+    def expr(self, e: L.Expr):
+        """Emit a value expression; returns (IR value, dtype)."""
+        b = self.b
+        if isinstance(e, L.Const):
+            return const(value_type(e.dtype), e.value), e.dtype
+        if isinstance(e, L.Index):
+            return index_value(b, e, self.env, self.vec), "int64"
+        if isinstance(e, L.Load):
+            return self.mem.load(e, self.vec), self.program.buffer(e.buffer).dtype
+        if isinstance(e, L.Ref):
+            return self._ref(e)
+        if isinstance(e, L.Unary):
+            x, dtype = self.expr(e.x)
+            return unary(b, e.op, x, dtype), dtype
+        if isinstance(e, (L.Binary, L.Cmp)):
+            (x, y), dtype = self._operands(e.a, e.b)
+            if isinstance(e, L.Cmp):
+                return compare(b, e.op, x, y, dtype), "bool"
+            return binary(b, e.op, x, y, dtype), dtype
+        if isinstance(e, L.Fma):
+            return self._fma(e)
+        if isinstance(e, L.Select):
+            return self._select(e)
+        if isinstance(e, L.Cast):
+            x, dtype = self.expr(e.x)
+            return cast(b, x, dtype, e.dtype), e.dtype
+        raise TypeError(f"not a loop-IR value: {e!r}")
+
+    def _operands(self, *nodes: L.Expr):
+        """Emit operands that must share a dtype; constants adopt the others' dtype."""
+        typed = [n for n in nodes if not isinstance(n, L.Const)]
+        dtype = self.expr(typed[0])[1] if typed else nodes[0].dtype
+        return [self.expr_as(n, dtype)[0] for n in nodes], dtype
+
+    def _fma(self, e: L.Fma):
+        (x, y, z), dtype = self._operands(e.a, e.b, e.c)
+        x, y, z = (widen(self.b, v, self._width_of(x, y, z)) for v in (x, y, z))
+        if dtype.startswith("float"):
+            return vector_fma(self.b, x, y, z), dtype
+        return self.b.add(self.b.mul(x, y), z), dtype
+
+    def _select(self, e: L.Select):
+        cond, cdtype = self.expr(e.cond)
+        if cdtype != "bool":
+            raise ValueError(f"select condition must be bool, got {cdtype}")
+        (x, y), dtype = self._operands(e.a, e.b)
+        width = self._width_of(cond, x, y)
+        x, y = widen(self.b, x, width), widen(self.b, y, width)
+        return self.b.select(cond, x, y), dtype
+
+    @staticmethod
+    def _width_of(*vals):
+        return next((v.type.count for v in vals if isinstance(v.type, ir.VectorType)), None)
+
+    def _ref(self, e: L.Ref):
+        if self.vec is not None and e.name in self.vec.reductions:
+            raise ValueError(f"'{e.name}' is reduced in this vectorized loop; it cannot be read")
+        local = self._local(e.name)
+        if local.ptr is None:
+            if e.index:
+                raise ValueError(f"let binding '{e.name}' cannot be indexed")
+            return local.value, local.dtype
+        t = value_type(local.dtype, local.width)
+        return self.b.load(self._element_ptr(local, e.name, e.index), typ=t), local.dtype
+
+    def _local(self, name: str) -> Local:
+        if name not in self.locals:
+            raise ValueError(f"unknown local '{name}'")
+        return self.locals[name]
+
+    def _element_ptr(self, local: Local, name: str, index: tuple) -> ir.Value:
+        if len(index) != len(local.shape):
+            raise ValueError(
+                f"local '{name}' has rank {len(local.shape)}, indexed with {len(index)}"
+            )
+        flat, stride = sympy.Integer(0), 1
+        for i, d in zip(reversed(index), reversed(local.shape)):
+            flat, stride = flat + i * stride, stride * d
+        if self.vec is not None and any(s.name == self.vec.var for s in flat.free_symbols):
+            raise ValueError(f"local '{name}' is indexed by the vector variable '{self.vec.var}'")
+        return self._local_ptr(local, self.index(flat))
+
+    def _local_ptr(self, local: Local, idx: ir.Value) -> ir.Value:
+        return self.b.gep(local.ptr, [i64(0), idx], inbounds=True)
+
+
+def _is_ref(e: L.Expr, name: str) -> bool:
+    return isinstance(e, L.Ref) and e.name == name and e.index == ()
+
+
+def walk(s: L.Stmt):
+    """Every statement in `s`, pre-order."""
+    yield s
+    if isinstance(s, L.Block):
+        for st in s.stmts:
+            yield from walk(st)
+    elif isinstance(s, L.For):
+        yield from walk(s.body)
+    elif isinstance(s, L.If):
+        yield from walk(s.then)
+        if s.orelse is not None:
+            yield from walk(s.orelse)
+
+
+def _assigned_names(s: L.Stmt) -> set[str]:
+    declared = {st.name for st in walk(s) if isinstance(st, (L.Alloc, L.Let))}
+    return {st.name for st in walk(s) if isinstance(st, L.Assign)} - declared
+
+
+def _reduction_op(body: L.Stmt, name: str) -> str:
+    """The op of every ``name = op(name, e)`` in `body` (they must all agree)."""
+    ops = set()
+    for st in walk(body):
+        if isinstance(st, L.Assign) and st.name == name:
+            v = st.value
+            if not (isinstance(v, L.Binary) and v.op in L.REDUCE_OPS and st.index == ()):
+                raise ValueError(f"'{name}' is assigned in a vectorized loop but not reduced")
+            if not (_is_ref(v.a, name) or _is_ref(v.b, name)):
+                raise ValueError(f"'{name}' is assigned in a vectorized loop but not reduced")
+            ops.add(v.op)
+    if len(ops) != 1:
+        raise ValueError(f"'{name}' is reduced with different ops {sorted(ops)}")
+    return ops.pop()

@@ -1,0 +1,162 @@
+"""Buffer and local memory access for the kernel emitter, scalar or vectorized.
+
+Stage: codegen. In a vectorized loop over ``v`` (width W) an access whose flat index has
+stride 1 in ``v`` is one contiguous ``<W x T>`` load/store (masked in a masked tail, with the
+alignment that the index provably has); stride 0 is a scalar load (broadcast by the user);
+any other stride or a non-affine index is a gather/scatter through ``llvm.masked.gather`` /
+``llvm.masked.scatter`` of per-lane pointers. In a masked tail, inactive gather lanes point
+at lane 0 (always in bounds), so no lane ever touches memory outside the iteration space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+from llvmlite import ir
+
+from ..loops import ir as L
+from .index import depends_on, emit_index, known_multiple, stride_in
+from .llvmutil import I1, I64, MEMORY_TYPES, PTR, const, declare, i64, type_suffix
+
+
+@dataclass
+class VecCtx:
+    """The vectorized loop being emitted: `base` is the first lane's value of `var`,
+    a multiple of `multiple`; `active` (scalar) and `mask` (vector) are set in a masked tail."""
+
+    var: str
+    width: int
+    base: ir.Value
+    multiple: int
+    active: ir.Value | None = None
+    mask: ir.Value | None = None
+    reductions: dict = field(default_factory=dict)
+
+
+def flat_index(buf: L.Buffer, index: tuple) -> sympy.Expr:
+    """Row-major linear index of `index` into `buf` (rank checked)."""
+    if len(index) != len(buf.shape):
+        raise ValueError(
+            f"buffer '{buf.name}' has rank {len(buf.shape)} but is indexed with {len(index)}"
+        )
+    return sympy.Add(*(i * s for i, s in zip(index, buf.strides())))
+
+
+def to_value(b: ir.IRBuilder, v: ir.Value, dtype: str) -> ir.Value:
+    """Memory representation -> register representation (bool: i8 -> i1)."""
+    return b.icmp_unsigned("!=", v, const(v.type, 0)) if dtype == "bool" else v
+
+
+def to_memory(b: ir.IRBuilder, v: ir.Value, dtype: str) -> ir.Value:
+    if dtype != "bool":
+        return v
+    t = ir.VectorType(MEMORY_TYPES["bool"], v.type.count) if _is_vec(v) else MEMORY_TYPES["bool"]
+    return b.zext(v, t)
+
+
+def _is_vec(v: ir.Value) -> bool:
+    return isinstance(v.type, ir.VectorType)
+
+
+class Memory:
+    """Loads and stores of one function; `env` is the emitter's live index environment."""
+
+    def __init__(self, b: ir.IRBuilder, program: L.Program, buffers: dict, env: dict):
+        self.b, self.program, self.buffers, self.env = b, program, buffers, env
+
+    def load(self, node: L.Load, vec: VecCtx | None) -> ir.Value:
+        buf = self.program.buffer(node.buffer)
+        etype = MEMORY_TYPES[buf.dtype]
+        flat = flat_index(buf, node.index)
+        b = self.b
+        if vec is None or not depends_on(flat, vec.var):
+            ptr = self._gep(node.buffer, etype, flat)
+            return to_value(b, b.load(ptr, typ=etype), buf.dtype)
+        vt = ir.VectorType(etype, vec.width)
+        stride = stride_in(flat, vec.var)
+        if stride == 1:
+            ptr = self._gep(node.buffer, etype, flat)
+            if vec.mask is not None:
+                fn = declare(
+                    b.module, f"llvm.masked.load.{type_suffix(vt)}.p0", vt, [PTR, vec.mask.type, vt]
+                )
+                out = b.call(fn, [ptr, vec.mask, const(vt, 0)])
+            else:
+                out = b.load(ptr, typ=vt, align=self._align(buf, flat, vec))
+            return to_value(b, out, buf.dtype)
+        ptrs = self._lane_pointers(node.buffer, etype, flat, stride, vec)
+        true = const(ir.VectorType(I1, vec.width), 1)
+        fn = declare(
+            b.module,
+            f"llvm.masked.gather.{type_suffix(vt)}.v{vec.width}p0",
+            vt,
+            [ptrs.type, true.type, vt],
+        )
+        return to_value(b, b.call(fn, [ptrs, true, const(vt, 0)]), buf.dtype)
+
+    def store(self, node: L.Store, value: ir.Value, vec: VecCtx | None) -> None:
+        buf = self.program.buffer(node.buffer)
+        etype = MEMORY_TYPES[buf.dtype]
+        flat = flat_index(buf, node.index)
+        b = self.b
+        value = to_memory(b, value, buf.dtype)
+        if vec is None:
+            b.store(value, self._gep(node.buffer, etype, flat))
+            return
+        if not depends_on(flat, vec.var):
+            raise ValueError(
+                f"store to '{node.buffer}' does not depend on the vector variable '{vec.var}'"
+            )
+        vt = value.type
+        stride = stride_in(flat, vec.var)
+        if stride == 1:
+            ptr = self._gep(node.buffer, etype, flat)
+            if vec.mask is None:
+                b.store(value, ptr, align=self._align(buf, flat, vec))
+                return
+            fn = declare(
+                b.module,
+                f"llvm.masked.store.{type_suffix(vt)}.p0",
+                ir.VoidType(),
+                [vt, PTR, vec.mask.type],
+            )
+            b.call(fn, [value, ptr, vec.mask])
+            return
+        ptrs = self._lane_pointers(node.buffer, etype, flat, stride, vec)
+        mask = vec.mask if vec.mask is not None else const(ir.VectorType(I1, vec.width), 1)
+        name = f"llvm.masked.scatter.{type_suffix(vt)}.v{vec.width}p0"
+        fn = declare(b.module, name, ir.VoidType(), [vt, ptrs.type, mask.type])
+        b.call(fn, [value, ptrs, mask])
+
+    def _gep(self, name: str, etype: ir.Type, flat: sympy.Expr) -> ir.Value:
+        idx = emit_index(self.b, flat, self.env)
+        return self.b.gep(self.buffers[name], [idx], inbounds=True, source_etype=etype)
+
+    def _align(self, buf: L.Buffer, flat: sympy.Expr, vec: VecCtx) -> int:
+        """Bytes of alignment the first lane's address provably has (at most one vector)."""
+        size = L.DTYPE_SIZES[buf.dtype]
+        k = known_multiple(flat, vec.var, vec.multiple) * size
+        align = size
+        while align < buf.align and align < size * vec.width and k % (2 * align) == 0:
+            align *= 2
+        return align
+
+    def _lane_pointers(self, name, etype, flat, stride, vec: VecCtx) -> ir.Value:
+        """``<W x ptr>`` of the lanes' addresses; inactive lanes of a masked tail use lane 0."""
+        b, saved = self.b, self.env[vec.var]
+        first = emit_index(b, flat, self.env)
+        step = None if stride is None else emit_index(b, stride, self.env)
+        out = ir.Constant(ir.VectorType(PTR, vec.width), ir.Undefined)
+        for lane in range(vec.width):
+            if step is not None:
+                idx = b.add(first, b.mul(step, i64(lane)))
+            else:
+                self.env[vec.var] = b.add(vec.base, i64(lane))
+                idx = emit_index(b, flat, self.env)
+                self.env[vec.var] = saved
+            if vec.active is not None and lane > 0:
+                idx = b.select(b.icmp_signed("<", i64(lane), vec.active), idx, first)
+            ptr = b.gep(self.buffers[name], [idx], inbounds=True, source_etype=etype)
+            out = b.insert_element(out, ptr, ir.Constant(I64, lane))
+        return out

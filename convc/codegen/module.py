@@ -1,0 +1,170 @@
+"""Program -> one llvmlite module: a function per kernel plus ONE C-ABI entry point.
+
+Stage: codegen (the only stage that imports `llvmlite.ir`). Input: a loop-IR `Program`.
+Output: a `GeneratedModule` (the `llvmlite.ir.Module` and the calling convention).
+
+The entry point, ``void convc_main(ptr buffers, ptr arena, ptr symbols, i32 nthreads)``:
+``buffers`` is an array of pointers to the external buffers in
+`Program.external_buffers()` order (inputs, outputs, params); ``arena`` holds every temp at
+its offset; ``symbols`` is an array of int64 values in `Program.symbols` order; ``nthreads``
+bounds the threads of parallel loops. It calls the kernels in `Program.calls` order, so a
+whole model runs in one native call.
+
+Each kernel is ``internal noinline void <name>(ptr noalias align 64 <buffer>..., i64
+<symbol>..., i32 nthreads)`` over the buffers its body names (program order). ``noalias``
+is sound because the arena planner never overlaps two buffers that one kernel uses, and
+user arrays are distinct; ``align`` is the buffer's `align` (64 for everything the runtime
+allocates or copies). Any failure while emitting a kernel raises `convc.CodegenError`
+naming that kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from ir.errors import CodegenError
+
+from ..loops import ir as L
+from .index import IndexCodegenError, emit_index
+from .kernel import FunctionEmitter, walk
+from .llvmutil import I32, I64, PTR, VOID
+
+ENTRY = "convc_main"
+KERNEL_ERRORS = (ValueError, TypeError, KeyError, IndexError, IndexCodegenError, AssertionError)
+
+
+@dataclass
+class GeneratedModule:
+    """The module and what the runtime needs to call it."""
+
+    module: ir.Module
+    entry: str
+    external: tuple[L.Buffer, ...]
+    symbols: tuple[str, ...]
+    kernels: tuple[str, ...]
+
+
+class ModuleContext:
+    """Shared state while emitting one program's module."""
+
+    def __init__(self, program: L.Program, name: str):
+        self.program = program
+        self.module = ir.Module(name=name)
+        self._names: dict[str, int] = {}
+
+    def fresh_name(self, prefix: str) -> str:
+        k = self._names.get(prefix, 0)
+        self._names[prefix] = k + 1
+        return f"{prefix}{k}"
+
+    def annotate_buffer_arg(self, arg: ir.Argument, buffer_name: str) -> None:
+        arg.add_attribute("noalias")
+        align = self.program.buffer(buffer_name).align
+        if align > 1:
+            arg.attributes.align = align
+
+
+def kernel_buffers(program: L.Program, kernel: L.Kernel) -> list[str]:
+    """Names of the buffers `kernel` reads or writes, in program order."""
+    used = set()
+    for st in walk(kernel.body):
+        used |= _stmt_buffers(st)
+    unknown = used - {b.name for b in program.buffers}
+    if unknown:
+        raise CodegenError(f"kernel '{kernel.name}': unknown buffer(s) {sorted(unknown)}")
+    return [b.name for b in program.buffers if b.name in used]
+
+
+def _stmt_buffers(st: L.Stmt) -> set[str]:
+    names = {st.buffer} if isinstance(st, L.Store) else set()
+    for value in _stmt_values(st):
+        names |= _expr_buffers(value)
+    return names
+
+
+def _stmt_values(st: L.Stmt) -> list[L.Expr]:
+    if isinstance(st, (L.Store, L.Let, L.Assign)):
+        return [st.value]
+    if isinstance(st, L.Alloc) and st.init is not None:
+        return [st.init]
+    if isinstance(st, L.If):
+        return [st.cond]
+    return []
+
+
+def _expr_buffers(e: L.Expr) -> set[str]:
+    if isinstance(e, L.Load):
+        return {e.buffer}
+    out = set()
+    for child in vars(e).values():
+        if isinstance(child, L.Expr):
+            out |= _expr_buffers(child)
+    return out
+
+
+def _emit_kernel(mctx: ModuleContext, kernel: L.Kernel) -> ir.Function:
+    program = mctx.program
+    buffers = kernel_buffers(program, kernel)
+    params = [PTR] * len(buffers) + [I64] * len(program.symbols) + [I32]
+    fn = ir.Function(mctx.module, ir.FunctionType(VOID, params), kernel.name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    fn.attributes.add("nounwind")
+    args = list(fn.args)
+    for arg, name in zip(args, buffers):
+        mctx.annotate_buffer_arg(arg, name)
+    env = dict(zip(program.symbols, args[len(buffers) : -1]))
+    em = FunctionEmitter(mctx, fn, dict(zip(buffers, args)), env, {})
+    em.nthreads = args[-1]
+    try:
+        em.stmt(kernel.body)
+    except KERNEL_ERRORS as err:
+        raise CodegenError(f"kernel '{kernel.name}': {err}") from err
+    em.b.ret_void()
+    return fn
+
+
+def _emit_entry(mctx: ModuleContext, kernels: dict[str, ir.Function]) -> None:
+    program = mctx.program
+    fn = ir.Function(mctx.module, ir.FunctionType(VOID, [PTR, PTR, PTR, I32]), ENTRY)
+    fn.attributes.add("nounwind")
+    bufs, arena, syms, nthreads = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    env = {}
+    for k, name in enumerate(program.symbols):
+        env[name] = b.load(b.gep(syms, [ir.Constant(I64, k)], source_etype=I64), typ=I64, name=name)
+    pointers = {}
+    for k, buf in enumerate(program.external_buffers()):
+        slot = b.gep(bufs, [ir.Constant(I64, k)], source_etype=PTR)
+        pointers[buf.name] = b.load(slot, typ=PTR, name=buf.name)
+    for buf in program.buffers:
+        if buf.role == "temp":
+            if buf.offset is None:
+                raise CodegenError(f"temporary buffer '{buf.name}' has no arena offset")
+            offset = emit_index(b, buf.offset, env)
+            pointers[buf.name] = b.gep(arena, [offset], source_etype=ir.IntType(8), name=buf.name)
+    for call in program.calls:
+        kernel = program.kernel(call)
+        args = [pointers[n] for n in kernel_buffers(program, kernel)]
+        b.call(kernels[call], args + [env[s] for s in program.symbols] + [nthreads])
+    b.ret_void()
+
+
+def generate(program: L.Program, only: str | None = None) -> GeneratedModule:
+    """Emit `program` (or just kernel `only`, to locate a verifier failure) as one module."""
+    mctx = ModuleContext(program, program.name)
+    kernels = {}
+    for kernel in program.kernels:
+        if only is None or kernel.name == only:
+            kernels[kernel.name] = _emit_kernel(mctx, kernel)
+    if only is None:
+        _emit_entry(mctx, kernels)
+    return GeneratedModule(
+        module=mctx.module,
+        entry=ENTRY,
+        external=program.external_buffers(),
+        symbols=program.symbols,
+        kernels=tuple(kernels),
+    )

@@ -1,0 +1,105 @@
+"""Parallel loops: outlining into a body function dispatched through the OpenMP runtime.
+
+Stage: codegen. A ``parallel`` loop ``for v in start..stop: body`` becomes
+
+- ``<kernel>.parK(ptr noalias bufs..., i64 indices..., lets..., i64 lo, i64 hi)``: the serial
+  loop over ``lo..hi`` (noalias survives: when inlined into the thunk LLVM turns it into
+  scoped alias metadata);
+- ``<kernel>.parK.thunk(ptr ctx)``: unpacks the captured values from a struct, takes the
+  thread's static contiguous chunk of ``start..stop`` (``omp_get_thread_num`` /
+  ``omp_get_num_threads``) and calls the body;
+- at the loop's place: the struct filled on the stack, then
+  ``GOMP_parallel(thunk, ctx, min(nthreads, extent), 0)`` when more than one thread is
+  useful, else a direct call of the thunk.
+
+Why libgomp's C ABI (GOMP_parallel): it is a real thread pool with spinning-then-sleeping
+workers, so a parallel region costs a few microseconds (measured ~7 us for 2 threads here,
+against ~50 us or more for dispatching ctypes threads from Python), and the whole model still
+runs inside one native call. The runtime loads libgomp (or installs a serial stand-in when
+it is missing). Captured: buffer pointers, index values (symbols and enclosing loop
+variables) and scalar `Let` values; `Alloc` locals of the enclosing scope are not shared
+between threads (using one inside the parallel body is an error).
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+from ..loops import ir as L
+from .llvmutil import I32, I64, PTR, VOID, declare, i64, smin
+
+GOMP_PARALLEL = "GOMP_parallel"
+THREAD_NUM = "omp_get_thread_num"
+NUM_THREADS = "omp_get_num_threads"
+
+
+def emit_parallel_loop(em, s: L.For) -> None:
+    """Outline `s` (a parallel For) out of the emitter `em`'s function and dispatch it."""
+    from .kernel import FunctionEmitter, Local
+
+    mctx, b = em.mctx, em.b
+    buffers = sorted(em.buffers)
+    indices = sorted(em.env)
+    lets = sorted(n for n, loc in em.locals.items() if loc.ptr is None and loc.width is None)
+    values = [em.buffers[n] for n in buffers] + [em.env[n] for n in indices]
+    values += [em.locals[n].value for n in lets]
+    name = mctx.fresh_name(f"{em.fn.name}.par")
+
+    body_fn = ir.Function(
+        mctx.module, ir.FunctionType(VOID, [v.type for v in values] + [I64, I64]), name
+    )
+    body_fn.linkage = "internal"
+    args = list(body_fn.args)
+    for arg, buf in zip(args, buffers):
+        mctx.annotate_buffer_arg(arg, buf)
+    sub = FunctionEmitter(
+        mctx,
+        body_fn,
+        dict(zip(buffers, args)),
+        dict(zip(indices, args[len(buffers) :])),
+        {
+            n: Local(em.locals[n].dtype, value=a)
+            for n, a in zip(lets, args[len(buffers) + len(indices) :])
+        },
+    )
+    sub.in_parallel = True
+    sub.serial_loop(s.var.name, args[-2], args[-1], s.body)
+    sub.b.ret_void()
+
+    start, stop = em.index(s.start), em.index(s.stop)
+    struct = ir.LiteralStructType([v.type for v in values] + [I64, I64])
+    thunk = _thunk(mctx.module, f"{name}.thunk", struct, body_fn)
+    with b.goto_block(em.entry):
+        b.position_at_start(em.entry)
+        ctx = b.alloca(struct, name=f"{name}.ctx")
+    for k, v in enumerate(values + [start, stop]):
+        b.store(v, b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, k)]))
+    extent = b.sub(stop, start)
+    threads = b.trunc(smin(b, b.sext(em.nthreads, I64), extent), I32)
+    gomp = declare(mctx.module, GOMP_PARALLEL, VOID, [PTR, PTR, I32, I32])
+    with b.if_else(b.icmp_signed(">", threads, ir.Constant(I32, 1))) as (many, one):
+        with many:
+            b.call(gomp, [thunk, ctx, threads, ir.Constant(I32, 0)])
+        with one:
+            b.call(thunk, [ctx])
+
+
+def _thunk(module: ir.Module, name: str, struct: ir.LiteralStructType, body_fn) -> ir.Function:
+    """``void thunk(ptr ctx)``: unpack, take this thread's chunk, call the body."""
+    fn = ir.Function(module, ir.FunctionType(VOID, [PTR]), name)
+    fn.linkage = "internal"
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    fields = []
+    for k, t in enumerate(struct.elements):
+        ptr = b.gep(fn.args[0], [ir.Constant(I32, 0), ir.Constant(I32, k)], source_etype=struct)
+        fields.append(b.load(ptr, typ=t))
+    start, stop = fields[-2], fields[-1]
+    tid = b.sext(b.call(declare(module, THREAD_NUM, I32, []), []), I64)
+    nt = b.sext(b.call(declare(module, NUM_THREADS, I32, []), []), I64)
+    per = b.sdiv(b.add(b.sub(stop, start), b.sub(nt, i64(1))), nt)
+    lo = b.add(start, b.mul(tid, per))
+    hi = smin(b, b.add(lo, per), stop)
+    with b.if_then(b.icmp_signed("<", lo, hi)):
+        b.call(body_fn, fields[:-2] + [lo, hi])
+    b.ret_void()
+    return fn

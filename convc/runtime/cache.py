@@ -1,0 +1,81 @@
+"""Code caches: in memory (per process) and on disk (object code, across processes).
+
+Stage: runtime. The key is the sha256 of (program hash, triple, CPU name, CPU features,
+llvmlite version, code-generator version). The program hash covers the program's complete
+text but not parameter values (code does not depend on them), so the same architecture with
+new weights reuses its code; the code-generator version is a hash of convc's codegen and
+runtime sources, so changing the compiler invalidates old entries.
+
+Disk layout: ``$CONVC_CACHE_DIR`` (default ``~/.cache/convc``), one ``<key>.o`` per
+program: 32 bytes of sha256 over the object, then the object (PIC, from
+``TargetMachine.emit_object``). Files are written atomically (temp file + rename) and checked
+on read, so a torn or corrupted file is a miss, never a crash. ``CONVC_CACHE=0`` disables the
+disk cache. `STATS` counts what happened, so tests can prove a hit skipped LLVM.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from ..loops import Program, program_hash
+from .llvm import cache_key_parts
+
+STATS = {"llvm_compiles": 0, "memory_hits": 0, "disk_hits": 0, "disk_writes": 0}
+
+
+@functools.cache
+def code_version() -> str:
+    """Hash of the sources that decide what code a program becomes."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for path in sorted((root / "codegen").glob("*.py")) + sorted((root / "runtime").glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def cache_key(program: Program) -> str:
+    parts = (program_hash(program), *cache_key_parts(), code_version())
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def cache_dir() -> Path | None:
+    """The on-disk cache directory, or None when ``CONVC_CACHE=0``."""
+    if os.environ.get("CONVC_CACHE", "1") == "0":
+        return None
+    return Path(os.environ.get("CONVC_CACHE_DIR") or Path.home() / ".cache" / "convc")
+
+
+def disk_get(key: str) -> bytes | None:
+    directory = cache_dir()
+    if directory is None:
+        return None
+    try:
+        data = (directory / f"{key}.o").read_bytes()
+    except OSError:
+        return None
+    digest, obj = data[:32], data[32:]
+    if hashlib.sha256(obj).digest() != digest:
+        return None
+    STATS["disk_hits"] += 1
+    return obj
+
+
+def disk_put(key: str, obj: bytes) -> None:
+    """Best effort: an unwritable cache directory only costs a recompile next time."""
+    directory = cache_dir()
+    if directory is None:
+        return
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(hashlib.sha256(obj).digest() + obj)
+        os.replace(tmp, directory / f"{key}.o")
+        STATS["disk_writes"] += 1
+    except OSError:
+        return

@@ -1,0 +1,205 @@
+"""`load(program) -> Executable`: compile (or fetch cached code) and call the entry point.
+
+Stage: runtime. Input: a loop-IR `Program` (with its packed `params`). Output: an
+`Executable` whose ``run(inputs, outputs, symbols)`` executes the whole program in one
+native call through ctypes (which releases the GIL).
+
+Memory: params are copied once into 64-byte-aligned storage; the arena (all temps) is one
+64-byte-aligned block per distinct symbol binding, reused across runs; inputs and outputs are
+used in place when 64-byte aligned and C-contiguous (the generated code assumes the
+alignment declared on each buffer), otherwise copied through aligned scratch. Aligned
+allocation over-allocates a NumPy byte array and offsets into it (`aligned_empty`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections.abc import Mapping
+
+import numpy as np
+import sympy
+
+from ir.errors import CodegenError, InputError
+
+from ..codegen import ENTRY, generate
+from ..loops import Program
+from . import cache, llvm
+from .parallel import ensure_loaded
+
+ALIGN = 64
+ENTRY_TYPE = ctypes.CFUNCTYPE(
+    None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32
+)
+_MEMORY: dict[str, tuple[llvm.LoadedCode, dict]] = {}
+_MEMORY_LOCK = threading.Lock()
+
+
+def aligned_empty(shape, dtype, align: int = ALIGN) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data pointer is a multiple of `align`."""
+    dtype = np.dtype(dtype)
+    nbytes = max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, 1)
+    raw = np.empty(nbytes + align, dtype=np.uint8)
+    start = -raw.ctypes.data % align
+    return (
+        raw[start : start + nbytes]
+        .view(dtype)[: int(np.prod(shape, dtype=np.int64))]
+        .reshape(shape)
+    )
+
+
+def is_aligned(a: np.ndarray, align: int = ALIGN) -> bool:
+    return a.ctypes.data % align == 0 and a.flags.c_contiguous
+
+
+def default_threads() -> int:
+    env = os.environ.get("CONVC_NUM_THREADS")
+    if env:
+        return max(int(env), 1)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def compile_code(program: Program) -> tuple[llvm.LoadedCode, dict, str]:
+    """(loaded code, sources produced on the way, origin: compiled|memory|disk)."""
+    key = cache.cache_key(program)
+    with _MEMORY_LOCK:
+        hit = _MEMORY.get(key)
+    if hit is not None:
+        cache.STATS["memory_hits"] += 1
+        return hit[0], hit[1], "memory"
+    ensure_loaded()
+    obj, sources, origin = cache.disk_get(key), {}, "disk"
+    if obj is None:
+        obj, sources, origin = _compile_object(program), {}, "compiled"
+        cache.disk_put(key, obj)
+    code = llvm.LoadedCode(obj)
+    with _MEMORY_LOCK:
+        _MEMORY[key] = (code, sources)
+    return code, sources, origin
+
+
+def _compile_object(program: Program) -> bytes:
+    gen = generate(program)
+    mod = llvm.parse_verified(gen, program)
+    llvm.optimize(mod)
+    cache.STATS["llvm_compiles"] += 1
+    return llvm.emit_object(mod)
+
+
+def program_sources(program: Program, stage: str) -> str:
+    """``llvm`` (as generated), ``llvm-opt`` (after O3) or ``asm`` for `program`."""
+    gen = generate(program)
+    if stage == "llvm":
+        return str(gen.module)
+    mod = llvm.parse_verified(gen, program)
+    llvm.optimize(mod)
+    if stage == "llvm-opt":
+        return str(mod)
+    if stage == "asm":
+        return llvm.emit_assembly(mod)
+    raise ValueError(f"unknown source stage {stage!r}; expected llvm, llvm-opt or asm")
+
+
+def _evaluate(expr, values: dict) -> int:
+    """An integer sympy expression at the given symbol values (symbols matched by name)."""
+    expr = sympy.sympify(expr)
+    return int(expr.subs({s: values[s.name] for s in expr.free_symbols}))
+
+
+class Executable:
+    """A program's native code plus its aligned parameters and arenas."""
+
+    def __init__(self, program: Program, threads: int | None = None):
+        self.program = program
+        self.threads = threads or default_threads()
+        code, self._sources, self.origin = compile_code(program)
+        self._code = code  # keeps the engine, and so the function, alive
+        self._entry = ENTRY_TYPE(code.address(ENTRY))
+        self._external = program.external_buffers()
+        self._slots = (ctypes.c_void_p * max(len(self._external), 1))()
+        self._params = {}
+        for k, buf in enumerate(self._external):
+            if buf.role == "param":
+                self._params[buf.name] = self._pack_param(buf)
+                self._slots[k] = self._params[buf.name].ctypes.data
+        self._bindings: dict[tuple, tuple] = {}
+
+    def _pack_param(self, buf) -> np.ndarray:
+        if buf.name not in self.program.params:
+            raise CodegenError(f"param buffer '{buf.name}' has no value in the program")
+        value = np.asarray(self.program.params[buf.name])
+        shape = tuple(int(d) for d in buf.shape)
+        if value.size != int(np.prod(shape)) or value.dtype != np.dtype(buf.dtype):
+            raise CodegenError(
+                f"param '{buf.name}' is {value.dtype}{list(value.shape)}, buffer is {buf.dtype}{list(shape)}"
+            )
+        out = aligned_empty(shape, buf.dtype)
+        out[...] = value.reshape(shape)
+        return out
+
+    def _binding(self, symbols: Mapping) -> tuple:
+        """(symbol tuple, {buffer: shape}, arena) for one binding of the run-time symbols."""
+        try:
+            values = tuple(int(symbols[s]) for s in self.program.symbols)
+        except KeyError as err:
+            raise InputError(f"program '{self.program.name}': no value for symbol {err}") from None
+        hit = self._bindings.get(values)
+        if hit is None:
+            by_name = dict(zip(self.program.symbols, values))
+            shapes = {b.name: tuple(_evaluate(d, by_name) for d in b.shape) for b in self._external}
+            arena = aligned_empty((_evaluate(self.program.arena_size, by_name),), np.uint8)
+            hit = (values, shapes, arena, (ctypes.c_int64 * max(len(values), 1))(*values))
+            self._bindings[values] = hit
+        return hit
+
+    def run(
+        self, inputs: Mapping, outputs: Mapping, symbols: Mapping, threads: int | None = None
+    ) -> None:
+        """Execute: read `inputs`, write `outputs` in place (arrays by buffer name)."""
+        _, shapes, arena, syms = self._binding(symbols)
+        copy_back, keep_alive = [], []
+        for k, buf in enumerate(self._external):
+            if buf.role == "param":
+                continue
+            source = inputs if buf.role == "input" else outputs
+            array = self._argument(buf, source, shapes[buf.name])
+            if not is_aligned(array):
+                scratch = aligned_empty(array.shape, array.dtype)
+                if buf.role == "input":
+                    scratch[...] = array
+                else:
+                    copy_back.append((array, scratch))
+                array = scratch
+            keep_alive.append(array)
+            self._slots[k] = array.ctypes.data
+        self._entry(self._slots, arena.ctypes.data, syms, int(threads or self.threads))
+        for target, scratch in copy_back:
+            target[...] = scratch
+
+    def _argument(self, buf, source: Mapping, shape: tuple) -> np.ndarray:
+        if buf.name not in source:
+            raise InputError(f"program '{self.program.name}': missing {buf.role} '{buf.name}'")
+        array = source[buf.name]
+        if not isinstance(array, np.ndarray) or array.dtype != np.dtype(buf.dtype):
+            got = getattr(array, "dtype", type(array).__name__)
+            raise InputError(f"{buf.role} '{buf.name}' must be a {buf.dtype} array, got {got}")
+        if array.size != int(np.prod(shape)):
+            raise InputError(f"{buf.role} '{buf.name}' has shape {array.shape}, expected {shape}")
+        if buf.role == "output" and not array.flags.c_contiguous:
+            raise InputError(f"output '{buf.name}' must be C-contiguous")
+        return array
+
+    def source(self, stage: str) -> str:
+        """``llvm``, ``llvm-opt`` or ``asm`` text of this program."""
+        if stage not in self._sources:
+            self._sources[stage] = program_sources(self.program, stage)
+        return self._sources[stage]
+
+
+def load(program: Program, threads: int | None = None) -> Executable:
+    """Compile `program` for this CPU (or fetch it from the caches) and load it."""
+    return Executable(program, threads)
+
+
+build = load
