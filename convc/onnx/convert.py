@@ -163,7 +163,7 @@ class NodeContext:
     def fresh_name(self, stem: str) -> str:
         """A value name based on `stem` that neither the graph nor the ONNX model uses."""
         name, k = stem, 0
-        while name in self.onnx_names or name != self.graph.unique_name(name):
+        while name in self.onnx_names or name in self.graph.values or name in self.graph.nodes:
             k += 1
             name = f"{stem}_{k}"
         return name

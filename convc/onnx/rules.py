@@ -190,7 +190,7 @@ def softmax(ir_op: str) -> Callable:
     def convert(ctx):
         axis = ctx.attrs.get("axis", -1 if ctx.since >= 13 else 1)
         rank = ctx.value(0).type.rank
-        if ctx.since >= 13 or axis % max(rank, 1) == rank - 1:
+        if ctx.since >= 13 or rank == 0 or axis % rank == rank - 1:
             ctx.emit(ir_op, ctx.inputs, {"axis": axis})
         else:
             legacy_softmax(ctx, ir_op, axis % rank)
