@@ -146,12 +146,12 @@ def test_arena_reuses_slots_of_dead_temporaries():
     assert roles == {
         "x": "input",
         "c3": "output",
-        "w.packed": "param",
+        "w.oc4": "param",
         "c0": "temp",
         "c1": "temp",
         "c2": "temp",
     }
-    assert program.params["w.packed"].flags.c_contiguous
+    assert program.params["w.oc4"].flags.c_contiguous
 
 
 def test_offsets_are_64_byte_multiples_for_odd_sizes():
@@ -172,11 +172,11 @@ def test_offsets_are_64_byte_multiples_for_odd_sizes():
 def test_weights_are_packed_once_per_output_channel_block():
     g = conv_graph(channels=8)
     _, _, program = lower_graph(g, 1)
-    w = program.params["w.packed"]
+    w = program.params["w.oc8"]
     assert w.shape == (1, 3, 3, 3, 8) and w.flags.c_contiguous
     np.testing.assert_array_equal(w[0, 2, 1, 0, :], g.values["w"].data[:, 2, 1, 0])
     text = loops.format_program(program)
-    assert "w.packed[o_o, c, a, b, o_i]" in text
+    assert "w.oc8[o_o, c, a, b, o_i]" in text
 
 
 def test_linear_weights_are_transposed_for_contiguous_vector_loads():
@@ -187,5 +187,5 @@ def test_linear_weights_are_transposed_for_contiguous_vector_loads():
     g.add_node("gemm", ["x", "w"], {"transB": 1}, name="fc")
     g.set_outputs("fc")
     _, _, program = lower_graph(g, 1)
-    np.testing.assert_array_equal(program.params["w.packed"], weight.T)
-    assert "w.packed[k, j]" in loops.format_program(program)
+    np.testing.assert_array_equal(program.params["w.T"], weight.T)
+    assert "w.T[k, j]" in loops.format_program(program)

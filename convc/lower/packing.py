@@ -2,11 +2,12 @@
 
 Stage: part of lowering. Input: a tensor expression, its schedule and the graph's
 constant arrays. Output: the expression rewritten to read packed parameters,
-and the packed arrays (new `param` buffers named `<weight>.packed`).
+and the packed arrays (new `param` buffers named after the layout:
+`<weight>.oc<B>`, `<weight>.T`; weights shared by several kernels are packed once).
 
 - conv with output channels blocked by B: OIHW -> [O/B][I][H][W][B], so the B
   weights an input vector is multiplied with sit in one cache line
-  (`w[o, c, a, b]` becomes `w.packed[o // B, c, a, b, o % B]`, which the nest's
+  (`w[o, c, a, b]` becomes `w.oc8[o // 8, c, a, b, o % 8]`, which the nest's
   block substitution `o = o_o*B + o_i` reduces to `[o_o, c, a, b, o_i]`);
 - dense reading a 2-D weight along its rows with the vectorized output axis
   (Linear's `w[j, k]`, transB=1): transposed to `[k, j]`, so the vector loop
@@ -47,12 +48,13 @@ def _conv_block(graph, te, schedule, packs):
     if data is None or data.shape[0] % size:
         return te
     blocks = data.reshape(data.shape[0] // size, size, *data.shape[1:])
-    packs[f"{source}.packed"] = np.ascontiguousarray(np.moveaxis(blocks, 1, -1))
+    packed = f"{source}.oc{size}"
+    packs[packed] = np.ascontiguousarray(np.moveaxis(blocks, 1, -1))
 
     def index(idx):
         return (sympy.floor(idx[0] / size), *idx[1:], sympy.Mod(idx[0], size))
 
-    return _rewrite(te, source, f"{source}.packed", index)
+    return _rewrite(te, source, packed, index)
 
 
 def _dense_transpose(graph, te, schedule, packs):
@@ -61,8 +63,8 @@ def _dense_transpose(graph, te, schedule, packs):
         data = _constant(graph, str(a.base))
         if data is None or data.ndim != 2 or a.indices[0] != vector or vector is None:
             continue
-        packs[f"{a.base}.packed"] = np.ascontiguousarray(data.T)
-        te = _rewrite(te, str(a.base), f"{a.base}.packed", lambda idx: (idx[1], idx[0]))
+        packs[f"{a.base}.T"] = np.ascontiguousarray(data.T)
+        te = _rewrite(te, str(a.base), f"{a.base}.T", lambda idx: (idx[1], idx[0]))
     return te
 
 

@@ -139,6 +139,8 @@ def _buffers(graph: Graph, lowered: list[LoweredGroup], offsets: dict):
             params[value.name] = array.reshape(_shape(value.shape))
     for group in lowered:
         for name, array in group.packed.items():
+            if name in params:
+                continue
             buffers.append(loops.Buffer(name, str(array.dtype), array.shape, "param"))
             params[name] = array
     types = _temp_types(graph, lowered)
