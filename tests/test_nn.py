@@ -158,6 +158,16 @@ def test_operands_must_be_tensors_or_numbers_of_one_graph():
         a + b  # two inputs not traced together
     with pytest.raises(convc.GraphError, match="str"):
         a * "2"
+    with pytest.raises(convc.GraphError, match="ndarray"):
+        np.ones(2) * a
+    assert (np.float32(2) * a).graph is a.graph  # NumPy scalars act as Python numbers
+
+
+def test_modules_build_eagerly_on_an_input_tensor():
+    x = convc.Input("x", ("N", 3))
+    y = nn.Sequential(nn.Linear(3, 2), nn.ReLU())(x)
+    assert [n.name for n in y.graph.topological_nodes()] == ["0", "1"]
+    assert list(y.graph.params()) == ["0.weight", "0.bias"]
     with pytest.raises(convc.ShapeError, match="add"):
         nn.trace(lambda p, q: p + q, convc.Input("p", (2, 3)), convc.Input("q", (4,)))
 

@@ -120,7 +120,7 @@ class Tensor:
     lives in `convc.nn.functional`.
     """
 
-    __array_priority__ = 1000  # make `ndarray * Tensor` defer to Tensor.__rmul__
+    __array_ufunc__ = None  # NumPy operands defer to Tensor's reflected operators
 
     def __init__(self, builder: Builder, name: str):
         self.builder = builder
