@@ -774,3 +774,14 @@ def test_every_registered_op_has_an_implementation():
     from convc.interpret import IMPLS
 
     assert sorted(ir.OPS) == sorted(IMPLS)
+
+
+def test_dilated_window_of_padding_only():
+    """Size 1, kernel 2, dilation 2, SAME pads 1+1: the only window samples positions -1 and 1."""
+    x = arr([[[5]]])
+    attrs = {"kernel_shape": [2], "dilations": [2], "auto_pad": "SAME_UPPER"}
+    with np.errstate(all="raise"):
+        np.testing.assert_array_equal(run_op("max_pool", x, attrs=attrs), [[[-np.inf]]])
+        np.testing.assert_array_equal(run_op("avg_pool", x, attrs=attrs), [[[np.nan]]])
+        included = run_op("avg_pool", x, attrs={**attrs, "count_include_pad": 1})
+    np.testing.assert_array_equal(included, [[[0]]])

@@ -9,6 +9,11 @@ avg_pool   the window sum of x padded with zeros, divided by the window's count:
 ceil_mode  rounds the window count up, but a last window that would start in
            the right padding is dropped.
 global_*   the mean or maximum over all spatial positions, kept as size-1 axes.
+
+A dilated window can skip the whole input and see padding only (size 1,
+kernel 2, dilation 2, SAME pads 1+1): max_pool gives -inf there, as PyTorch
+and ONNX Runtime do, and avg_pool without count_include_pad the empty mean
+NaN.
 """
 
 from __future__ import annotations
@@ -75,7 +80,8 @@ def avg_pool(node, args):
         constant_values=float(node.attrs["count_include_pad"]),
     )
     counts = windows(counted, kernel, strides, dilations, (0,) * (2 * rank), 0.0, extra)
-    return sums / counts.sum(axis=axes)
+    with np.errstate(invalid="ignore"):  # a dilated window of padding only: 0/0 = NaN
+        return sums / counts.sum(axis=axes)
 
 
 @implements("global_avg_pool")

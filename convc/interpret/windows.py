@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ir import InputError
 from ir.ops.window import resolve_pads
 
 
@@ -49,9 +50,16 @@ def windows(x, kernel, strides, dilations, pads, fill=0.0, extra_end=None) -> np
     rank = len(kernel)
     extra_end = extra_end or (0,) * rank
     spatial_axes = tuple(range(2, 2 + rank))
+    extents = [dilations[i] * (kernel[i] - 1) + 1 for i in range(rank)]
+    for i in range(rank):
+        if x.shape[2 + i] + pads[i] + pads[rank + i] < extents[i]:
+            raise InputError(
+                f"input of shape {x.shape} is too small: spatial size {x.shape[2 + i]} with pads "
+                f"{pads[i]}+{pads[rank + i]} along axis {i} is less than the window extent "
+                f"{extents[i]}"
+            )
     ends = [pads[rank + i] + extra_end[i] for i in range(rank)]
     padded = crop_or_pad(x, spatial_axes, pads[:rank], ends, fill)
-    extents = [dilations[i] * (kernel[i] - 1) + 1 for i in range(rank)]
     view = sliding_window_view(padded, extents, axis=spatial_axes)
     positions = tuple(slice(None, None, s) for s in strides)
     samples = tuple(slice(None, None, d) for d in dilations)
