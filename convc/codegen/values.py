@@ -47,16 +47,28 @@ def binary(b: ir.IRBuilder, op: str, x: ir.Value, y: ir.Value, dtype: str) -> ir
         return _binary_float(b, op, x, y)
     if op in ("and", "or"):
         return b.and_(x, y) if op == "and" else b.or_(x, y)
-    simple = {"add": b.add, "sub": b.sub, "mul": b.mul, "div": b.sdiv}
+    simple = {"add": b.add, "sub": b.sub, "mul": b.mul}
     if op in simple:
         return simple[op](x, y)
     if op in ("max", "min"):
         return b.select(b.icmp_signed(">" if op == "max" else "<", x, y), x, y)
-    if op == "mod":
-        r = b.srem(x, y)
-        fix = b.and_(b.icmp_signed("!=", r, const(r.type, 0)), b.xor(_neg(b, r), _neg(b, y)))
-        return b.select(fix, b.add(r, y), r)
+    if op in ("div", "mod"):
+        return _int_division(b, op, x, y)
     raise ValueError(f"operator '{op}' is not defined on {dtype}")
+
+
+def _int_division(b: ir.IRBuilder, op: str, x: ir.Value, y: ir.Value) -> ir.Value:
+    """Truncating division or floor modulo; a zero divisor gives 0 (as NumPy does) instead
+    of a SIGFPE, which also keeps the inactive lanes of a masked tail harmless."""
+    zero = b.icmp_signed("==", y, const(y.type, 0))
+    safe = b.select(zero, const(y.type, 1), y)
+    if op == "div":
+        out = b.sdiv(x, safe)
+    else:
+        r = b.srem(x, safe)
+        fix = b.and_(b.icmp_signed("!=", r, const(r.type, 0)), b.xor(_neg(b, r), _neg(b, safe)))
+        out = b.select(fix, b.add(r, safe), r)
+    return b.select(zero, const(y.type, 0), out)
 
 
 def _neg(b: ir.IRBuilder, v: ir.Value) -> ir.Value:

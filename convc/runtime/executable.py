@@ -164,8 +164,8 @@ class Executable:
                 continue
             source = inputs if buf.role == "input" else outputs
             array = self._argument(buf, source, shapes[buf.name])
-            if not is_aligned(array):
-                scratch = aligned_empty(array.shape, array.dtype)
+            if not is_aligned(array, buf.align):
+                scratch = aligned_empty(array.shape, array.dtype, max(buf.align, ALIGN))
                 if buf.role == "input":
                     scratch[...] = array
                 else:
