@@ -18,12 +18,14 @@ from ir import (
 )
 
 from . import nn
+from .compiler import CompiledModel, compile
 from .interpret import interpret
 from .nn import Input
 from .onnx import from_onnx
 
 __all__ = [
     "CodegenError",
+    "CompiledModel",
     "ConvcError",
     "Graph",
     "GraphError",
@@ -33,6 +35,7 @@ __all__ = [
     "ShapeError",
     "TensorType",
     "UnsupportedError",
+    "compile",
     "from_onnx",
     "interpret",
     "nn",
