@@ -1,0 +1,144 @@
+"""Generated code never touches memory outside its buffers.
+
+Each buffer is placed flush against a PROT_NONE guard page (once ending exactly at the
+guard page after it, once starting exactly after the guard page before it), so a read or
+write one element out of bounds (a vector tail, a gather at a padding edge, a stride) faults.
+The kernels run in a child process, so a fault is a failed test, not a dead test runner; a
+deliberately off-by-one kernel proves the harness catches a fault.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+HARNESS = textwrap.dedent(
+    """
+    import ctypes, mmap, sys
+    import numpy as np
+    import sympy
+    from convc import runtime
+    from convc.loops import *
+    from ir.types import symbol
+
+    PAGE = mmap.PAGESIZE
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    KEEP = []
+
+    def guarded(shape, dtype, at_end):
+        # An array whose first (at_end=False) or last byte touches a PROT_NONE page.
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        pages = (nbytes + PAGE - 1) // PAGE
+        mm = mmap.mmap(-1, (pages + 2) * PAGE)
+        base = ctypes.addressof(ctypes.c_char.from_buffer(mm))
+        for page in (base, base + (pages + 1) * PAGE):
+            assert libc.mprotect(page, PAGE, 0) == 0
+        start = PAGE + (pages * PAGE - nbytes if at_end else 0)
+        KEEP.append(mm)
+        return np.frombuffer(mm, dtype=dtype, count=int(np.prod(shape)), offset=start).reshape(shape)
+
+    def check(program, inputs, outputs, symbols, expected):
+        exe = runtime.load(program, threads=2)
+        for at_end in (True, False):
+            ins = {k: guarded(v.shape, v.dtype, at_end) for k, v in inputs.items()}
+            for k, v in inputs.items():
+                ins[k][...] = v
+            outs = {k: guarded(s, np.float32, at_end) for k, s in outputs.items()}
+            exe.run(ins, outs, symbols)
+            for k, v in expected.items():
+                np.testing.assert_allclose(outs[k], v, rtol=1e-5, atol=1e-5, err_msg=k)
+
+    N = symbol("N")
+    i, j, kw = loop_var("i"), loop_var("j"), loop_var("kw")
+    """
+)
+
+IN_BOUNDS = textwrap.dedent(
+    """
+    rng = np.random.default_rng(0)
+    A = 4  # align 4: the runtime uses the guarded arrays in place, no aligned copy
+    # 1. vectorized elementwise with a masked tail, then with a scalar tail, in a parallel loop
+    for tail in ("masked", "scalar"):
+        body = For(j, 0, 3, [For(i, 0, N, [Store("y", (j, i), Load("x", (j, i)) * 2.0)],
+                                 "vectorized", 16, tail)], "parallel")
+        bufs = [Buffer("x", "float32", (3, N), "input", align=A), Buffer("y", "float32", (3, N), "output", align=A)]
+        x = rng.standard_normal((3, 37)).astype(np.float32)
+        check(Program("ew" + tail, bufs, [Kernel("ew", [body])], ("N",)), {"x": x}, {"y": (3, 37)}, {"N": 37}, {"y": 2 * x})
+
+    # 2. 1-D convolution, padding 1 on both sides: clamped gathers at both edges
+    iw = i + kw - 1
+    inside = Binary("and", Cmp("ge", Index(iw), Const(0, "int64")), Cmp("lt", Index(iw), Index(N)))
+    tap = Select(inside, Load("x", (sympy.Min(sympy.Max(iw, 0), N - 1),)), Const(0.0))
+    body = For(i, 0, N, [Alloc("acc", "float32", (), 0.0),
+                         For(kw, 0, 3, [Assign("acc", (), Fma(tap, Load("w", (kw,)), Ref("acc")))], "unrolled"),
+                         Store("y", (i,), Ref("acc"))], "vectorized", 16, "masked")
+    bufs = [Buffer("x", "float32", (N,), "input", align=A), Buffer("w", "float32", (3,), "input", align=A),
+            Buffer("y", "float32", (N,), "output", align=A)]
+    x, w = rng.standard_normal(35).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    ref = np.convolve(np.pad(x, 1), w[::-1], mode="valid")
+    check(Program("conv1d", bufs, [Kernel("conv1d", [body])], ("N",)), {"x": x, "w": w}, {"y": (35,)}, {"N": 35}, {"y": ref})
+
+    # 3. row reductions with vector partials and a masked tail
+    row = [Alloc("s", "float32", (), 0.0),
+           For(i, 0, N, [Assign("s", (), Ref("s") + Load("x", (j, i)))], "vectorized", 16, "masked"),
+           Store("y", (j,), Ref("s"))]
+    bufs = [Buffer("x", "float32", (5, N), "input", align=A), Buffer("y", "float32", (5,), "output", align=A)]
+    x = rng.standard_normal((5, 19)).astype(np.float32)
+    check(Program("rsum", bufs, [Kernel("rsum", [For(j, 0, 5, row)])], ("N",)), {"x": x}, {"y": (5,)}, {"N": 19}, {"y": x.sum(1)})
+
+    # 4. strided gather and scatter reaching the last element exactly
+    body = For(i, 0, N, [Store("y", (2 * i + 1,), Load("x", (3 * i + 2,)))], "vectorized", 16, "masked")
+    bufs = [Buffer("x", "float32", (3 * N,), "input", align=A), Buffer("y", "float32", (2 * N,), "output", align=A)]
+    x = rng.standard_normal(3 * 21).astype(np.float32)
+    exe = runtime.load(Program("stride", bufs, [Kernel("stride", [body])], ("N",)))
+    for at_end in (True, False):
+        gx, gy = guarded((63,), np.float32, at_end), guarded((42,), np.float32, at_end)
+        gx[...] = x
+        gy[...] = 0
+        exe.run({"x": gx}, {"y": gy}, {"N": 21})
+        np.testing.assert_array_equal(gy[1::2], x[2::3])
+    print("ok")
+    """
+)
+
+OFF_BY_ONE = textwrap.dedent(
+    """
+    body = For(i, 0, N, [Store("y", (i,), Load("x", (i + 1,)))], "vectorized", 16, "masked")
+    bufs = [Buffer("x", "float32", (N,), "input", align=4), Buffer("y", "float32", (N,), "output", align=4)]
+    exe = runtime.load(Program("oob", bufs, [Kernel("oob", [body])], ("N",)))
+    x, y = guarded((20,), np.float32, True), guarded((20,), np.float32, True)
+    exe.run({"x": x}, {"y": y}, {"N": 20})
+    print("survived")
+    """
+)
+
+
+def _child(code: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CONVC_CACHE": "0"}
+    return subprocess.run(
+        [sys.executable, "-c", HARNESS + code],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
+
+
+def test_kernels_stay_inside_guarded_buffers():
+    proc = _child(IN_BOUNDS)
+    assert proc.returncode == 0, f"child exited with {proc.returncode}:\n{proc.stderr[-3000:]}"
+    assert proc.stdout.strip().endswith("ok")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSEGV"), reason="needs POSIX signals")
+def test_harness_catches_an_off_by_one_read():
+    proc = _child(OFF_BY_ONE)
+    assert proc.returncode == -signal.SIGSEGV, (proc.returncode, proc.stdout, proc.stderr[-2000:])
+    assert "survived" not in proc.stdout
