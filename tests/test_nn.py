@@ -225,7 +225,7 @@ def test_params_and_nodes_are_named_by_module_path():
         "layer1.0.relu",
         "layer1.0.add",
         "layer1.0.relu_1",
-        "global_avg_pool",
+        "adaptive_avg_pool",
         "flatten",
         "fc",
         "relu",

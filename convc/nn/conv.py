@@ -13,8 +13,19 @@ from __future__ import annotations
 from ir import ShapeError, UnsupportedError
 
 from . import functional as F
-from . import init
+from . import init, windows
 from .module import Module, Parameter
+
+
+def _check_channels(where: str, in_channels, out_channels, groups) -> None:
+    for what, count in (("in_channels", in_channels), ("out_channels", out_channels)):
+        windows.as_tuple(count, 1, what, where, 1)
+    windows.as_tuple(groups, 1, "groups", where, 1)
+    if in_channels % groups or out_channels % groups:
+        raise ShapeError(
+            f"{where}: groups={groups} must divide in_channels={in_channels} and "
+            f"out_channels={out_channels}"
+        )
 
 
 class _ConvNd(Module):
@@ -38,29 +49,20 @@ class _ConvNd(Module):
         output_padding=0,
     ):
         super().__init__()
-        where = f"{type(self).__name__}({in_channels}, {out_channels})"
-        for what, count in (
-            ("in_channels", in_channels),
-            ("out_channels", out_channels),
-            ("groups", groups),
-        ):
-            F.as_tuple(count, 1, what, where, 1)
-        if in_channels % groups or out_channels % groups:
-            raise ShapeError(
-                f"{where}: groups={groups} must divide in_channels={in_channels} and "
-                f"out_channels={out_channels}"
-            )
+        where = f"{type(self).__name__}({in_channels!r}, {out_channels!r})"
+        _check_channels(where, in_channels, out_channels, groups)
         if padding_mode != "zeros":
             raise UnsupportedError(
                 f"{where}: padding_mode={padding_mode!r}; only 'zeros' is supported"
             )
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size = F.as_tuple(kernel_size, self.rank, "kernel_size", where, 1)
-        self.stride = F.as_tuple(stride, self.rank, "stride", where, 1)
-        self.dilation = F.as_tuple(dilation, self.rank, "dilation", where, 1)
-        self.output_padding = F.as_tuple(output_padding, self.rank, "output_padding", where)
-        self.padding = padding
-        F.conv_pads(padding, self.kernel_size, self.stride, self.dilation, where)
+        self.kernel_size = windows.as_tuple(kernel_size, self.rank, "kernel_size", where, 1)
+        output_padding = output_padding if self.transposed else None
+        attrs = windows.conv_attrs(
+            self.kernel_size, where, stride, padding, dilation, groups, output_padding
+        )
+        self.stride, self.dilation, self.padding = attrs["strides"], attrs["dilations"], padding
+        self.output_padding = attrs.get("output_padding", (0,) * self.rank)
         if self.transposed:
             shape = (in_channels, out_channels // groups, *self.kernel_size)
         else:
@@ -70,22 +72,12 @@ class _ConvNd(Module):
         self.bias = None if bias_data is None else Parameter(bias_data)
 
     def forward(self, x):
+        window = {"stride": self.stride, "padding": self.padding, "dilation": self.dilation}
+        window["groups"] = self.groups
         if self.transposed:
             function = getattr(F, f"conv_transpose{self.rank}d")
-            return function(
-                x,
-                self.weight,
-                self.bias,
-                self.stride,
-                self.padding,
-                self.output_padding,
-                self.groups,
-                self.dilation,
-            )
-        function = getattr(F, f"conv{self.rank}d")
-        return function(
-            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
-        )
+            return function(x, self.weight, self.bias, output_padding=self.output_padding, **window)
+        return getattr(F, f"conv{self.rank}d")(x, self.weight, self.bias, **window)
 
     def describe(self) -> str:
         text = (

@@ -27,52 +27,17 @@ import numpy as np
 
 from ir import GraphError, ShapeError, UnsupportedError
 
+from . import windows
 from .module import Parameter
 from .tensor import Builder, Tensor
 
-# ----- argument checking ---------------------------------------------------------------------
+# ----- arguments ---------------------------------------------------------------------
 
 
 def _builder(x, what: str) -> Builder:
     if not isinstance(x, Tensor):
         raise GraphError(f"{what}: expected a convc Tensor, got {type(x).__name__} {x!r:.60}")
     return x.builder
-
-
-def as_tuple(value, rank: int, what: str, where: str, minimum: int = 0) -> tuple:
-    """An int (repeated) or a sequence of `rank` ints, each >= minimum, as a tuple."""
-    items = (value,) * rank if isinstance(value, (int, np.integer)) else value
-    ok = (
-        isinstance(items, (tuple, list))
-        and len(items) == rank
-        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items)
-    )
-    if not ok or any(v < minimum for v in items):
-        raise ShapeError(
-            f"{where}: {what}={value!r} should be an int or a tuple of {rank} ints >= {minimum}"
-        )
-    return tuple(int(v) for v in items)
-
-
-def conv_pads(padding, kernel, stride, dilation, where: str) -> tuple:
-    """ONNX pads [begins..., ends...] for PyTorch's padding (int, tuple, 'valid', 'same')."""
-    rank = len(kernel)
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0,) * (2 * rank)
-        if padding != "same":
-            raise UnsupportedError(
-                f"{where}: padding={padding!r} is not supported; use an int, a tuple, "
-                "'valid' or 'same'"
-            )
-        if any(s != 1 for s in stride):
-            raise UnsupportedError(
-                f"{where}: padding='same' needs stride 1 (as in PyTorch); got stride={stride}"
-            )
-        totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
-        return tuple(t // 2 for t in totals) + tuple(t - t // 2 for t in totals)
-    pads = as_tuple(padding, rank, "padding", where)
-    return pads + pads
 
 
 def _check_rank(x: Tensor, rank: int, where: str) -> None:
@@ -106,46 +71,32 @@ def _emit(x: Tensor, op: str, inputs, attrs=None, name=None, stem=None) -> Tenso
     return builder.emit(op, [x, *inputs], attrs, name=node)[0]
 
 
-# ----- convolution ---------------------------------------------------------------------------
+# ----- convolution and pooling ---------------------------------------------------------------
 
 
-def _conv(
-    rank,
-    x,
-    weight,
-    bias,
-    stride,
-    padding,
-    dilation,
-    groups,
-    name,
-    transposed=False,
-    output_padding=0,
-):
-    label = f"conv{'_transpose' if transposed else ''}{rank}d"
-    builder = _builder(x, label)
-    node = builder.node_name("conv_transpose" if transposed else "conv", name)
-    where = f"{label} '{node}'"
+def _window_start(x, op: str, rank: int, name):
+    """Builder, node name and error prefix of a windowed op, after checking the input rank."""
+    builder = _builder(x, f"{op}{rank}d")
+    node = builder.node_name(op, name)
+    where = f"{op}{rank}d '{node}'"
     _check_rank(x, rank, where)
+    return builder, node, where
+
+
+def _conv(op: str, rank: int, x, weight, bias, name, **window) -> Tensor:
+    """conv or conv_transpose; `window` holds stride, padding, dilation, groups (output_padding)."""
+    builder, node, where = _window_start(x, op, rank, name)
     w = _value(builder, weight, f"{node}.weight", x.dtype)
     b = _optional(builder, bias, f"{node}.bias", x.dtype)
-    kernel = tuple(int(k) for k in builder.graph.values[w].type.shape[2:])
-    stride = as_tuple(stride, rank, "stride", where, 1)
-    dilation = as_tuple(dilation, rank, "dilation", where, 1)
-    attrs = {
-        "strides": stride,
-        "dilations": dilation,
-        "group": groups,
-        "pads": conv_pads(padding, kernel, stride, dilation, where),
-    }
-    if transposed:
-        attrs["output_padding"] = as_tuple(output_padding, rank, "output_padding", where)
-    return builder.emit("conv_transpose" if transposed else "conv", [x, w, b], attrs, name=node)[0]
+    kernel = builder.graph.values[w].type.concrete_shape()[2:]
+    attrs = windows.conv_attrs(kernel, where, **window)
+    return builder.emit(op, [x, w, b], attrs, name=node)[0]
 
 
 def _make_conv(rank: int):
     def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, name=None):
-        return _conv(rank, input, weight, bias, stride, padding, dilation, groups, name)
+        window = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+        return _conv("conv", rank, input, weight, bias, name, **window)
 
     conv.__name__ = conv.__qualname__ = f"conv{rank}d"
     conv.__doc__ = f"{rank}-d convolution; weight (out, in/groups, *kernel), bias (out,)."
@@ -167,52 +118,19 @@ def _make_conv_transpose(rank: int):
     ):
         if isinstance(padding, str):
             raise UnsupportedError(f"conv_transpose{rank}d: padding={padding!r} is not supported")
-        return _conv(
-            rank,
-            input,
-            weight,
-            bias,
-            stride,
-            padding,
-            dilation,
-            groups,
-            name,
-            True,
-            output_padding,
-        )
+        window = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+        window["output_padding"] = output_padding
+        return _conv("conv_transpose", rank, input, weight, bias, name, **window)
 
     conv_transpose.__name__ = conv_transpose.__qualname__ = f"conv_transpose{rank}d"
     conv_transpose.__doc__ = f"{rank}-d transposed convolution; weight (in, out/groups, *kernel)."
     return conv_transpose
 
 
-conv1d, conv2d, conv3d = (_make_conv(r) for r in (1, 2, 3))
-conv_transpose1d, conv_transpose2d, conv_transpose3d = (_make_conv_transpose(r) for r in (1, 2, 3))
-
-# ----- pooling -------------------------------------------------------------------------------
-
-
-def pool_attrs(rank, kernel_size, stride, padding, dilation, where: str) -> dict:
-    """kernel/strides/pads/dilations of a pooling window; stride None means the kernel."""
-    kernel = as_tuple(kernel_size, rank, "kernel_size", where, 1)
-    strides = kernel if stride is None else as_tuple(stride, rank, "stride", where, 1)
-    dilations = as_tuple(dilation, rank, "dilation", where, 1)
-    pads = as_tuple(padding, rank, "padding", where)
-    for k, d, p in zip(kernel, dilations, pads):
-        if 2 * p > d * (k - 1) + 1:
-            raise ShapeError(
-                f"{where}: padding={padding!r} should be at most half the kernel size "
-                f"{kernel_size!r} (as in PyTorch)"
-            )
-    return {"kernel_shape": kernel, "strides": strides, "pads": pads + pads, "dilations": dilations}
-
-
-def _pool(op, rank, x, kernel_size, stride, padding, dilation, ceil_mode, name, **extra):
-    builder = _builder(x, f"{op}{rank}d")
-    node = builder.node_name(op, name)
-    where = f"{op}{rank}d '{node}'"
-    _check_rank(x, rank, where)
-    attrs = pool_attrs(rank, kernel_size, stride, padding, dilation, where)
+def _pool(op: str, rank: int, x, name, ceil_mode, extra: dict, **window) -> Tensor:
+    """max_pool or avg_pool; `window` holds kernel_size, stride, padding, dilation."""
+    builder, node, where = _window_start(x, op, rank, name)
+    attrs = windows.pool_attrs(rank, where, **window)
     attrs.update(ceil_mode=int(bool(ceil_mode)), **extra)
     return builder.emit(op, [x], attrs, name=node)[0]
 
@@ -221,9 +139,8 @@ def _make_max_pool(rank: int):
     def max_pool(
         input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, name=None
     ):
-        return _pool(
-            "max_pool", rank, input, kernel_size, stride, padding, dilation, ceil_mode, name
-        )
+        window = {"kernel_size": kernel_size, "stride": stride, "padding": padding}
+        return _pool("max_pool", rank, input, name, ceil_mode, {}, dilation=dilation, **window)
 
     max_pool.__name__ = max_pool.__qualname__ = f"max_pool{rank}d"
     max_pool.__doc__ = f"{rank}-d max pooling; stride defaults to the kernel size."
@@ -241,18 +158,9 @@ def _make_avg_pool(rank: int):
         *,
         name=None,
     ):
-        return _pool(
-            "avg_pool",
-            rank,
-            input,
-            kernel_size,
-            stride,
-            padding,
-            1,
-            ceil_mode,
-            name,
-            count_include_pad=int(bool(count_include_pad)),
-        )
+        window = {"kernel_size": kernel_size, "stride": stride, "padding": padding}
+        extra = {"count_include_pad": int(bool(count_include_pad))}
+        return _pool("avg_pool", rank, input, name, ceil_mode, extra, dilation=1, **window)
 
     avg_pool.__name__ = avg_pool.__qualname__ = f"avg_pool{rank}d"
     avg_pool.__doc__ = f"{rank}-d average pooling; padding counts in the mean by default."
@@ -261,10 +169,7 @@ def _make_avg_pool(rank: int):
 
 def _make_adaptive_avg_pool(rank: int):
     def adaptive_avg_pool(input, output_size, *, name=None):
-        builder = _builder(input, f"adaptive_avg_pool{rank}d")
-        node = builder.node_name("global_avg_pool", name)
-        where = f"adaptive_avg_pool{rank}d '{node}'"
-        _check_rank(input, rank, where)
+        builder, node, where = _window_start(input, "adaptive_avg_pool", rank, name)
         sizes = (output_size,) * rank if isinstance(output_size, int) else tuple(output_size)
         spatial = input.shape[2:]
         sizes = tuple(s if o is None else o for o, s in zip(sizes, spatial))
@@ -282,6 +187,8 @@ def _make_adaptive_avg_pool(rank: int):
     return adaptive_avg_pool
 
 
+conv1d, conv2d, conv3d = (_make_conv(r) for r in (1, 2, 3))
+conv_transpose1d, conv_transpose2d, conv_transpose3d = (_make_conv_transpose(r) for r in (1, 2, 3))
 max_pool1d, max_pool2d, max_pool3d = (_make_max_pool(r) for r in (1, 2, 3))
 avg_pool1d, avg_pool2d, avg_pool3d = (_make_avg_pool(r) for r in (1, 2, 3))
 adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d = (

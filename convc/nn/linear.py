@@ -7,7 +7,7 @@ Stage: DSL. `Linear(in, out)` holds PyTorch's (out, in) weight and records
 from __future__ import annotations
 
 from . import functional as F
-from . import init
+from . import init, windows
 from .module import Module, Parameter
 
 
@@ -17,8 +17,8 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__()
         where = f"Linear({in_features!r}, {out_features!r})"
-        F.as_tuple(in_features, 1, "in_features", where, 1)
-        F.as_tuple(out_features, 1, "out_features", where, 1)
+        windows.as_tuple(in_features, 1, "in_features", where, 1)
+        windows.as_tuple(out_features, 1, "out_features", where, 1)
         self.in_features, self.out_features = in_features, out_features
         weight, bias_data = init.weight_and_bias(
             (out_features, in_features), out_features if bias else None

@@ -16,6 +16,7 @@ import numpy as np
 from ir import ShapeError, UnsupportedError
 
 from . import functional as F
+from . import windows
 from .module import Buffer, Module, Parameter
 
 
@@ -34,7 +35,7 @@ class _BatchNormNd(Module):
     ):
         super().__init__()
         where = f"{type(self).__name__}({num_features!r})"
-        F.as_tuple(num_features, 1, "num_features", where, 1)
+        windows.as_tuple(num_features, 1, "num_features", where, 1)
         if not track_running_stats or momentum is None:
             raise UnsupportedError(
                 f"{where}: track_running_stats={track_running_stats}, momentum={momentum}; "

@@ -7,6 +7,7 @@ bottom, front, back), last dim first; it records a `pad` node.
 from __future__ import annotations
 
 from . import functional as F
+from . import windows
 from .module import Module
 
 
@@ -16,7 +17,7 @@ class _ConstantPadNd(Module):
     def __init__(self, padding, value: float = 0.0):
         super().__init__()
         where = f"{type(self).__name__}({padding!r})"
-        self.padding = F.as_tuple(padding, 2 * self.rank, "padding", where, -(2**62))
+        self.padding = windows.as_tuple(padding, 2 * self.rank, "padding", where, -(2**62))
         self.value = float(value)
 
     def forward(self, x):

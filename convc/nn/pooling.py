@@ -10,39 +10,33 @@ input's own size (an identity, as in torchvision's AlexNet/VGG at 224x224).
 from __future__ import annotations
 
 from . import functional as F
+from . import windows
 from .module import Module
 
 
 class _PoolNd(Module):
-    """A window pooling layer of a fixed rank; `kind` is 'max' or 'avg'."""
+    """A window pooling layer of a fixed rank; `kind` is 'max' or 'avg'.
+
+    `options` are the keyword arguments particular to the kind (dilation for
+    max, count_include_pad for avg); both are passed on to the functional form.
+    """
 
     rank = 0
     kind = ""
 
-    def __init__(
-        self,
-        kernel_size,
-        stride=None,
-        padding=0,
-        dilation=1,
-        ceil_mode=False,
-        count_include_pad=True,
-    ):
+    def __init__(self, kernel_size, stride, padding, ceil_mode, **options):
         super().__init__()
         where = f"{type(self).__name__}(kernel_size={kernel_size!r})"
-        F.pool_attrs(self.rank, kernel_size, stride, padding, dilation, where)
+        windows.pool_attrs(
+            self.rank, where, kernel_size, stride, padding, options.get("dilation", 1)
+        )
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.dilation, self.ceil_mode = dilation, ceil_mode
-        self.count_include_pad = count_include_pad
+        self.ceil_mode, self.options = ceil_mode, options
 
     def forward(self, x):
         function = getattr(F, f"{self.kind}_pool{self.rank}d")
-        if self.kind == "max":
-            return function(
-                x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
-            )
         return function(
-            x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad
+            x, self.kernel_size, self.stride, self.padding, ceil_mode=self.ceil_mode, **self.options
         )
 
     def describe(self) -> str:
@@ -54,7 +48,7 @@ class _MaxPoolNd(_PoolNd):
     kind = "max"
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-        super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
+        super().__init__(kernel_size, stride, padding, ceil_mode, dilation=dilation)
 
 
 class _AvgPoolNd(_PoolNd):
@@ -63,7 +57,9 @@ class _AvgPoolNd(_PoolNd):
     def __init__(
         self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True
     ):
-        super().__init__(kernel_size, stride, padding, 1, ceil_mode, count_include_pad)
+        super().__init__(
+            kernel_size, stride, padding, ceil_mode, count_include_pad=count_include_pad
+        )
 
 
 class _AdaptiveAvgPoolNd(Module):
