@@ -785,3 +785,168 @@ def test_dilated_window_of_padding_only():
         np.testing.assert_array_equal(run_op("avg_pool", x, attrs=attrs), [[[np.nan]]])
         included = run_op("avg_pool", x, attrs={**attrs, "count_include_pad": 1})
     np.testing.assert_array_equal(included, [[[0]]])
+
+
+# ----- ONNX's shipped backend test cases ------------------------------------------------------
+#
+# The onnx package ships the node test cases (inputs and expected outputs) as Python modules
+# under onnx.backend.test.case.node; importing a module records its cases. Each case is one
+# ONNX node, translated here to the ir op by name, its attributes passed through unchanged.
+
+ONNX_OPS = {
+    "Conv": "conv",
+    "ConvTranspose": "conv_transpose",
+    "MaxPool": "max_pool",
+    "AveragePool": "avg_pool",
+    "GlobalAveragePool": "global_avg_pool",
+    "GlobalMaxPool": "global_max_pool",
+    "Gemm": "gemm",
+    "MatMul": "matmul",
+    "Flatten": "flatten",
+    "Reshape": "reshape",
+    "Add": "add",
+    "Sub": "sub",
+    "Mul": "mul",
+    "Div": "div",
+    "Relu": "relu",
+    "LeakyRelu": "leaky_relu",
+    "PRelu": "prelu",
+    "Elu": "elu",
+    "Selu": "selu",
+    "Sigmoid": "sigmoid",
+    "HardSigmoid": "hard_sigmoid",
+    "Tanh": "tanh",
+    "Softplus": "softplus",
+    "Gelu": "gelu",
+    "Clip": "clip",
+    "BatchNormalization": "batch_norm",
+    "Dropout": "dropout",
+    "Concat": "concat",
+    "Identity": "identity",
+    "Pad": "pad",
+    "Softmax": "softmax",
+    "LogSoftmax": "log_softmax",
+    "SoftmaxCrossEntropyLoss": "softmax_cross_entropy",
+}
+ONNX_CASE_MODULES = [
+    "conv",
+    "convtranspose",
+    "maxpool",
+    "averagepool",
+    "globalaveragepool",
+    "globalmaxpool",
+    "gemm",
+    "matmul",
+    "flatten",
+    "reshape",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "relu",
+    "leakyrelu",
+    "prelu",
+    "elu",
+    "selu",
+    "sigmoid",
+    "hardsigmoid",
+    "tanh",
+    "softplus",
+    "gelu",
+    "clip",
+    "batch_normalization",
+    "dropout",
+    "concat",
+    "identity",
+    "pad",
+    "softmax",
+    "logsoftmax",
+    "softmax_cross_entropy_loss",
+]
+ONNX_NOT_SUPPORTED = {
+    "test_edge_pad": "pad mode 'edge'",
+    "test_reflect_pad": "pad mode 'reflect'",
+    "test_wrap_pad": "pad mode 'wrap'",
+    "test_maxpool_with_argmax_2d_precomputed_pads": "max_pool's Indices output",
+    "test_maxpool_with_argmax_2d_precomputed_strides": "max_pool's Indices output",
+    "test_training_dropout": "ONNX's expected mask comes from another random generator",
+    "test_training_dropout_default": "ONNX's expected mask comes from another random generator",
+    "test_training_dropout_mask": "ONNX's expected mask comes from another random generator",
+    "test_training_dropout_default_mask": "ONNX's expected mask comes from another random generator",
+}
+# The case's inputs and outputs are printed to 4 decimals in its source: 4 inputs off by up to
+# 5e-5 each, averaged over 9, plus 5e-5 on the output, allow 7.3e-5.
+ONNX_ATOL = {"test_averagepool_2d_ceil_last_window_starts_on_pad": 7.3e-5}
+
+
+def onnx_cases():
+    """The cases of ONNX_OPS, unsupported ones marked skip with the reason."""
+    import importlib
+    import warnings
+
+    try:
+        from onnx.backend.test.case import node as case_node
+    except ImportError:  # onnx is a test dependency; without it these cases are absent
+        return []
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for module in ONNX_CASE_MODULES:
+            importlib.import_module(f"onnx.backend.test.case.node.{module}")
+    cases = {}
+    for case in case_node._NodeTestCases:
+        node = case.model.graph.node[0]
+        if node.op_type in ONNX_OPS and len(case.model.graph.node) == 1:
+            cases[case.name] = (node, *case.data_sets[0])
+    params = []
+    for name, case in sorted(cases.items()):
+        dtypes = {np.asarray(a).dtype.name for a in (*case[1], *case[2])}
+        reason = ONNX_NOT_SUPPORTED.get(name)
+        if not dtypes <= set(ir.DTYPES):
+            reason = f"dtype {sorted(dtypes - set(ir.DTYPES))} is not in ir"
+        marks = [pytest.mark.skip(reason=reason)] if reason else []
+        params.append(pytest.param(name, case, marks=marks, id=name))
+    return params
+
+
+def onnx_node_graph(node, arrays):
+    """An ir graph of one ONNX node; integer operands other than labels become constants."""
+    from onnx import helper
+
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
+    op = ONNX_OPS[node.op_type]
+    names = list(node.input)
+    values = iter(arrays)
+    if op == "dropout":  # ratio and training_mode are inputs in ONNX, attributes in ir
+        given = [next(values) for name in names if name]
+        if len(given) > 1:
+            attrs["ratio"] = float(given[1])
+        if len(given) > 2:
+            attrs["training_mode"] = int(bool(given[2]))
+        names, values = names[:1], iter(given[:1])
+    g = ir.Graph(node.op_type)
+    feed = {}
+    for i, name in enumerate(names):
+        if not name:
+            continue
+        array = np.asarray(next(values))
+        if i > 0 and array.dtype.kind == "i" and op != "softmax_cross_entropy":
+            g.add_const(name, array)
+        else:
+            g.add_input(name, array.shape, array.dtype.name)
+            feed[name] = array
+    outputs = [name for name in node.output if name]
+    g.add_node(op, [name or None for name in names], attrs, name="node", outputs=outputs)
+    g.set_outputs(*outputs)
+    return g, feed
+
+
+@pytest.mark.parametrize("name, case", onnx_cases())
+def test_onnx_backend_case(name, case):
+    node, inputs, expected = case
+    g, feed = onnx_node_graph(node, inputs)
+    got = convc.interpret(g, feed)
+    for output, want in zip(g.outputs, expected):
+        assert got[output].dtype == np.asarray(want).dtype
+        np.testing.assert_allclose(got[output], want, rtol=1e-5, atol=ONNX_ATOL.get(name, 1e-6))
