@@ -150,6 +150,8 @@ def test_reshape_errors_name_the_tensor():
         convc.Input("z", (2, 3)).reshape(4, 2)
     with pytest.raises(convc.GraphError, match="'x'"):
         x.flatten(2, 1)
+    with pytest.raises(convc.GraphError, match="start_dim=3"):
+        x.flatten(3)
 
 
 def test_operands_must_be_tensors_or_numbers_of_one_graph():
@@ -534,6 +536,24 @@ def test_batch_norm_train_mode_outputs_updated_running_stats():
     np.testing.assert_allclose(out["1.running_var:updated"], 0.9 + 0.1 * var, rtol=1e-4)
 
 
+def test_batch_norm_train_updates_load_back_and_repeat_calls_stay_unique():
+    bn = nn.BatchNorm1d(2)
+    g = nn.trace(lambda x: bn(bn(x)), convc.Input("x", ("N", 2)))
+    assert g.outputs[1:] == [
+        "running_mean:updated",
+        "running_var:updated",
+        "running_mean:updated_1",
+        "running_var:updated_1",
+    ]
+    x = randn(5, 2)
+    out = convc.interpret(g, {"x": x})
+    updates = nn.running_stat_updates(out)
+    assert sorted(updates) == ["running_mean", "running_var"]
+    bn.load_state_dict(updates, strict=False)
+    np.testing.assert_allclose(bn.running_mean.data, 0.1 * x.mean(0), rtol=1e-5)
+    g.set_param("running_var", updates["running_var"])
+
+
 def test_batch_norm_state_and_rank_check():
     bn = nn.BatchNorm1d(4)
     sd = bn.state_dict()
@@ -758,7 +778,7 @@ def test_default_initialisation_bounds(make, fan_in):
     bound = 1 / math.sqrt(fan_in)
     for array in (layer.weight.data, layer.bias.data):
         assert array.dtype == np.float32
-        assert np.abs(array).max() <= bound
+        assert np.abs(array).max() <= np.float32(bound)
     weight = layer.weight.data
     assert np.abs(weight).max() > 0.9 * bound
     if weight.size > 1000:  # U(-b, b) has standard deviation b / sqrt(3)

@@ -29,7 +29,7 @@ from .init import manual_seed
 from .linear import Flatten, Identity, Linear
 from .loss import CrossEntropyLoss, MSELoss
 from .module import Buffer, Module, ModuleList, Parameter, Sequential
-from .normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d, Dropout
+from .normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d, Dropout, running_stat_updates
 from .padding import (
     ConstantPad1d,
     ConstantPad2d,
@@ -108,5 +108,6 @@ __all__ = [
     "functional",
     "init",
     "manual_seed",
+    "running_stat_updates",
     "trace",
 ]

@@ -238,7 +238,8 @@ def batch_norm(
     scale = scale or builder.const(np.ones(channels, dtype), f"{node}.weight")
     shift = shift or builder.const(np.zeros(channels, dtype), f"{node}.bias")
     attrs = {"epsilon": eps, "momentum": 1.0 - momentum, "training_mode": int(bool(training))}
-    outputs = (node, f"{mean}:updated", f"{var}:updated") if training else None
+    updated = [builder.graph.unique_name(f"{stat}:updated") for stat in (mean, var)]
+    outputs = (node, *updated) if training else None
     result = builder.emit("batch_norm", [input, scale, shift, mean, var], attrs, node, outputs)
     builder.side_outputs.extend(t.name for t in result[1:])
     return result[0]

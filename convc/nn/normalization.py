@@ -6,7 +6,8 @@ num_batches_tracked). In eval mode they record inference batch_norm; in
 train mode batch_norm with training_mode=1, whose updated running statistics
 become extra graph outputs `<path>.running_mean:updated` and
 `<path>.running_var:updated` (see `functional.batch_norm`); they are not
-written back into the module. `Dropout` records nothing in eval mode.
+written back into the module: `running_stat_updates` picks them out of a
+run's outputs for `load_state_dict` or `Graph.set_param`. `Dropout` records nothing in eval mode.
 """
 
 from __future__ import annotations
@@ -18,6 +19,17 @@ from ir import ShapeError, UnsupportedError
 from . import functional as F
 from . import windows
 from .module import Buffer, Module, Parameter
+
+UPDATED = ":updated"
+
+
+def running_stat_updates(outputs: dict) -> dict:
+    """The updated running statistics in a train-mode run's outputs, by parameter name.
+
+    `model.load_state_dict(updates, strict=False)` or `graph.set_param(name,
+    array)` for each entry carries them into the next step.
+    """
+    return {k[: -len(UPDATED)]: v for k, v in outputs.items() if k.endswith(UPDATED)}
 
 
 class _BatchNormNd(Module):

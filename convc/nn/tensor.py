@@ -225,7 +225,8 @@ class Tensor:
         """Merge dims start_dim..end_dim (default from 1: keep the batch, unlike torch's 0)."""
         rank = self.ndim
         start, end = start_dim % max(rank, 1), end_dim % max(rank, 1)
-        if rank == 0 or start > end:
+        in_range = all(-rank <= d < rank for d in (start_dim, end_dim))
+        if not in_range or start > end:
             raise GraphError(
                 f"flatten of '{self.name}' ({self.type}): start_dim={start_dim} and "
                 f"end_dim={end_dim} do not select a range of its {rank} dims"
