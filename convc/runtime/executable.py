@@ -39,14 +39,10 @@ _MEMORY_LOCK = threading.Lock()
 def aligned_empty(shape, dtype, align: int = ALIGN) -> np.ndarray:
     """An uninitialised C-contiguous array whose data pointer is a multiple of `align`."""
     dtype = np.dtype(dtype)
-    nbytes = max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, 1)
-    raw = np.empty(nbytes + align, dtype=np.uint8)
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = np.empty((count + 1) * dtype.itemsize + align, dtype=np.uint8)
     start = -raw.ctypes.data % align
-    return (
-        raw[start : start + nbytes]
-        .view(dtype)[: int(np.prod(shape, dtype=np.int64))]
-        .reshape(shape)
-    )
+    return raw[start : start + (count + 1) * dtype.itemsize].view(dtype)[:count].reshape(shape)
 
 
 def is_aligned(a: np.ndarray, align: int = ALIGN) -> bool:

@@ -1,0 +1,181 @@
+"""Runtime: caches (memory, disk across processes), threads, alignment, sources, input checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from convc import CodegenError, InputError, runtime
+from convc.loops import Buffer, For, Kernel, Load, Program, Store, Unary, loop_var
+from ir.types import symbol
+
+N = symbol("N")
+i, j = loop_var("i"), loop_var("j")
+
+
+def tanh_rows(name: str = "rows", scale: float = 2.0) -> Program:
+    """y[j, i] = tanh(x[j, i]) * scale, parallel over rows, vectorized over columns."""
+    inner = For(
+        i, 0, 45, [Store("y", (j, i), Unary("tanh", Load("x", (j, i))) * scale)], "vectorized", 16
+    )
+    bufs = [Buffer("x", "float32", (N, 45), "input"), Buffer("y", "float32", (N, 45), "output")]
+    return Program(name, bufs, [Kernel("rows", [For(j, 0, N, [inner], "parallel")])], ("N",))
+
+
+@pytest.fixture(autouse=True)
+def private_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("CONVC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("CONVC_CACHE", raising=False)
+
+
+def test_memory_cache_skips_llvm():
+    prog = tanh_rows("memory_once")
+    runtime.load(prog)
+    before = dict(runtime.STATS)
+    exe = runtime.load(tanh_rows("memory_once"))  # an equal program built again
+    assert exe.origin == "memory"
+    assert runtime.STATS["llvm_compiles"] == before["llvm_compiles"]
+    assert runtime.STATS["memory_hits"] == before["memory_hits"] + 1
+
+
+CHILD = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    sys.path.insert(0, {tests!r})
+    from test_runtime import tanh_rows
+    from convc import runtime
+    exe = runtime.load(tanh_rows("disk", {scale}))
+    x = np.linspace(-3, 3, 90, dtype=np.float32).reshape(2, 45)
+    y = np.empty_like(x)
+    exe.run({{"x": x}}, {{"y": y}}, {{"N": 2}})
+    err = float(np.abs(y - np.tanh(x.astype(np.float64)) * {scale}).max())
+    print(json.dumps({{"origin": exe.origin, "stats": runtime.STATS, "err": err}}))
+    """
+)
+
+
+def _child(env: dict, scale: float = 3.0) -> dict:
+    code = CHILD.format(tests=os.path.dirname(__file__), scale=scale)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_disk_cache_lets_a_second_process_skip_llvm(tmp_path):
+    env = {**os.environ, "CONVC_CACHE_DIR": str(tmp_path / "disk")}
+    first = _child(env)
+    assert first["origin"] == "compiled" and first["stats"]["llvm_compiles"] == 1
+    assert first["stats"]["disk_writes"] == 1
+    second = _child(env)
+    assert second["origin"] == "disk"
+    assert second["stats"]["llvm_compiles"] == 0 and second["stats"]["disk_hits"] == 1
+    assert first["err"] < 1e-6 and second["err"] < 1e-6
+    different = _child(env, scale=4.0)  # another program: a miss, not a wrong hit
+    assert different["origin"] == "compiled"
+
+
+def test_disk_cache_disabled_and_corrupted(tmp_path):
+    directory = tmp_path / "off"
+    off = _child({**os.environ, "CONVC_CACHE_DIR": str(directory), "CONVC_CACHE": "0"})
+    assert off["origin"] == "compiled" and not directory.exists()
+    env = {**os.environ, "CONVC_CACHE_DIR": str(directory)}
+    _child(env)
+    (entry,) = directory.glob("*.o")
+    entry.write_bytes(entry.read_bytes()[:-100])  # a torn write
+    again = _child(env)
+    assert again["origin"] == "compiled" and again["err"] < 1e-6
+
+
+def test_one_and_two_threads_agree():
+    exe = runtime.load(tanh_rows("threads"))
+    x = np.random.default_rng(0).standard_normal((7, 45)).astype(np.float32)
+    outs = []
+    for threads in (1, 2):
+        y = np.empty_like(x)
+        exe.run({"x": x}, {"y": y}, {"N": 7}, threads=threads)
+        outs.append(y)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_allclose(outs[0], np.tanh(x.astype(np.float64)) * 2, rtol=3e-7)
+
+
+def test_thread_count_from_environment(monkeypatch):
+    monkeypatch.setenv("CONVC_NUM_THREADS", "1")
+    assert runtime.default_threads() == 1
+    monkeypatch.delenv("CONVC_NUM_THREADS")
+    assert runtime.default_threads() == len(os.sched_getaffinity(0))
+    assert runtime.parallel_runtime() in ("libgomp", "serial")
+
+
+def test_misaligned_and_strided_arrays_are_copied_through_aligned_scratch():
+    exe = runtime.load(tanh_rows("align"))
+    raw_x = np.random.default_rng(1).standard_normal(3 * 45 + 1).astype(np.float32)
+    x = raw_x[1:].reshape(3, 45)  # 4 bytes off any 64-byte boundary the base had
+    raw_y = np.zeros(3 * 45 + 1, np.float32)
+    y = raw_y[1:].reshape(3, 45)
+    assert not (runtime.is_aligned(x) and runtime.is_aligned(y))
+    exe.run({"x": x}, {"y": y}, {"N": 3})
+    np.testing.assert_allclose(y, np.tanh(x.astype(np.float64)) * 2, rtol=3e-7)
+    wide = np.random.default_rng(2).standard_normal((3, 90)).astype(np.float32)[:, ::2]
+    out = np.empty((3, 45), np.float32)
+    exe.run({"x": wide}, {"y": out}, {"N": 3})
+    np.testing.assert_allclose(out, np.tanh(wide.astype(np.float64)) * 2, rtol=3e-7)
+
+
+def test_aligned_empty():
+    for shape in [(1,), (3, 5), (0,), (17, 3, 2)]:
+        a = runtime.aligned_empty(shape, np.float32)
+        assert a.shape == shape and a.flags.c_contiguous and a.ctypes.data % 64 == 0
+
+
+def test_sources_for_inspection():
+    exe = runtime.load(tanh_rows("sources"))
+    llvm_text = exe.source("llvm")
+    assert 'define void @"convc_main"' in llvm_text and "GOMP_parallel" in llvm_text
+    assert "convc.tanh.v16f32" in llvm_text and "noalias" in llvm_text
+    assert "<16 x float>" in exe.source("llvm-opt")
+    asm = exe.source("asm")
+    assert "zmm" in asm and "vfmadd" in asm
+    with pytest.raises(ValueError, match="unknown source stage"):
+        exe.source("bitcode")
+
+
+def test_run_checks_its_arguments():
+    exe = runtime.load(tanh_rows("checks"))
+    x = np.zeros((2, 45), np.float32)
+    y = np.zeros((2, 45), np.float32)
+    with pytest.raises(InputError, match="missing input 'x'"):
+        exe.run({}, {"y": y}, {"N": 2})
+    with pytest.raises(InputError, match="'x' must be a float32 array, got float64"):
+        exe.run({"x": x.astype(np.float64)}, {"y": y}, {"N": 2})
+    with pytest.raises(InputError, match=r"'y' has shape \(2, 45\), expected \(3, 45\)"):
+        exe.run({"x": np.zeros((3, 45), np.float32)}, {"y": y}, {"N": 3})
+    with pytest.raises(InputError, match="no value for symbol 'N'"):
+        exe.run({"x": x}, {"y": y}, {})
+
+
+def test_params_are_checked_and_packed_aligned():
+    body = For(i, 0, 20, [Store("y", (i,), Load("w", (i,)) + Load("x", (i,)))], "vectorized", 16)
+    bufs = [Buffer("x", "float32", (20,), "input"), Buffer("w", "float32", (20,), "param"),
+            Buffer("y", "float32", (20,), "output")]  # fmt: skip
+    w = np.arange(20, dtype=np.float32)
+    prog = Program("params", bufs, [Kernel("k", [body])], params={"w": w})
+    y = np.empty(20, np.float32)
+    runtime.load(prog).run({"x": np.ones(20, np.float32)}, {"y": y}, {})
+    np.testing.assert_array_equal(y, w + 1)
+    bad = Program("params", bufs, [Kernel("k", [body])], params={"w": w[:10]})
+    with pytest.raises(CodegenError, match="param 'w'"):
+        runtime.load(bad)
