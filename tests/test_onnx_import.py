@@ -756,3 +756,14 @@ def test_names_made_up_for_helper_values_avoid_onnx_names():
     ]
     graph = convc.from_onnx(model(nodes, [info("x", x.shape)], opset=11))
     close(convc.interpret(graph, {"x": x})["y"], legacy_softmax_ref(x, 1), atol=1e-6)
+
+
+def test_declared_output_type_must_match_the_computed_one():
+    node = helper.make_node("Flatten", ["x"], ["y"], axis=2)
+    for declared, match in [
+        (info("y", [6, 5]), r"shape \[6, 5\]"),
+        (info("y", [24]), "rank 1"),
+        (info("y", [6, 4], TensorProto.DOUBLE), "dtype float64"),
+    ]:
+        with pytest.raises(convc.OnnxError, match=f"output 'y' is declared with {match}"):
+            convc.from_onnx(model([node], [info("x", [2, 3, 4])], [declared]))

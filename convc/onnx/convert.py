@@ -42,8 +42,29 @@ def convert_model(model: onnx.ModelProto, name: str | None = None) -> Graph:
     for index, node in enumerate(model.graph.node):
         convert_node(graph, node, index, opset, onnx_names)
     graph.set_outputs(*(output.name for output in model.graph.output))
+    for output in model.graph.output:
+        _check_declared_type(graph, output)
     graph.verify()
     return graph
+
+
+def _check_declared_type(graph: Graph, output: onnx.ValueInfoProto) -> None:
+    """An output's declared dtype and known sizes must be what the shape rules computed."""
+    computed = graph.values[output.name].type
+    tensor = output.type.tensor_type
+    if output.type.WhichOneof("value") != "tensor_type" or not tensor.elem_type:
+        return
+    declared = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+    sizes = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+    if tensor.HasField("shape") and len(sizes) != computed.rank:
+        mismatch = f"rank {len(sizes)}"
+    elif any(s is not None and d.is_Integer and int(d) != s for s, d in zip(sizes, computed.shape)):
+        mismatch = f"shape {sizes}"
+    elif declared != computed.dtype:
+        mismatch = f"dtype {declared}"
+    else:
+        return
+    raise OnnxError(f"graph output '{output.name}' is declared with {mismatch} but is {computed}")
 
 
 def convert_node(
