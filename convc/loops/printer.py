@@ -39,7 +39,8 @@ def _indices(index) -> str:
 def format_expr(e: ir.Expr) -> str:
     """One value expression, fully parenthesised where it nests."""
     if isinstance(e, ir.Const):
-        return repr(e.value) if e.dtype in ("float32", "bool") else f"{e.value!r}:{SHORT[e.dtype]}"
+        plain = e.dtype in ("float32", "int64", "bool")  # what bare Python numbers become
+        return repr(e.value) if plain else f"{e.value!r}:{SHORT[e.dtype]}"
     if isinstance(e, ir.Index):
         return f"idx({_idx(e.expr)})"
     if isinstance(e, (ir.Load, ir.Ref)):
