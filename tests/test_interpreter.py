@@ -771,9 +771,15 @@ def test_graph_without_outputs_or_not_a_graph():
 
 
 def test_every_registered_op_has_an_implementation():
+    """Every op of ir/ops has a NumPy implementation here.
+
+    The generic `texpr` op (derived programs of tensor expressions) is the exception by
+    design: its evaluator belongs to convc.texpr, which registers it through `implements`.
+    """
     from convc.interpret import IMPLS
 
-    assert sorted(ir.OPS) == sorted(IMPLS)
+    ops = {name for name, op in ir.OPS.items() if op.family != "texpr"}
+    assert sorted(ops - set(IMPLS)) == []
 
 
 def test_dilated_window_of_padding_only():
