@@ -163,6 +163,13 @@ def test_operands_must_be_tensors_or_numbers_of_one_graph():
     with pytest.raises(convc.GraphError, match="ndarray"):
         np.ones(2) * a
     assert (np.float32(2) * a).graph is a.graph  # NumPy scalars act as Python numbers
+    c = a * 0.1666667 + a * 0.1666668  # equal when printed with %g, still two constants
+    assert sorted(
+        c.graph.values[n].data.item() for n in ("const_0.166667", "const_0.166667_1")
+    ) == [
+        np.float32(0.1666667),
+        np.float32(0.1666668),
+    ]
 
 
 def test_modules_build_eagerly_on_an_input_tensor():
@@ -717,6 +724,14 @@ def test_functional_conv_with_arrays_and_parameters():
     x = randn(2, 2, 6, 6)
     (out,) = convc.interpret(g, {"x": x}).values()
     np.testing.assert_allclose(out, ref_conv2d(x, w, b, (2, 2), (1, 1, 1, 1)), rtol=1e-4, atol=1e-5)
+    g = nn.trace(
+        lambda x, weight: F.conv2d(x, weight, groups=2),
+        convc.Input("x", ("N", 4, 5, 5)),
+        convc.Input("weight", (6, 2, 3, 3)),
+    )
+    x, w_in = randn(2, 4, 5, 5), randn(6, 2, 3, 3)
+    (out,) = convc.interpret(g, {"x": x, "weight": w_in}).values()
+    np.testing.assert_allclose(out, ref_conv2d(x, w_in, groups=2), rtol=1e-4, atol=1e-5)
     param = nn.Parameter(w)
     g = nn.trace(lambda x: F.conv2d(x, param, padding="same"), convc.Input("x", ("N", 2, 6, 6)))
     assert g.values["conv.weight"].kind == "param" and g.values["conv.weight"].trainable

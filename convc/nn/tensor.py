@@ -36,6 +36,7 @@ class Builder:
         self.bound: dict[int, str] = {}
         self.scope: list = []  # (module, path) of the modules being called, innermost last
         self.side_outputs: list[str] = []
+        self.scalars: dict[tuple, str] = {}  # (value, dtype) -> name of a shared constant
         self._keep_alive: list = []  # objects whose id() keys the maps above
 
     # ----- naming ---------------------------------------------------------------------------
@@ -104,12 +105,12 @@ class Builder:
         return self.graph.add_const(self.graph.unique_name(name), np.asarray(array)).name
 
     def scalar(self, value: float, dtype: str) -> str:
-        """A shared rank-0 constant `const_<value>` of the given dtype."""
-        stem = f"const_{value:g}" + ("" if dtype == "float32" else f"_{dtype}")
-        existing = self.graph.values.get(stem)
-        if existing is not None and existing.kind == "const" and existing.dtype == dtype:
-            return stem
-        return self.const(np.asarray(value, dtype=dtype), stem)
+        """A rank-0 constant `const_<value>` of the given dtype, shared by every use."""
+        key = (float(value), dtype)
+        if key not in self.scalars:
+            stem = f"const_{value:g}" + ("" if dtype == "float32" else f"_{dtype}")
+            self.scalars[key] = self.const(np.asarray(value, dtype=dtype), stem)
+        return self.scalars[key]
 
 
 class Tensor:
