@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import numpy as np
-import sympy
 
 from ir import ConvcError, Graph, GraphError, InputError, ShapeError
 from ir.binding import bind_inputs
@@ -113,7 +112,7 @@ def _check_shape(name: str, array: np.ndarray, expected, bindings) -> None:
         is_known(d) and int(d) != size for d, size in zip(dims, array.shape)
     )
     if mismatch:
-        shown = tuple(int(d) if is_known(d) else sympy.sympify(d) for d in dims)
+        shown = tuple(int(d) if is_known(d) else d for d in dims)
         raise ShapeError(
             f"output '{name}' was computed with shape {array.shape} but shape inference gives "
             f"{expected} = {shown}"

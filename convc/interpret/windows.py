@@ -2,8 +2,9 @@
 
 `windows(x, ...)` views an (N, C, *S) array as (N, C, *S_out, *K): for every
 output position, the kernel's (dilated, strided) samples of the padded input.
-It is a strided view of one padded copy (no im2col copy), so reductions over
-the trailing K axes give pooling and a matrix product gives convolution.
+It is a strided view of one padded copy of x: reductions over the trailing K
+axes give pooling, and a matrix product over (C, K) gives convolution (the
+reshape before it copies the patches out, im2col style).
 
 Pads are ONNX-ordered [begins..., ends...]; `crop_or_pad` applies per-axis
 amounts where a negative amount crops, as ONNX Pad and ConvTranspose need.
