@@ -4,8 +4,10 @@ error path with the error class and the node it names."""
 
 from __future__ import annotations
 
+import io
 import math
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -767,3 +769,47 @@ def test_declared_output_type_must_match_the_computed_one():
     ]:
         with pytest.raises(convc.OnnxError, match=f"output 'y' is declared with {match}"):
             convc.from_onnx(model([node], [info("x", [2, 3, 4])], [declared]))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_pytorch_export_matches_pytorch(training):
+    """A model exported by torch.onnx (its naming, dynamic batch, and in training mode its
+    batch norm with batch statistics and its Dropout with constant flags) runs as in PyTorch."""
+    torch = pytest.importorskip("torch")
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+            self.bn = torch.nn.BatchNorm2d(4)
+            self.drop = torch.nn.Dropout(0.0)
+            self.fc = torch.nn.Linear(4 * 4 * 4, 5)
+
+        def forward(self, x):
+            x = torch.nn.functional.max_pool2d(torch.relu(self.bn(self.conv(x))), 2)
+            return torch.log_softmax(self.fc(self.drop(torch.flatten(x, 1))), dim=1)
+
+    torch.manual_seed(0)
+    net = Net().train(training)
+    mode = torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.EVAL
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            torch.randn(2, 1, 8, 8),
+            buffer,
+            dynamo=False,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+            opset_version=17,
+            training=mode,
+            do_constant_folding=not training,
+        )
+    graph = convc.from_onnx(buffer.getvalue())
+    assert graph.values["x"].shape[0] == dim("batch")
+    for batch in (1, 3):
+        x = rand(batch, 1, 8, 8)
+        expected = net(torch.from_numpy(x)).detach().numpy()
+        close(convc.interpret(graph, {"x": x})["y"], expected, rtol=1e-4, atol=1e-5)
