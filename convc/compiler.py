@@ -60,6 +60,8 @@ class CompiledModel:
         self.threads = threads
         self._executable = executable
         self._bound: dict = {}
+        #: outputs that are inputs or constants of the graph: copied, not computed
+        self._passthrough = [n for n in optimized.outputs if optimized.values[n].producer is None]
 
     @property
     def input_names(self) -> list[str]:
@@ -74,7 +76,11 @@ class CompiledModel:
         symbols, specs = self._bind(inputs)
         outputs = {name: aligned_empty(shape, dtype) for name, shape, dtype in specs}
         arrays = {name: np.ascontiguousarray(inputs[name]) for name in self.graph.inputs}
-        self._executable.run(arrays, outputs, symbols)
+        computed = {k: v for k, v in outputs.items() if k not in self._passthrough}
+        self._executable.run(arrays, computed, symbols)
+        for name in self._passthrough:
+            value = self.optimized.values[name]
+            outputs[name][...] = arrays[name] if value.kind == "input" else value.data
         return outputs
 
     def _bind(self, inputs: Mapping) -> tuple[dict, list]:

@@ -14,7 +14,7 @@ comparisons (`Index`), everything else floating point.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import sympy
 
@@ -46,8 +46,18 @@ class Scope:
     where: str = ""
 
     def index(self, expr) -> sympy.Expr:
+        """`expr` in loop variables; a quotient such as `(u + p - a)/s` becomes its floor.
+
+        Tensor expressions read `x[(u + p - a)/s]` only where `(u + p - a) mod s == 0` holds
+        (a transposed convolution's condition), so the floor is exact wherever it is read.
+        """
         expr = sympy.sympify(expr).xreplace(self.subs)
-        return expr.xreplace(self.rewrites) if self.rewrites else expr
+        expr = expr.xreplace(self.rewrites) if self.rewrites else expr
+        if not expr.is_integer and isinstance(expr, sympy.Add | sympy.Mul):
+            numer, denom = sympy.fraction(sympy.together(expr))
+            if denom.is_Integer and denom > 1:
+                return sympy.floor(sympy.expand(numer) / denom)
+        return expr
 
 
 def is_index_expr(expr) -> bool:
@@ -96,11 +106,28 @@ def condition(expr, scope: Scope) -> loops.Expr:
     if type(expr) in _CMP:
         lhs, rhs = expr.args
         if is_index_expr(lhs) and is_index_expr(rhs):
-            a, b = loops.Index(scope.index(lhs)), loops.Index(scope.index(rhs))
+            a, b = _integer_sides(scope.index(lhs) - scope.index(rhs))
+        elif lhs.is_integer and rhs.is_integer:
+            a, b = _as_int64(lhs, scope), _as_int64(rhs, scope)
         else:
             a, b = convert(lhs, scope), convert(rhs, scope)
         return loops.Cmp(_CMP[type(expr)], a, b)
     raise UnsupportedError(f"{scope.where}: cannot lower the condition {expr} to loops")
+
+
+def _as_int64(expr, scope: Scope) -> loops.Expr:
+    """An integer operand (an index, or a read of an integer tensor such as labels) as int64."""
+    if is_index_expr(expr):
+        return loops.Index(scope.index(expr))
+    return loops.Cast(convert(expr, replace(scope, dtype="int64")), "int64")
+
+
+def _integer_sides(difference) -> tuple:
+    """`difference op 0` as integer index values: a positive denominator is multiplied out."""
+    numer, denom = sympy.fraction(sympy.together(difference))
+    if not (denom.is_Integer and denom > 0):
+        numer = difference
+    return loops.Index(sympy.expand(numer)), loops.Index(sympy.Integer(0))
 
 
 def _access(expr: sympy.Indexed, scope: Scope) -> loops.Expr:
@@ -111,6 +138,10 @@ def _access(expr: sympy.Indexed, scope: Scope) -> loops.Expr:
 
 
 def _number(expr, scope: Scope) -> loops.Expr:
+    if scope.dtype == "bool":
+        return loops.Const(bool(expr), "bool")
+    if scope.dtype.startswith("int"):
+        return loops.Const(int(expr), scope.dtype)
     return loops.Const(float(expr), scope.dtype)
 
 

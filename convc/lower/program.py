@@ -130,7 +130,7 @@ def _buffers(graph: Graph, lowered: list[LoweredGroup], offsets: dict):
     for name in graph.outputs:
         value = graph.values[name]
         if value.producer is None:
-            raise UnsupportedError(f"graph '{graph.name}': output '{name}' is not computed")
+            continue  # an input or constant returned as is: the caller copies it
         buffers.append(loops.Buffer(name, value.dtype, _shape(value.shape), "output"))
     for value in graph.values.values():
         if value.is_constant and value.name in read:

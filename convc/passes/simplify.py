@@ -20,7 +20,10 @@ def _is_noop(graph: ir.Graph, node: ir.Node) -> bool:
         return True
     if node.op != "dropout" or node.attrs["training_mode"]:
         return False
-    return len(node.outputs) == 1 or not graph.consumers(node.outputs[1])
+    if len(node.outputs) == 1:
+        return True
+    mask = node.outputs[1]
+    return not graph.consumers(mask) and mask not in graph.outputs
 
 
 def remove_noops(graph: ir.Graph) -> ir.Graph:
