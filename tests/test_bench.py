@@ -131,6 +131,9 @@ def test_wrong_output_is_detected():
     assert max_error({"y": ref["y"] + 1e-6}, ref) == (pytest.approx(1e-6, rel=0.1), True)
     assert max_error({"y": ref["y"] + 1e-3}, ref)[1] is False
     assert max_error({"y": np.ones((3, 2), np.float32)}, ref)[1] is False
+    small = {"y": np.full((2, 3), 1e-3, np.float32)}  # the tolerance follows the output's scale
+    assert max_error({"y": small["y"] * (1 + 1e-3)}, small)[1] is False
+    assert max_error({"y": small["y"] * (1 + 1e-5)}, small)[1] is True
 
 
 def test_interleaved_timing_rejects_zero_repeats():

@@ -8,9 +8,10 @@ it cannot express, an error, or a wrong result: a peer is timed only after
 its outputs match).
 
 The reference is the convc NumPy interpreter. Outputs match when every
-element satisfies |out - ref| <= RTOL*|ref| + ATOL*max(1, max|ref|): float32
+element satisfies |out - ref| <= RTOL*|ref| + ATOL*max|ref|: float32
 reductions reordered by another library drift by a few ulps of the output's
-scale, not of each element, so the absolute term follows the output's size.
+scale, not of each element (an element near zero is a difference of large
+terms), so the absolute term follows the output's size, small or large.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def max_error(outputs: dict, reference: dict) -> tuple[float, bool]:
         out = outputs.get(name)
         if out is None or out.shape != ref.shape:
             return float("inf"), False
-        scale = max(1.0, float(np.max(np.abs(ref)))) if ref.size else 1.0
+        scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+        scale = scale or 1.0  # an all-zero output: absolute tolerance
         diff = np.abs(out.astype(np.float64) - ref)
         worst = max(worst, float(np.max(diff)) if diff.size else 0.0)
         ok = ok and bool(np.all(diff <= RTOL * np.abs(ref) + ATOL * scale))
