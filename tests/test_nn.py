@@ -838,8 +838,15 @@ def test_load_state_dict_errors_name_the_keys():
         model.load_state_dict(missing)
     with pytest.raises(convc.InputError, match=r"unexpected keys \['fc.extra'\]"):
         model.load_state_dict({**sd, "fc.extra": np.zeros(2)})
-    with pytest.raises(convc.InputError, match=r"'fc.weight' has shape \(4, 2\).*\(2, 4\)"):
-        model.load_state_dict({**sd, "fc.weight": np.zeros((4, 2))})
+    before = model.state_dict()["features.0.weight"]
+    bad_shape = {**sd, "features.0.weight": np.ones((4, 3, 3, 3)), "fc.weight": np.zeros((4, 2))}
+    with pytest.raises(
+        convc.InputError, match=r"'fc.weight' is an array of shape \(4, 2\).*\(2, 4\)"
+    ):
+        model.load_state_dict(bad_shape)
+    assert model.state_dict()["features.0.weight"] is before  # nothing was loaded
+    with pytest.raises(convc.InputError, match="'fc.bias'.*dtype <U1"):
+        model.load_state_dict({**sd, "fc.bias": np.asarray(["a", "b"])})
     result = model.load_state_dict({**missing, "other": np.zeros(1)}, strict=False)
     assert result.missing_keys == ["fc.bias"] and result.unexpected_keys == ["other"]
 

@@ -170,15 +170,21 @@ class Module:
                 f"{type(self).__name__}.load_state_dict: missing keys {missing}, "
                 f"unexpected keys {unexpected}"
             )
-        for key in own.keys() & state_dict.keys():
-            state, array = own[key], np.asarray(state_dict[key])
-            if array.shape != state.shape:
-                raise InputError(
-                    f"{type(self).__name__}.load_state_dict: '{key}' has shape {array.shape}; "
-                    f"the module's parameter has shape {state.shape}"
-                )
-            state.data = np.array(array, dtype=state.dtype)
+        arrays = {k: self._checked_array(k, own[k], state_dict[k]) for k in own if k in state_dict}
+        for key, array in arrays.items():  # nothing changes unless every array fits
+            own[key].data = array
         return LoadResult(missing, unexpected)
+
+    def _checked_array(self, key: str, state: Parameter, value) -> np.ndarray:
+        """A copy of `value` in the parameter's dtype, or InputError naming the key."""
+        array = np.asarray(value)
+        if array.shape != state.shape or array.dtype.kind not in "biuf":
+            raise InputError(
+                f"{type(self).__name__}.load_state_dict: '{key}' is an array of shape "
+                f"{array.shape} and dtype {array.dtype}; the module's parameter has shape "
+                f"{state.shape} and dtype {state.dtype}"
+            )
+        return np.array(array, dtype=state.dtype)
 
     def train(self, mode: bool = True) -> Module:
         for module in self.modules():
