@@ -18,6 +18,7 @@ from ir import (
 )
 
 from . import nn
+from .autodiff import gradient
 from .compiler import CompiledModel, compile
 from .interpret import interpret
 from .nn import Input
@@ -37,6 +38,7 @@ __all__ = [
     "UnsupportedError",
     "compile",
     "from_onnx",
+    "gradient",
     "interpret",
     "nn",
 ]

@@ -43,6 +43,7 @@ def shown_attrs(node) -> dict:
         value = node.attrs[key]
         if (
             value is None
+            or not schema[key].shown
             or value == schema[key].default
             or key == "kernel_shape"
             and node.op.startswith("conv")

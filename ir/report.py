@@ -369,6 +369,8 @@ _COSTS = {
 _FAMILY_COSTS = {
     "elementwise": lambda shapes, node: (0, _out_elements(shapes, node)),
     "tensor": lambda shapes, node: (0, 0),
+    # derived gradient programs: one FLOP per output element (their reductions are not counted)
+    "texpr": lambda shapes, node: (0, _out_elements(shapes, node)),
 }
 
 

@@ -5,7 +5,7 @@ their meaning), `texpr_text(graph)` prints a whole graph's (`--stage texpr`).
 The family modules register their rules on import.
 """
 
-from . import conv, dense, elementwise, loss, movement, norm, pool  # noqa: F401  (registration)
+from . import conv, dense, elementwise, loss, movement, norm, pool, serialize  # noqa: F401  (registration)
 from .expr import ACC, REDUCTIONS, TensorExpr, access, accesses, in_bounds, index, tensor
 from .printer import texpr_latex, texpr_str, texpr_text
 from .rules import RULES, texpr_of

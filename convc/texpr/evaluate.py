@@ -25,11 +25,13 @@ _vmax = sympy.Function("vmax")
 _vmin = sympy.Function("vmin")
 _verf = sympy.Function("verf")
 _vand = sympy.Function("vand")
+_vwhere = sympy.Function("vwhere")
 _ACC_NAME = "__acc__"
 _NUMERIC = {
     "vmax": lambda *a: functools.reduce(np.maximum, a),
     "vmin": lambda *a: functools.reduce(np.minimum, a),
     "vand": lambda *a: functools.reduce(np.logical_and, a),
+    "vwhere": np.where,
     "verf": np.vectorize(math.erf, otypes=[float]),
 }
 
@@ -46,9 +48,18 @@ def _integral(rel):
     return rel.func(numerator, 0)
 
 
+def _where_chain(*pairs):
+    """Piecewise((e1, c1), (e2, c2), ...) as where(c1, e1, where(c2, e2, ...))."""
+    value, _ = pairs[-1]  # sympy's Piecewise ends with a True condition when total
+    for expr, cond in reversed(pairs[:-1]):
+        value = _vwhere(cond, expr, value)
+    return value
+
+
 def _portable(expr):
-    """Rewrite Max/Min/And/erf into names lambdify maps to elementwise NumPy functions."""
+    """Rewrite Piecewise/Max/Min/And/erf into names lambdify maps to elementwise NumPy functions."""
     expr = expr.replace(lambda e: isinstance(e, sympy.core.relational.Relational), _integral)
+    expr = expr.replace(sympy.Piecewise, _where_chain)
     expr = expr.replace(sympy.Max, lambda *a: _vmax(*a))
     expr = expr.replace(sympy.Min, lambda *a: _vmin(*a))
     expr = expr.replace(sympy.And, lambda *a: _vand(*a))
@@ -104,8 +115,14 @@ def _ints(dims, bindings) -> list[int]:
     return [int(sympy.sympify(d).subs(bindings)) for d in dims]
 
 
-def evaluate(e: TensorExpr, env: dict, bindings: dict | None = None) -> np.ndarray:
-    """The array `e` defines, reading tensors from `env` and symbol values from `bindings`."""
+def evaluate(
+    e: TensorExpr, env: dict, bindings: dict | None = None, float_dtype=None
+) -> np.ndarray:
+    """The array `e` defines, reading tensors from `env` and symbol values from `bindings`.
+
+    Arithmetic is float64; the result has e's dtype, or `float_dtype` for a float
+    result when given (the interpreter's run dtype).
+    """
     bindings = bindings or {}
     out_shape = _ints(e.shape, bindings)
     red_shape = _ints(e.reduce_shape, bindings)
@@ -126,13 +143,16 @@ def evaluate(e: TensorExpr, env: dict, bindings: dict | None = None) -> np.ndarr
         acc = sympy.IndexedBase(_ACC_NAME)[(*e.indices, *[0] * len(red_shape))]
         terms = np.broadcast_to(space.eval(e.epilogue.xreplace({ACC: acc})), terms.shape)
     result = np.broadcast_to(terms, out_shape + [1] * len(red_shape)).reshape(out_shape)
-    return np.array(result, dtype=np.dtype(e.dtype), order="C")
+    dtype = np.dtype(e.dtype)
+    if float_dtype is not None and dtype.kind == "f":
+        dtype = np.dtype(float_dtype)
+    return np.array(result, dtype=dtype, order="C")
 
 
-def evaluate_all(exprs, env: dict, bindings: dict | None = None) -> dict:
+def evaluate_all(exprs, env: dict, bindings: dict | None = None, float_dtype=None) -> dict:
     """Evaluate a node's expressions in order (temporaries feed later ones); all results by name."""
     env = dict(env)
     results = {}
     for e in exprs:
-        results[e.name] = env[e.name] = evaluate(e, env, bindings)
+        results[e.name] = env[e.name] = evaluate(e, env, bindings, float_dtype)
     return results

@@ -24,7 +24,7 @@ from .expr import ACC, TensorExpr, access, index
 from .rules import axis_indices, dtype_of, out_value, rule, shape_of
 
 
-def _expr(node, name, idx, shape, body, dtype, role="output", **kwargs):
+def _expr(node, name, idx, shape, body, dtype, role="output", attrs=None, **kwargs):
     return TensorExpr(
         name,
         tuple(idx),
@@ -34,13 +34,17 @@ def _expr(node, name, idx, shape, body, dtype, role="output", **kwargs):
         op=node.op,
         node=node.name,
         role=role,
-        attrs={"family": "reduce"},
+        attrs={"family": "reduce"} | (attrs or {}),
         **kwargs,
     )
 
 
 def softmax_steps(node, x, shape, axis, dtype, out_name, log: bool) -> list[TensorExpr]:
-    """max, exp-sum and the normalised (or log-normalised) output along `axis`."""
+    """max, exp-sum and the normalised (or log-normalised) output along `axis`.
+
+    The max only shifts the exponent for range: the result does not depend on it,
+    so it is marked stop_gradient (its exact derivative is zero).
+    """
     idx = axis_indices(len(shape))
     r = index("r")
     kept_idx = idx[:axis] + idx[axis + 1 :]
@@ -58,6 +62,7 @@ def softmax_steps(node, x, shape, axis, dtype, out_name, log: bool) -> list[Tens
             access(x, along),
             dtype,
             "temp",
+            attrs={"stop_gradient": True},
             reduction="max",
             **reduce,
         ),

@@ -78,17 +78,23 @@ def broadcast_access(graph: Graph, value: str, out_idx, out_shape) -> sympy.Expr
 
 def _affine_range(expr, ranges: dict):
     """(min, max) of an expression affine in the index symbols over their ranges, or None."""
-    lo = hi = expr
+    expanded = sympy.expand(expr)
+    lo = hi = rest = expanded
     for sym, extent in ranges.items():
-        coeff = sympy.expand(expr).coeff(sym)
+        coeff = expanded.coeff(sym)
+        if coeff == 0:
+            continue
         if coeff.free_symbols & set(ranges):
             return None
+        rest = rest - coeff * sym
         if coeff.is_nonnegative:
             lo, hi = lo.subs(sym, 0), hi.subs(sym, extent - 1)
         elif coeff.is_nonpositive:
             lo, hi = lo.subs(sym, extent - 1), hi.subs(sym, 0)
         else:
             return None
+    if sympy.expand(rest).free_symbols & set(ranges):
+        return None
     return lo, hi
 
 
@@ -104,6 +110,20 @@ def bound_condition(expr, extent, ranges: dict) -> sympy.Boolean:
     if sympy.Lt(hi, extent) is not sympy.true:
         parts.append(sympy.Lt(expr, extent))
     return sympy.And(*parts)
+
+
+def simplify_condition(cond, ranges: dict) -> sympy.Boolean:
+    """Drop the inequalities of a conjunction that hold for every index value in `ranges`."""
+    parts = cond.args if isinstance(cond, sympy.And) else (cond,)
+    kept = []
+    for part in parts:
+        if isinstance(part, (sympy.LessThan, sympy.StrictLessThan)):
+            span = _affine_range(part.rhs - part.lhs, ranges)
+            strict = isinstance(part, sympy.StrictLessThan)
+            if span is not None and (span[0] > 0 if strict else span[0] >= 0) is sympy.true:
+                continue
+        kept.append(part)
+    return sympy.And(*kept)
 
 
 def out_value(node: Node, k: int = 0) -> str | None:

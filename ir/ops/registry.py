@@ -36,6 +36,7 @@ class Attr:
     kind: str
     default: Any = None
     choices: tuple = ()
+    shown: bool = True  # False: long machine-readable data the text form leaves out
 
     def check(self, op_name: str, node: str, name: str, value):
         """Return the value normalised to its kind, or raise naming node and attribute."""

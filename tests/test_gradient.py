@@ -1,0 +1,345 @@
+"""convc.gradient: every derived gradient equals central finite differences of the interpreter.
+
+For a graph with output y and a random upstream gradient dy, the loss is
+L = sum(y * dy); each `grad_<name>` output of the gradient graph (run by the
+interpreter in float64) must equal (L(v + eps) - L(v - eps)) / (2 eps) element by
+element, with eps = 1e-6 and L computed by the float64 interpreter on the
+original graph. Tolerance: |got - fd| <= 1e-6 + 1e-6 * |fd| (central differences
+in float64 are accurate to ~1e-9 here; inputs are drawn away from kinks and ties).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import convc
+import ir
+
+EPS, RTOL, ATOL = 1e-6, 1e-6, 1e-6
+FAST = settings(max_examples=6, deadline=None)
+
+
+def loss(graph, output, inputs, upstream, name=None, value=None):
+    """sum(output * upstream) in float64, with `name` (an input or parameter) set to `value`."""
+    feed = dict(inputs)
+    if name is not None:
+        if name in feed:
+            feed[name] = value
+        else:
+            graph = graph.copy()
+            graph.values[name].data = value
+    out = convc.interpret(graph, feed, dtype="float64")[output]
+    return float(np.sum(out * upstream))
+
+
+def finite_difference(graph, output, inputs, upstream, name):
+    base = inputs[name] if name in inputs else graph.values[name].data
+    base = np.asarray(base, dtype=np.float64)
+    fd = np.zeros(base.shape)
+    for idx in np.ndindex(base.shape):
+        plus, minus = base.copy(), base.copy()
+        plus[idx] += EPS
+        minus[idx] -= EPS
+        fd[idx] = loss(graph, output, inputs, upstream, name, plus)
+        fd[idx] -= loss(graph, output, inputs, upstream, name, minus)
+    return fd / (2 * EPS)
+
+
+def check_gradient(graph, inputs, wrt, output=None, seed=0):
+    """grad_<w> of the gradient graph == finite differences, for every w in wrt."""
+    output = output or graph.outputs[0]
+    expected = convc.interpret(graph, inputs, dtype="float64")
+    rng = np.random.default_rng(seed)
+    upstream = rng.standard_normal(np.shape(expected[output]))
+    gg = convc.gradient(graph, wrt=wrt, output=output)
+    gg.verify()
+    got = convc.interpret(gg, {**inputs, f"grad_{output}": upstream}, dtype="float64")
+    assert list(got) == [*graph.outputs, *(f"grad_{w}" for w in wrt)]
+    for w in wrt:
+        fd = finite_difference(graph, output, inputs, upstream, w)
+        assert got[f"grad_{w}"].shape == fd.shape
+        np.testing.assert_allclose(got[f"grad_{w}"], fd, rtol=RTOL, atol=ATOL, err_msg=w)
+    return gg
+
+
+def rand(rng, shape, positive=False):
+    data = rng.standard_normal(shape).astype(np.float32)
+    return np.abs(data) + 0.5 if positive else data
+
+
+def single(op, x_shape, attrs=None, params=(), consts=(), extra_inputs=(), outputs=None):
+    """A one-node float32 graph over input x (and extra inputs), with params and consts."""
+    g = ir.Graph(op)
+    g.add_input("x", x_shape)
+    names = ["x"]
+    for name, shape, dtype in extra_inputs:
+        g.add_input(name, shape, dtype)
+        names.append(name)
+    for name, array in params:
+        g.add_param(name, array)
+        names.append(name)
+    for name, array in consts:
+        g.add_const(name, array)
+        names.append(name)
+    (y, *_) = g.add_node(op, names, attrs or {}, name="y", outputs=outputs)
+    g.set_outputs(y.name)
+    return g
+
+
+# ----- convolution and pooling -------------------------------------------------------------
+
+
+@st.composite
+def conv_cases(draw):
+    rank = draw(st.integers(1, 3))
+    kernel = [draw(st.integers(1, 3 if rank < 3 else 2)) for _ in range(rank)]
+    strides = [draw(st.integers(1, 2)) for _ in range(rank)]
+    dilations = [draw(st.integers(1, 2 if rank < 3 else 1)) for _ in range(rank)]
+    pads = [draw(st.integers(0, 1)) for _ in range(2 * rank)]
+    spatial = [d * (k - 1) + 1 + draw(st.integers(0, 2)) for k, d in zip(kernel, dilations)]
+    group = draw(st.sampled_from([1, 2]))
+    auto_pad = draw(st.sampled_from(["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER"]))
+    return rank, kernel, strides, dilations, pads, spatial, group, auto_pad
+
+
+@FAST
+@given(conv_cases(), st.sampled_from(["conv", "conv_transpose"]))
+def test_convolution_gradients(case, op):
+    rank, kernel, strides, dilations, pads, spatial, group, auto_pad = case
+    rng = np.random.default_rng(rank)
+    channels = 2 * group if rank < 3 else group
+    if op == "conv":
+        w_shape = (2 * group, channels // group, *kernel)
+    else:
+        w_shape = (channels, 1, *kernel)
+        pads = [min(p, k - 1) for p, k in zip(pads, kernel * 2)]
+    attrs = {"strides": strides, "dilations": dilations, "group": group}
+    attrs |= {"pads": pads} if auto_pad == "NOTSET" or op != "conv" else {"auto_pad": auto_pad}
+    out_channels = w_shape[0] if op == "conv" else group
+    params = [("w", rand(rng, w_shape)), ("b", rand(rng, out_channels))]
+    g = single(op, (2, channels, *spatial), attrs, params)
+    inputs = {"x": rand(rng, (2, channels, *spatial))}
+    check_gradient(g, inputs, ["x", "w", "b"])
+
+
+@st.composite
+def pool_cases(draw):
+    rank = draw(st.integers(1, 2))
+    kernel = [draw(st.integers(1, 3)) for _ in range(rank)]
+    strides = [draw(st.integers(1, 2)) for _ in range(rank)]
+    dilations = [draw(st.integers(1, 2)) for _ in range(rank)]
+    extents = [d * (k - 1) + 1 for k, d in zip(kernel, dilations)]
+    pads = [draw(st.integers(0, e - 1)) for e in extents * 2]
+    spatial = [e + draw(st.integers(0, 3)) for e in extents]
+    return rank, kernel, strides, dilations, pads, spatial
+
+
+@FAST
+@given(pool_cases(), st.sampled_from(["max_pool", "avg_pool"]), st.booleans(), st.booleans())
+def test_pool_gradients(case, op, ceil_mode, include_pad):
+    _, kernel, strides, dilations, pads, spatial = case
+    attrs = {"kernel_shape": kernel, "strides": strides, "dilations": dilations, "pads": pads}
+    attrs["ceil_mode"] = int(ceil_mode)
+    if op == "avg_pool":
+        attrs["count_include_pad"] = int(include_pad)
+    g = single(op, (1, 2, *spatial), attrs)
+    check_gradient(g, {"x": rand(np.random.default_rng(1), (1, 2, *spatial))}, ["x"])
+
+
+def test_max_pool_routes_ties_to_the_first_maximum():
+    g = single("max_pool", (1, 1, 4), {"kernel_shape": [2], "strides": [1]})
+    gg = convc.gradient(g, wrt=["x"])
+    x = np.array([[[1.0, 1.0, 0.0, 0.0]]], np.float32)
+    dy = np.array([[[1.0, 10.0, 100.0]]], np.float32)
+    got = convc.interpret(gg, {"x": x, "grad_y": dy})["grad_x"]
+    # windows (2, 2), (2, 0), (0, 0): the tie in the first goes to x[0]; last-max would give x[1]
+    np.testing.assert_array_equal(got, [[[1.0, 10.0, 100.0, 0.0]]])
+
+
+@pytest.mark.parametrize("op", ["global_avg_pool", "global_max_pool"])
+def test_global_pool_gradients(op):
+    g = single(op, (2, 2, 3, 2))
+    check_gradient(g, {"x": rand(np.random.default_rng(2), (2, 2, 3, 2))}, ["x"])
+
+
+# ----- dense, elementwise ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trans_a, trans_b", [(0, 0), (1, 1)])
+@pytest.mark.parametrize("c_shape", [(4,), (3, 1)])
+def test_gemm_gradients(trans_a, trans_b, c_shape):
+    rng = np.random.default_rng(3)
+    params = [("B", rand(rng, (4, 5) if trans_b else (5, 4))), ("C", rand(rng, c_shape))]
+    attrs = {"alpha": 0.5, "beta": 2.0, "transA": trans_a, "transB": trans_b}
+    g = single("gemm", (5, 3) if trans_a else (3, 5), attrs, params)
+    check_gradient(g, {"x": rand(rng, (5, 3) if trans_a else (3, 5))}, ["x", "B", "C"])
+
+
+def test_matmul_gradients_with_broadcast_batch():
+    rng = np.random.default_rng(4)
+    g = single("matmul", (2, 1, 3, 4), params=[("B", rand(rng, (3, 4, 2)))])
+    check_gradient(g, {"x": rand(rng, (2, 1, 3, 4))}, ["x", "B"])
+
+
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div"])
+@pytest.mark.parametrize("b_shape", [(2, 3, 4), (3, 1), (4,)])
+def test_binary_gradients_reduce_over_broadcast_axes(op, b_shape):
+    rng = np.random.default_rng(5)
+    b = rand(rng, b_shape, positive=(op == "div"))
+    g = single(op, (2, 3, 4), params=[("b", b)])
+    check_gradient(g, {"x": rand(rng, (2, 3, 4))}, ["x", "b"])
+
+
+ACTIVATIONS = [
+    ("relu", {}),
+    ("leaky_relu", {"alpha": 0.2}),
+    ("elu", {}),
+    ("selu", {}),
+    ("sigmoid", {}),
+    ("hard_sigmoid", {}),
+    ("tanh", {}),
+    ("softplus", {}),
+    ("silu", {}),
+    ("gelu", {}),
+    ("gelu", {"approximate": "tanh"}),
+]
+
+
+@pytest.mark.parametrize("op, attrs", ACTIVATIONS)
+def test_activation_gradients(op, attrs):
+    x = rand(np.random.default_rng(6), (2, 5)) * 2
+    check_gradient(single(op, (2, 5), attrs), {"x": x}, ["x"])
+
+
+def test_clip_and_prelu_gradients():
+    rng = np.random.default_rng(7)
+    consts = [("lo", np.array(-0.5, np.float32)), ("hi", np.array(0.6, np.float32))]
+    check_gradient(single("clip", (3, 4), consts=consts), {"x": rand(rng, (3, 4))}, ["x"])
+    g = single("prelu", (2, 3, 2), params=[("slope", rand(rng, (3, 1)))])
+    check_gradient(g, {"x": rand(rng, (2, 3, 2))}, ["x", "slope"])
+
+
+# ----- normalisation, softmax, losses ------------------------------------------------------
+
+
+@pytest.mark.parametrize("training", [0, 1])
+def test_batch_norm_gradients(training):
+    rng = np.random.default_rng(8)
+    params = [(s, rand(rng, 3)) for s in ("scale", "bias", "mean")]
+    params.append(("var", rand(rng, 3, positive=True)))
+    g = single("batch_norm", (2, 3, 2), {"training_mode": training}, params)
+    wrt = ["x", "scale", "bias"] + ([] if training else ["mean", "var"])
+    check_gradient(g, {"x": rand(rng, (2, 3, 2))}, wrt)
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("axis", [0, -1])
+def test_softmax_gradients(op, axis):
+    g = single(op, (3, 4), {"axis": axis})
+    check_gradient(g, {"x": rand(np.random.default_rng(9), (3, 4))}, ["x"])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("ignore", [None, 2])
+def test_softmax_cross_entropy_gradients(reduction, ignore):
+    rng = np.random.default_rng(10)
+    g = single(
+        "softmax_cross_entropy",
+        (3, 4, 2),
+        {"reduction": reduction, "ignore_index": ignore},
+        params=[("weights", rand(rng, 4, positive=True))],
+        extra_inputs=[("labels", (3, 2), "int64")],
+    )
+    labels = np.array([[0, 2], [3, 1], [2, 2]])
+    check_gradient(g, {"x": rand(rng, (3, 4, 2)), "labels": labels}, ["x", "weights"])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_mse_loss_gradients(reduction):
+    rng = np.random.default_rng(11)
+    g = single(
+        "mse_loss", (2, 3), {"reduction": reduction}, extra_inputs=[("t", (2, 3), "float32")]
+    )
+    check_gradient(g, {"x": rand(rng, (2, 3)), "t": rand(rng, (2, 3))}, ["x", "t"])
+
+
+# ----- data movement -----------------------------------------------------------------------
+
+
+def test_data_movement_gradients():
+    rng = np.random.default_rng(12)
+    x = {"x": rand(rng, (2, 3, 2))}
+    check_gradient(single("flatten", (2, 3, 2)), x, ["x"])
+    shape = ("shape", np.array([3, -1], np.int64))
+    check_gradient(single("reshape", (2, 3, 2), consts=[shape]), x, ["x"])
+    check_gradient(single("identity", (2, 3, 2)), x, ["x"])
+    check_gradient(single("dropout", (2, 3, 2), {"ratio": 0.4}), x, ["x"])
+    g = single("concat", (2, 3, 2), {"axis": 1}, params=[("z", rand(rng, (2, 1, 2)))])
+    check_gradient(g, x, ["x", "z"])
+    pads = ("pads", np.array([0, 1, -1, 1, 0, 2], np.int64))
+    g = ir.Graph("pad")
+    g.add_input("x", (2, 3, 2))
+    g.add_const("pads", pads[1])
+    g.add_param("value", np.array(0.5, np.float32))
+    g.add_node("pad", ["x", "pads", "value"], name="y")
+    g.set_outputs("y")
+    check_gradient(g, x, ["x", "value"])
+
+
+# ----- whole graphs and the API ------------------------------------------------------------
+
+
+def small_cnn():
+    rng = np.random.default_rng(13)
+    g = ir.Graph("cnn")
+    g.add_input("x", ("N", 1, 6, 6))
+    g.add_param("conv.weight", rand(rng, (2, 1, 3, 3)))
+    g.add_param("conv.bias", rand(rng, 2))
+    g.add_node("conv", ["x", "conv.weight", "conv.bias"], {"pads": [1, 1, 1, 1]}, name="conv")
+    g.add_node("relu", ["conv"], name="relu")
+    g.add_node("max_pool", ["relu"], {"kernel_shape": [2, 2], "strides": [2, 2]}, name="pool")
+    g.add_node("add", ["pool", "pool"], name="twice")
+    g.add_node("flatten", ["twice"], name="flat")
+    g.add_param("fc.weight", rand(rng, (3, 18)))
+    g.add_node("gemm", ["flat", "fc.weight"], {"transB": 1}, name="fc")
+    g.set_outputs("fc")
+    return g
+
+
+def test_small_cnn_gradients_with_symbolic_batch_and_fan_out():
+    g = small_cnn()
+    x = rand(np.random.default_rng(14), (2, 1, 6, 6))
+    gg = check_gradient(g, {"x": x}, ["x", "conv.weight", "conv.bias", "fc.weight"])
+    assert gg.values["grad_fc"].type.shape == g.values["fc"].type.shape
+    assert gg.values["conv.weight"].kind == "param"
+
+
+def test_default_wrt_and_unaffected_names_get_zeros():
+    g = small_cnn()
+    g.add_param("unused", np.ones(3, np.float32), trainable=False)
+    gg = convc.gradient(g)
+    assert gg.outputs == ["fc", "grad_x", "grad_conv.weight", "grad_conv.bias", "grad_fc.weight"]
+    gg = convc.gradient(g, wrt=["unused"])
+    x = rand(np.random.default_rng(15), (1, 1, 6, 6))
+    out = convc.interpret(gg, {"x": x, "grad_fc": np.ones((1, 3), np.float32)})
+    np.testing.assert_array_equal(out["grad_unused"], np.zeros(3))
+
+
+def test_gradient_errors_name_the_value():
+    g = small_cnn()
+    with pytest.raises(convc.ConvcError, match="wrt name 'nope'"):
+        convc.gradient(g, wrt=["nope"])
+    with pytest.raises(convc.ConvcError, match="wrt name 'relu' is not an input"):
+        convc.gradient(g, wrt=["relu"])
+    with pytest.raises(convc.ConvcError, match="output='relu'"):
+        convc.gradient(g, output="relu")
+    g.add_param("grad_x", np.zeros(1, np.float32))
+    with pytest.raises(convc.ConvcError, match="'grad_x' is already used"):
+        convc.gradient(g, wrt=["x"])
+    g = small_cnn()
+    g.set_outputs("fc", "relu")
+    with pytest.raises(convc.ConvcError, match="name the one to differentiate"):
+        convc.gradient(g)
