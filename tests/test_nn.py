@@ -13,6 +13,8 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import sympy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import convc
 from convc import nn
@@ -357,6 +359,22 @@ def test_conv2d_matches_numpy_with_stride_padding_dilation_groups():
     expected = ref_conv2d(
         x, conv.weight.data, conv.bias.data, (2, 1), (1, 2, 1, 2), (1, 2), groups=2
     )
+    np.testing.assert_allclose(run_module(conv, x), expected, rtol=1e-4, atol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    groups=st.sampled_from([1, 2]),
+    kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 2)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    padding=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+)
+def test_conv2d_configurations_match_numpy(groups, kernel, stride, dilation, padding):
+    conv = nn.Conv2d(2, 4, kernel, stride, padding, dilation, groups)
+    x = randn(1, 2, 7, 6)
+    pads = (*padding, *padding)
+    expected = ref_conv2d(x, conv.weight.data, conv.bias.data, stride, pads, dilation, groups)
     np.testing.assert_allclose(run_module(conv, x), expected, rtol=1e-4, atol=1e-5)
 
 
@@ -766,6 +784,15 @@ def test_functional_forms_of_every_layer_family():
     ]
     out = convc.interpret(g, {"x": randn(2, 2, 8), "labels": np.asarray([0, 2])})
     assert all(np.isfinite(v).all() for v in out.values())
+
+
+def test_functional_names_nodes_and_weights_as_asked():
+    g = nn.trace(
+        lambda x: F.relu(F.linear(x, randn(3, 2), name="dense"), name="act"),
+        convc.Input("x", ("N", 2)),
+    )
+    assert [n.name for n in g.topological_nodes()] == ["dense", "act"]
+    assert "dense.weight" in g.values
 
 
 def test_functional_rejects_non_tensors():
