@@ -137,13 +137,17 @@ class CompiledModel:
         )
 
 
-def lower_graph(graph: Graph, threads: int = 1):
-    """(optimized graph, fused groups, Program): every stage before native code."""
+def _check_graph(graph) -> None:
     if not isinstance(graph, Graph):
         raise GraphError(f"compile expects an ir.Graph; got {type(graph).__name__}")
     if not graph.outputs:
         raise GraphError(f"graph '{graph.name}' has no outputs; call set_outputs first")
     graph.verify()
+
+
+def lower_graph(graph: Graph, threads: int = 1):
+    """(optimized graph, fused groups, Program): every stage before native code."""
+    _check_graph(graph)
     optimized = run_passes(graph, PIPELINE)
     groups = plan_fusion(optimized)
     program, _ = assemble(optimized, groups, threads)
@@ -152,6 +156,7 @@ def lower_graph(graph: Graph, threads: int = 1):
 
 def compile(graph: Graph, threads: int | None = None) -> CompiledModel:
     """Compile `graph` to native code for this CPU (see the module docstring)."""
+    _check_graph(graph)
     threads = resolve_threads(threads)
     key = (graph.fingerprint(), threads)
     with _CACHE_LOCK:
