@@ -116,7 +116,8 @@ def environment() -> str:
         except importlib.metadata.PackageNotFoundError:
             continue
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return f"{date}; {_cpu_name()}, {os.cpu_count()} cores; {', '.join(versions)}"
+    machine = f"{_cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
+    return f"{date}; {machine}; {', '.join(versions)}"
 
 
 def _cpu_name() -> str:

@@ -5,7 +5,8 @@ Output: Markdown text ready for a terminal or benchmarks/RESULTS.md.
 
 The subject is convc's compiled code when it ran, else the first peer that
 did; a ratio `peer/subject` is the peer's median over the subject's median,
-so 2.00x means the subject took half the peer's time. GFLOP/s is 2*MACs per
+so 2.00x means the subject took half the peer's time; the ratio of the
+minima follows in parentheses. GFLOP/s is 2*MACs per
 second (MACs from the layer report), shown for cases that multiply tensors,
 with the percentage of the machine's FP32 FMA peak for the thread count.
 """
@@ -13,7 +14,7 @@ with the percentage of the machine's FP32 FMA peak for the thread count.
 from __future__ import annotations
 
 from .peers import PEERS
-from .runner import CaseResult
+from .runner import CaseResult, PeerResult
 
 #: FP32 FMA peak of one core of the reference machine (shared/BENCHMARKS.md: Zen 4).
 PEAK_GFLOPS_PER_CORE = 115.0
@@ -64,6 +65,13 @@ def _gflops(result: CaseResult, peer: str, peak: float) -> str:
     return f"{gflops:.3g} ({100 * gflops / (peak * result.threads):.0f}%)"
 
 
+def _ratio(peer: PeerResult, subject: PeerResult) -> str:
+    """Median over median, then min over min: the second resists noise that only slows."""
+    if not (peer.median_s and subject.median_s):
+        return "-"
+    return f"{peer.median_s / subject.median_s:.2f}x ({peer.min_s / subject.min_s:.2f}x)"
+
+
 def _speed(results, peers, subject, peak) -> list[str]:
     others = [p for p in peers if p != subject]
     headers = ["case", "N", "threads"]
@@ -71,11 +79,7 @@ def _speed(results, peers, subject, peak) -> list[str]:
     headers += [f"{PEERS[p].label} GFLOP/s (% peak)" for p in peers]
     rows = []
     for r in results:
-        base = r.peers[subject].median_s
-        ratios = [
-            f"{r.peers[p].median_s / base:.2f}x" if base and r.peers[p].median_s else "-"
-            for p in others
-        ]
+        ratios = [_ratio(r.peers[p], r.peers[subject]) for p in others]
         rows.append(_key(r) + ratios + [_gflops(r, p, peak) for p in peers])
     return _table(headers, rows)
 
@@ -117,7 +121,10 @@ def format_results(
     lines = ["Median (min) milliseconds per run, interleaved blocks:", ""]
     lines += _times(results, peers)
     if subject is not None:
-        title = f"Speed relative to {PEERS[subject].label}; GFLOP/s (% of {peak:g} per core):"
+        title = (
+            f"Time ratios to {PEERS[subject].label}, medians (minima); "
+            f"GFLOP/s of the medians (% of {peak:g} per core):"
+        )
         lines += ["", title, ""]
         lines += _speed(results, peers, subject, peak)
     lines += ["", "Setup seconds (compile, session) and max |output - interpreter| per peer:", ""]
