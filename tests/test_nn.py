@@ -686,6 +686,8 @@ def test_zero_and_constant_padding_match_numpy():
     np.testing.assert_array_equal(
         out, np.pad(x[:, :, 0], ((0, 0), (0, 0), (2, 0)), constant_values=-1)
     )
+    out = run_module(nn.ZeroPad2d((-1, 1, 0, -2)), x)  # negative pads crop, as in PyTorch
+    np.testing.assert_array_equal(out, np.pad(x[:, :, :-2, 1:], ((0, 0), (0, 0), (0, 0), (0, 1))))
     with pytest.raises(convc.ShapeError, match="ZeroPad2d"):
         nn.ZeroPad2d((1, 2, 3))
     with pytest.raises(convc.UnsupportedError, match="reflect"):

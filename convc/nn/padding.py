@@ -1,7 +1,8 @@
 """Constant padding modules: one `_ConstantPadNd` base for every rank.
 
 Stage: DSL. `padding` is an int or PyTorch's tuple (left, right, top,
-bottom, front, back), last dim first; it records a `pad` node.
+bottom, front, back), last dim first; negative entries crop, as in
+PyTorch. It records a `pad` node.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ class _ConstantPadNd(Module):
     def __init__(self, padding, value: float = 0.0):
         super().__init__()
         where = f"{type(self).__name__}({padding!r})"
-        self.padding = windows.as_tuple(padding, 2 * self.rank, "padding", where, -(2**62))
+        self.padding = windows.as_tuple(padding, 2 * self.rank, "padding", where, None)
         self.value = float(value)
 
     def forward(self, x):

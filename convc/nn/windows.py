@@ -16,17 +16,18 @@ import numpy as np
 from ir import ShapeError, UnsupportedError
 
 
-def as_tuple(value, rank: int, what: str, where: str, minimum: int = 0) -> tuple:
-    """An int (repeated) or a sequence of `rank` ints, each >= minimum, as a tuple."""
+def as_tuple(value, rank: int, what: str, where: str, minimum: int | None = 0) -> tuple:
+    """An int (repeated) or a sequence of `rank` ints, each >= minimum (if given), as a tuple."""
     items = (value,) * rank if isinstance(value, (int, np.integer)) else value
     ok = (
         isinstance(items, (tuple, list))
         and len(items) == rank
         and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items)
     )
-    if not ok or any(v < minimum for v in items):
+    if not ok or (minimum is not None and any(v < minimum for v in items)):
+        bound = "" if minimum is None else f" >= {minimum}"
         raise ShapeError(
-            f"{where}: {what}={value!r} should be an int or a tuple of {rank} ints >= {minimum}"
+            f"{where}: {what}={value!r} should be an int or a tuple of {rank} ints{bound}"
         )
     return tuple(int(v) for v in items)
 
