@@ -14,7 +14,7 @@ import sympy
 from llvmlite import ir
 
 from ..loops import ir as L
-from .index import emit_index, known_multiple
+from .index import IndexEmitter, known_multiple
 from .llvmutil import const, for_range, i64, lanes, smax, splat, value_type, vector_fma
 from .memory import Memory, VecCtx
 from .values import binary, cast, compare, identity, index_value, unary, widen
@@ -37,7 +37,8 @@ class FunctionEmitter:
         self.entry = fn.append_basic_block("entry")
         self.b = ir.IRBuilder(self.entry)
         self.buffers, self.env, self.locals = buffers, env, locals_
-        self.mem = Memory(self.b, self.program, buffers, env)
+        self.ix = IndexEmitter(self.b, env)
+        self.mem = Memory(self.b, self.program, buffers, self.ix)
         self.vec: VecCtx | None = None
         self.in_parallel = False
         self.nthreads = None
@@ -60,7 +61,7 @@ class FunctionEmitter:
         self.locals.update(saved_locals)
 
     def _store(self, s: L.Store) -> None:
-        value, _ = self.expr_as(s.value, self.program.buffer(s.buffer).dtype)
+        value, _ = self.expr_as(s.value, self.mem.decl[s.buffer].dtype)
         if self.vec is not None:
             value = widen(self.b, value, self.vec.width)
         self.mem.store(s, value, self.vec)
@@ -101,13 +102,13 @@ class FunctionEmitter:
         if dtype != "bool" or isinstance(cond.type, ir.VectorType):
             raise ValueError("an If condition must be a bool invariant in the vector loop")
         if s.orelse is None:
-            with self.b.if_then(cond):
+            with self.b.if_then(cond), self.ix.scope():
                 self.stmt(s.then)
             return
         with self.b.if_else(cond) as (then, orelse):
-            with then:
+            with then, self.ix.scope():
                 self.stmt(s.then)
-            with orelse:
+            with orelse, self.ix.scope():
                 self.stmt(s.orelse)
 
     def _for(self, s: L.For) -> None:
@@ -127,7 +128,7 @@ class FunctionEmitter:
             raise ValueError(f"unknown loop kind '{s.kind}'")
 
     def serial_loop(self, var: str, start: ir.Value, stop: ir.Value, body: L.Stmt) -> None:
-        with for_range(self.b, start, stop, name=var) as iv:
+        with for_range(self.b, start, stop, name=var) as iv, self.ix.scope():
             saved = self.env.get(var)
             self.env[var] = iv
             self.stmt(body)
@@ -165,11 +166,11 @@ class FunctionEmitter:
         multiple = width if known_multiple(s.start, "", 1) % width == 0 else 1
         reductions = self._start_reductions(s, width)
         saved = self.env.get(var)
-        with for_range(b, start, main_stop, step=width, name=var) as base:
+        with for_range(b, start, main_stop, step=width, name=var) as base, self.ix.scope():
             self._vector_body(s, VecCtx(var, width, base, multiple, reductions=reductions))
         if s.tail == "masked":
             active = b.sub(stop, main_stop)
-            with b.if_then(b.icmp_signed(">", active, i64(0))):
+            with b.if_then(b.icmp_signed(">", active, i64(0))), self.ix.scope():
                 mask = b.icmp_signed("<", lanes(width), splat(b, active, width))
                 ctx = VecCtx(var, width, main_stop, multiple, active, mask, reductions)
                 self._vector_body(s, ctx)
@@ -228,7 +229,7 @@ class FunctionEmitter:
     # ------------------------------------------------------------------ values
 
     def index(self, e: sympy.Expr) -> ir.Value:
-        return emit_index(self.b, e, self.env)
+        return self.ix.emit(e)
 
     def expr_as(self, e: L.Expr, dtype: str):
         """Emit `e`; a bare constant takes `dtype`, anything else must already have it."""
@@ -245,9 +246,9 @@ class FunctionEmitter:
         if isinstance(e, L.Const):
             return const(value_type(e.dtype), e.value), e.dtype
         if isinstance(e, L.Index):
-            return index_value(b, e, self.env, self.vec), "int64"
+            return index_value(b, e, self.ix, self.vec), "int64"
         if isinstance(e, L.Load):
-            return self.mem.load(e, self.vec), self.program.buffer(e.buffer).dtype
+            return self.mem.load(e, self.vec), self.mem.decl[e.buffer].dtype
         if isinstance(e, L.Ref):
             return self._ref(e)
         if isinstance(e, L.Unary):

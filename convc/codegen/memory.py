@@ -11,12 +11,13 @@ at lane 0 (always in bounds), so no lane ever touches memory outside the iterati
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import sympy
 from llvmlite import ir
 
 from ..loops import ir as L
-from .index import depends_on, emit_index, known_multiple, stride_in
+from .index import IndexEmitter, depends_on, known_multiple, stride_in
 from .llvmutil import I1, I64, MEMORY_TYPES, PTR, const, declare, i64, type_suffix
 
 
@@ -34,6 +35,7 @@ class VecCtx:
     reductions: dict = field(default_factory=dict)
 
 
+@lru_cache(maxsize=65536)
 def flat_index(buf: L.Buffer, index: tuple) -> sympy.Expr:
     """Row-major linear index of `index` into `buf` (rank checked)."""
     if len(index) != len(buf.shape):
@@ -60,13 +62,14 @@ def _is_vec(v: ir.Value) -> bool:
 
 
 class Memory:
-    """Loads and stores of one function; `env` is the emitter's live index environment."""
+    """Loads and stores of one function; `ix` emits indices over the live environment."""
 
-    def __init__(self, b: ir.IRBuilder, program: L.Program, buffers: dict, env: dict):
-        self.b, self.program, self.buffers, self.env = b, program, buffers, env
+    def __init__(self, b: ir.IRBuilder, program: L.Program, buffers: dict, ix: IndexEmitter):
+        self.b, self.program, self.buffers, self.ix, self.env = b, program, buffers, ix, ix.env
+        self.decl = {buf.name: buf for buf in program.buffers}
 
     def load(self, node: L.Load, vec: VecCtx | None) -> ir.Value:
-        buf = self.program.buffer(node.buffer)
+        buf = self.decl[node.buffer]
         etype = MEMORY_TYPES[buf.dtype]
         flat = flat_index(buf, node.index)
         b = self.b
@@ -96,7 +99,7 @@ class Memory:
         return to_value(b, b.call(fn, [ptrs, true, const(vt, 0)]), buf.dtype)
 
     def store(self, node: L.Store, value: ir.Value, vec: VecCtx | None) -> None:
-        buf = self.program.buffer(node.buffer)
+        buf = self.decl[node.buffer]
         etype = MEMORY_TYPES[buf.dtype]
         flat = flat_index(buf, node.index)
         b = self.b
@@ -130,7 +133,7 @@ class Memory:
         b.call(fn, [value, ptrs, mask])
 
     def _gep(self, name: str, etype: ir.Type, flat: sympy.Expr) -> ir.Value:
-        idx = emit_index(self.b, flat, self.env)
+        idx = self.ix.emit(flat)
         return self.b.gep(self.buffers[name], [idx], inbounds=True, source_etype=etype)
 
     def _align(self, buf: L.Buffer, flat: sympy.Expr, vec: VecCtx) -> int:
@@ -145,15 +148,15 @@ class Memory:
     def _lane_pointers(self, name, etype, flat, stride, vec: VecCtx) -> ir.Value:
         """``<W x ptr>`` of the lanes' addresses; inactive lanes of a masked tail use lane 0."""
         b, saved = self.b, self.env[vec.var]
-        first = emit_index(b, flat, self.env)
-        step = None if stride is None else emit_index(b, stride, self.env)
+        first = self.ix.emit(flat)
+        step = None if stride is None else self.ix.emit(stride)
         out = ir.Constant(ir.VectorType(PTR, vec.width), ir.Undefined)
         for lane in range(vec.width):
             if step is not None:
                 idx = b.add(first, b.mul(step, i64(lane)))
             else:
                 self.env[vec.var] = b.add(vec.base, i64(lane))
-                idx = emit_index(b, flat, self.env)
+                idx = self.ix.emit(flat)
                 self.env[vec.var] = saved
             if vec.active is not None and lane > 0:
                 idx = b.select(b.icmp_signed("<", i64(lane), vec.active), idx, first)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ..loops import ir as L
-from .index import depends_on, emit_index, stride_in
+from .index import IndexEmitter, depends_on, stride_in
 from .llvmutil import FLOAT_FLAGS, const, intrinsic, is_float, lanes, splat, value_type
 from .vmath import call_math
 
@@ -155,19 +155,20 @@ def cast(b: ir.IRBuilder, x: ir.Value, src: str, dst: str) -> ir.Value:
     return b.trunc(x, t)
 
 
-def index_value(b: ir.IRBuilder, node: L.Index, env: dict, vec) -> ir.Value:
+def index_value(b: ir.IRBuilder, node: L.Index, ix: IndexEmitter, vec) -> ir.Value:
     """An index expression as an int64 value; in a vector loop, one value per lane."""
-    first = emit_index(b, node.expr, env)
+    env = ix.env
+    first = ix.emit(node.expr)
     if vec is None or not depends_on(node.expr, vec.var):
         return first
     stride = stride_in(node.expr, vec.var)
     if stride is not None:
-        step = splat(b, emit_index(b, stride, env), vec.width)
+        step = splat(b, ix.emit(stride), vec.width)
         return b.add(splat(b, first, vec.width), b.mul(step, lanes(vec.width)))
     saved = env[vec.var]
     out = ir.Constant(ir.VectorType(first.type, vec.width), ir.Undefined)
     for lane in range(vec.width):
         env[vec.var] = b.add(vec.base, const(first.type, lane))
-        out = b.insert_element(out, emit_index(b, node.expr, env), const(first.type, lane))
+        out = b.insert_element(out, ix.emit(node.expr), const(first.type, lane))
     env[vec.var] = saved
     return out
