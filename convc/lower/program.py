@@ -83,6 +83,9 @@ def _lifetimes(graph: Graph, lowered: list[LoweredGroup]) -> dict:
     outputs = set(graph.outputs)
     for k, group in enumerate(lowered):
         for te in group.scratch:
+            if te.name in spans:  # a temporary recomputed by a later kernel (gradients)
+                spans[te.name][1] = k
+                continue
             spans[te.name] = [k, k, _aligned(sympy.Mul(*_shape(te.shape)) * _size(te.dtype))]
         for name in group.writes:
             if name not in outputs and name not in spans:
