@@ -17,12 +17,13 @@ from ir import (
     UnsupportedError,
 )
 
-from . import nn
+from . import nn, optim
 from .autodiff import gradient
 from .compiler import CompiledModel, compile
 from .interpret import interpret
 from .nn import Input
 from .onnx import from_onnx
+from .training import TrainStep, train_step
 
 __all__ = [
     "CodegenError",
@@ -35,10 +36,13 @@ __all__ = [
     "OnnxError",
     "ShapeError",
     "TensorType",
+    "TrainStep",
     "UnsupportedError",
     "compile",
     "from_onnx",
     "gradient",
     "interpret",
     "nn",
+    "optim",
+    "train_step",
 ]

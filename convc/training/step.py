@@ -1,0 +1,237 @@
+"""Running training steps: `train_step(...)` -> `TrainStep`, called once per batch.
+
+Stage: public API over the step graph (`graph.py`), the interpreter and the
+compiler. A `TrainStep` owns the step graph and one engine: the native code of
+`convc.compile` (default) or `convc.interpret`. Each call
+
+1. checks the batch against the loss graph's inputs (`ir.binding.bind_inputs`:
+   a wrong label dtype or shape raises InputError naming the input);
+2. feeds the batch, the variables (optimized parameters, running statistics),
+   the optimizer's state and scalars for step t and fresh dropout masks;
+3. runs forward, backward and update in ONE call of the engine;
+4. copies every output `<name>:updated` back into the array fed as `<name>`, so
+   the model's parameter arrays (and the optimizer's state) are updated in
+   place: a graph or module traced earlier sees the new values.
+
+Dropout masks are drawn with NumPy's generator seeded by (seed, t, mask
+number): deterministic from the base seed, different at every step, and the
+same for both engines.
+
+`predict(x)` (for steps built from a module) runs the module's eval-mode graph
+with the same live arrays as inputs, so evaluation between epochs needs no
+recompilation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import contextmanager
+
+import numpy as np
+
+from ir import Graph, GraphError, InputError
+from ir.binding import bind_inputs
+
+from .. import nn
+from ..compiler import compile as compile_graph
+from ..interpret import interpret as interpret_graph
+from ..optim import UPDATED, Optimizer
+from .graph import masked_dropout, rebuild, running_statistics, step_graph
+
+
+class Engine:
+    """Runs one graph: natively compiled (once) or with the NumPy interpreter."""
+
+    def __init__(self, graph: Graph, interpret: bool = False, threads: int | None = None):
+        self.graph = graph
+        self.interpret = interpret
+        self.compiled = None if interpret else compile_graph(graph, threads)
+
+    def __call__(self, feeds: Mapping) -> dict[str, np.ndarray]:
+        if self.compiled is None:
+            return interpret_graph(self.graph, feeds)
+        return self.compiled.run(feeds)
+
+
+class TrainStep:
+    """One optimizer step of a scalar loss graph per call; see the module docstring."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        optimizer: Optimizer,
+        loss: str | None = None,
+        *,
+        interpret: bool = False,
+        threads: int | None = None,
+        seed: int = 0,
+    ):
+        if not isinstance(optimizer, Optimizer):
+            raise InputError(
+                f"train_step: optimizer must be a convc.optim optimizer (SGD, Adam), "
+                f"got {type(optimizer).__name__}"
+            )
+        self.loss_graph, self.optimizer, self.seed = graph, optimizer, int(seed)
+        self.loss = _loss_name(graph, loss)
+        params = optimizer.bind(graph)
+        masked, self.masks = masked_dropout(graph)
+        self.graph = step_graph(masked, self.loss, optimizer, list(params))
+        stats = {n: graph.values[n].data for n in running_statistics(graph)}
+        self.variables: dict[str, np.ndarray] = {**params, **stats}
+        self.engine = Engine(self.graph, interpret, threads)
+        self.predictor: Predictor | None = None
+
+    @property
+    def step_count(self) -> int:
+        return self.optimizer.step_count
+
+    def run(self, inputs: Mapping) -> dict[str, np.ndarray]:
+        """One step on a batch given by input name; returns every output of the step graph."""
+        bindings = bind_inputs(self.loss_graph, inputs)
+        step = self.optimizer.step_count + 1
+        feeds = dict(inputs)
+        feeds.update(self.variables)
+        feeds.update(self.optimizer.state_inputs())
+        feeds.update(self.optimizer.scalars(step))
+        feeds.update(self._dropout_masks(bindings, step))
+        outputs = self.engine(feeds)
+        for name, array in outputs.items():
+            if name.endswith(UPDATED):
+                np.copyto(feeds[name[: -len(UPDATED)]], array)
+        self.optimizer.step_count = step
+        return outputs
+
+    def __call__(self, *arrays: np.ndarray) -> float:
+        """One step on the batch `arrays` (in the order of the loss graph's inputs); the loss."""
+        names = [n for n in self.loss_graph.inputs]
+        if len(arrays) != len(names):
+            raise InputError(
+                f"training step of '{self.loss_graph.name}': got {len(arrays)} arrays for "
+                f"the inputs {names}"
+            )
+        return float(self.run(dict(zip(names, arrays)))[self.loss])
+
+    def predict(self, *arrays: np.ndarray) -> np.ndarray:
+        """The eval-mode output of the module this step trains, with the current weights."""
+        if self.predictor is None:
+            raise GraphError(
+                f"training step of '{self.loss_graph.name}': predict needs a step built from a "
+                "module (train_step(model, loss=..., inputs=...))"
+            )
+        return self.predictor(*arrays)
+
+    def _dropout_masks(self, bindings: dict, step: int) -> dict[str, np.ndarray]:
+        masks = {}
+        for number, (name, ratio) in enumerate(self.masks.items()):
+            shape = tuple(int(d) for d in self.graph.values[name].type.subs(bindings).shape)
+            draws = np.random.default_rng([self.seed, step, number]).random(shape, np.float32)
+            masks[name] = (draws >= ratio).astype(np.float32) * np.float32(1.0 / (1.0 - ratio))
+        return masks
+
+    def __repr__(self) -> str:
+        engine = "interpreted" if self.engine.interpret else "compiled"
+        return f"<TrainStep {self.loss_graph.name}: {self.optimizer!r}, {engine}>"
+
+
+class Predictor:
+    """An inference graph whose variables are inputs fed from live arrays at every call."""
+
+    def __init__(self, graph: Graph, variables: Mapping[str, np.ndarray], engine_options: dict):
+        present = [n for n in variables if n in graph.values and graph.values[n].kind == "param"]
+        self.graph = rebuild(graph, as_inputs=present)
+        self.variables = {n: variables[n] for n in present}
+        self.data_inputs = list(graph.inputs)
+        self.engine = Engine(self.graph, **engine_options)
+
+    def __call__(self, *arrays: np.ndarray) -> np.ndarray:
+        feeds = dict(zip(self.data_inputs, arrays), **self.variables)
+        return self.engine(feeds)[self.graph.outputs[0]]
+
+
+def train_step(
+    model_or_graph,
+    loss=None,
+    optimizer: Optimizer | None = None,
+    *,
+    inputs=None,
+    target: nn.Tensor | None = None,
+    interpret: bool = False,
+    threads: int | None = None,
+    seed: int = 0,
+) -> TrainStep:
+    """A `TrainStep` for a module and a loss module, or for a graph with a scalar loss output.
+
+    Module: `train_step(model, loss=nn.CrossEntropyLoss(), optimizer=opt,
+    inputs=convc.Input("x", ("N", 1, 8, 8)))` traces `model` in train mode with
+    the loss (outputs "loss" and "output"); the target input "target" defaults
+    to int64 class indices for CrossEntropyLoss and to the output's type
+    otherwise. Graph: `loss` names its scalar output (default: its only output,
+    or "loss"). The step is compiled unless `interpret`; `seed` seeds dropout.
+    """
+    options = {"interpret": interpret, "threads": threads}
+    if isinstance(model_or_graph, Graph):
+        if inputs is not None or target is not None:
+            raise GraphError("train_step: inputs= and target= are for modules; a graph has its own")
+        return TrainStep(model_or_graph, optimizer, loss, seed=seed, **options)
+    if not isinstance(model_or_graph, nn.Module):
+        raise GraphError(
+            f"train_step: expected a convc.nn.Module or a Graph, got {type(model_or_graph).__name__}"
+        )
+    model = model_or_graph
+    inputs = list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
+    if loss is None or inputs == [None]:
+        raise GraphError("train_step of a module needs loss= (a loss module) and inputs=")
+    graph = _trace_loss(model, loss, inputs, target)
+    step = TrainStep(graph, optimizer, "loss", seed=seed, **options)
+    step.predictor = Predictor(_trace_mode(model, False, inputs), step.variables, options)
+    return step
+
+
+@contextmanager
+def _mode(model: nn.Module, training: bool):
+    """Put every submodule of `model` in train or eval mode for a while, then restore each."""
+    before = [(m, m.training) for m in model.modules()]
+    model.train(training)
+    try:
+        yield
+    finally:
+        for module, mode in before:
+            object.__setattr__(module, "training", mode)
+
+
+def _trace_mode(model: nn.Module, training: bool, inputs: list) -> Graph:
+    with _mode(model, training):
+        return nn.trace(model, *inputs)
+
+
+def _trace_loss(model: nn.Module, loss, inputs: list, target) -> Graph:
+    """The train-mode graph of `loss(model(*inputs), target)` with outputs loss and output."""
+    if target is None:
+        forward = _trace_mode(model, True, inputs)
+        target = _default_target(loss, forward.values[forward.outputs[0]].type)
+
+    def loss_of(*tensors):
+        prediction = model(*tensors[:-1])
+        return {"loss": loss(prediction, tensors[-1]), "output": prediction}
+
+    with _mode(model, True):
+        return nn.trace(loss_of, *inputs, target, name=f"{type(model).__name__.lower()}_train")
+
+
+def _default_target(loss, out_type) -> nn.Tensor:
+    if isinstance(loss, nn.CrossEntropyLoss):
+        return nn.Input("target", (out_type.shape[0], *out_type.shape[2:]), "int64")
+    return nn.Input("target", out_type.shape, out_type.dtype)
+
+
+def _loss_name(graph: Graph, loss: str | None) -> str:
+    if loss is not None:
+        return loss
+    if len(graph.outputs) == 1:
+        return graph.outputs[0]
+    if "loss" in graph.outputs:
+        return "loss"
+    raise GraphError(
+        f"training step of graph '{graph.name}': it has outputs {graph.outputs}; name the "
+        "loss with loss="
+    )
