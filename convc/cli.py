@@ -288,6 +288,22 @@ register_stage("dot", "the graph in Graphviz DOT", lambda graph, args: graph.to_
 register_engine("interpret", "the NumPy reference interpreter (convc.interpret)", _interpret)
 
 
+def _texpr_text(graph: Graph, args: argparse.Namespace) -> str:
+    from convc.texpr import texpr_text
+
+    return texpr_text(graph, latex=getattr(args, "latex", False))
+
+
+def _grad_text(graph: Graph, args: argparse.Namespace) -> str:
+    from convc.autodiff import grad_text
+
+    return grad_text(graph, latex=getattr(args, "latex", False))
+
+
+register_stage("texpr", "each op's tensor expressions (index notation)", _texpr_text)
+register_stage("grad", "the derived gradient formulas of each op", _grad_text)
+
+
 # ----- argument parsing and the entry point ----------------------------------------------------
 
 
@@ -318,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("file", help=file_help)
     show.add_argument("--stage", choices=list(STAGES), default="graph")
     show.add_argument("--batch", type=_positive_int, help=batch_help + " (shapes)")
+    show.add_argument("--latex", action="store_true", help="LaTeX formulas (texpr, grad)")
     show.set_defaults(handler=cmd_show)
 
     summary = commands.add_parser("summary", help="layer table: shapes, params, MACs, RF")

@@ -343,3 +343,27 @@ def test_gradient_errors_name_the_value():
     g.set_outputs("fc", "relu")
     with pytest.raises(convc.ConvcError, match="name the one to differentiate"):
         convc.gradient(g)
+
+
+# ----- showing the derivation --------------------------------------------------------------
+
+
+def test_grad_text_shows_the_strided_input_gradient_with_its_divisibility_condition():
+    rng = np.random.default_rng(16)
+    g = single("conv", (1, 1, 5), {"strides": [2], "pads": [1, 1]}, [("w", rand(rng, (1, 1, 3)))])
+    text = convc.autodiff.grad_text(g)
+    assert "# d_y.x: d/d(x) through conv 'y'" in text
+    assert "d_y.x[n, c, u2] = Σ_{o<1, a<3} grad_y[n, o, (-a + u2 + 1)/2]*w[o, c, a]" in text
+    assert "(-a + u2 + 1) mod 2 == 0" in text
+    assert r"\sum_{o < 1, a < 3}" in convc.autodiff.grad_text(g, latex=True)
+
+
+@pytest.mark.parametrize("stage", ["texpr", "grad"])
+def test_cli_shows_texpr_and_grad_stages(stage, capsys):
+    from convc.cli import main
+
+    sample = str(__import__("pathlib").Path(__file__).with_name("cli_sample.py"))
+    assert main(["show", sample, "--stage", stage]) == 0
+    assert "conv.weight[o, c, a, b]" in capsys.readouterr().out
+    assert main(["show", sample, "--stage", stage, "--latex"]) == 0
+    assert r"\sum_{" in capsys.readouterr().out

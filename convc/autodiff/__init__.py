@@ -8,5 +8,6 @@ with the NumPy interpreter.
 
 from . import execute  # noqa: F401  (registers the texpr op with the interpreter)
 from .gradient import gradient
+from .show import grad_text
 
-__all__ = ["gradient"]
+__all__ = ["grad_text", "gradient"]

@@ -155,7 +155,7 @@ def pullback(term, a, variables, condition, preferred, target_shape, name, e) ->
     )
 
 
-def inverse_view(e: TensorExpr, grad: str, target_shape, name: str) -> TensorExpr:
+def inverse_view(e: TensorExpr, target: str, grad: str, target_shape, name: str) -> TensorExpr:
     """The adjoint of a view (reshape, flatten, identity): the inverse view of the gradient.
 
     A view's index map is a bijection between row-major positions, so instead of
@@ -173,7 +173,7 @@ def inverse_view(e: TensorExpr, grad: str, target_shape, name: str) -> TensorExp
         op=e.op,
         node=e.node,
         role="temp",
-        attrs={"family": "grad", "of": e.name, "view": True},
+        attrs={"family": "grad", "of": e.name, "wrt": target, "view": True},
     )
 
 
@@ -204,7 +204,7 @@ def adjoint(e: TensorExpr, target: str, grad: str, target_shape, fresh) -> tuple
     contribution; `fresh()` names the parts.
     """
     if e.attrs.get("view"):
-        return [], [inverse_view(e, grad, target_shape, fresh())]
+        return [], [inverse_view(e, target, grad, target_shape, fresh())]
     upstream = access(grad, e.indices)
     outputs = dict(zip(e.indices, e.shape))
     helpers, terms = [], []

@@ -73,7 +73,8 @@ def node_adjoint(exprs, target, target_shape, upstream: dict, name: str) -> list
         (part,) = [m for m in made if m.name == pieces[target][0]]
         made[made.index(part)] = replace(part, name=name)
     else:
-        made.append(_total(name, pieces[target], target_shape, exprs[-1].dtype, exprs[-1].node))
+        total = _total(name, pieces[target], target_shape, exprs[-1].dtype, exprs[-1].node)
+        made.append(replace(total, attrs={"family": "grad", "wrt": target}))
     temps = [e for e in exprs if e.role == "temp"]
     return _prune(temps + made, name)
 

@@ -4,15 +4,18 @@ Stage: TensorExpr -> str, for `convc show --stage texpr [--latex]`. Deterministi
 names come from the graph, nodes are printed in topological order, and sympy's
 canonical printing orders terms.
 
-    y[n, o, i, j] = Σ_{c<3, a<5, b<5} x[n, c, 2*i + a - 1, j + b]*w[o, c, a, b]  where ...
+    y[n, o, i, j] = Σ_{c<3, a<5, b<5} w[o, c, a, b]*x[n, c, a + 2*i - 1, b + 2*j - 1]  where ...
 
 An epilogue is printed on the defining line with `acc` standing for the reduction,
-which follows on an indented line.
+which follows on an indented line. Index expressions are printed over a common
+denominator, `(u2 + 1 - a)/2` rather than `-a/2 + u2/2 + 1/2`; conditions read
+`0 <= u < S`, `a == b`, `x mod 2 == 0`, and piecewise values `(p if c else q)`.
 """
 
 from __future__ import annotations
 
 import sympy
+from sympy.printing.str import StrPrinter
 
 from ir import Graph, UnsupportedError
 
@@ -21,6 +24,36 @@ from .rules import texpr_of
 
 REDUCE_SIGN = {"sum": "Σ", "max": "max"}
 REDUCE_LATEX = {"sum": r"\sum", "max": r"\max"}
+
+
+class _IndexPrinter(StrPrinter):
+    """sympy's str form with index-friendly fractions, relations and piecewise values."""
+
+    printmethod = "_convc_str"  # not Indexed's own _sympystr, so _print_Indexed applies
+
+    def _print_Indexed(self, expr):
+        idx = ", ".join(self._print(sympy.together(i)) for i in expr.indices)
+        return f"{expr.base.label}[{idx}]"
+
+    def _print_Equality(self, expr):
+        return f"{self._print(sympy.together(expr.lhs))} == {self._print(expr.rhs)}"
+
+    def _print_Unequality(self, expr):
+        return f"{self._print(expr.lhs)} != {self._print(expr.rhs)}"
+
+    def _print_Mod(self, expr):
+        return f"({self._print(expr.args[0])}) mod {self._print(expr.args[1])}"
+
+    def _print_Piecewise(self, expr):
+        *pairs, (last, _) = expr.args
+        text = self._print(last)
+        for value, cond in reversed(pairs):
+            text = f"{self._print(value)} if {_relations(cond)} else {text}"
+        return f"({text})"
+
+
+def show(expr) -> str:
+    return _IndexPrinter().doprint(expr)
 
 
 def _lhs(e: TensorExpr) -> str:
@@ -34,35 +67,37 @@ def _condition(e: TensorExpr) -> str:
 def _relations(cond) -> str:
     """`0 <= u < S` chains instead of sympy's `(0 <= u) & (u < S)`."""
     parts = list(cond.args) if isinstance(cond, sympy.And) else [cond]
-    lows = {p.rhs: p for p in parts if isinstance(p, sympy.LessThan) and p.lhs == 0}
+    lows = {p.rhs for p in parts if isinstance(p, sympy.LessThan) and p.lhs == 0}
+    uppers = {p.lhs for p in parts if isinstance(p, sympy.StrictLessThan)}
     out = []
     for p in parts:
         if isinstance(p, sympy.StrictLessThan) and p.lhs in lows:
-            out.append(f"0 <= {p.lhs} < {p.rhs}")
-        elif not (isinstance(p, sympy.LessThan) and p.lhs == 0 and _has_upper(parts, p.rhs)):
-            out.append(str(p))
+            out.append(f"0 <= {show(sympy.together(p.lhs))} < {show(p.rhs)}")
+        elif isinstance(p, sympy.LessThan) and p.lhs == 0 and p.rhs in uppers:
+            continue
+        elif isinstance(p, (sympy.LessThan, sympy.StrictLessThan)):
+            sign = "<=" if isinstance(p, sympy.LessThan) else "<"
+            out.append(f"{show(sympy.together(p.lhs))} {sign} {show(sympy.together(p.rhs))}")
+        else:
+            out.append(show(p))
     return " and ".join(out)
-
-
-def _has_upper(parts, expr) -> bool:
-    return any(isinstance(p, sympy.StrictLessThan) and p.lhs == expr for p in parts)
 
 
 def _reduction(e: TensorExpr) -> str:
     if e.reduction == "none":
-        text = str(e.body)
+        text = show(e.body)
         if e.condition is not sympy.true:
-            text += f"  where {_relations(e.condition)}, else {e.identity}"
+            text += f"  where {_relations(e.condition)}, else {show(e.identity)}"
         return text
-    ranges = ", ".join(f"{s}<{d}" for s, d in zip(e.reduce_indices, e.reduce_shape))
-    return f"{REDUCE_SIGN[e.reduction]}_{{{ranges}}} {e.body}{_condition(e)}"
+    ranges = ", ".join(f"{s}<{show(d)}" for s, d in zip(e.reduce_indices, e.reduce_shape))
+    return f"{REDUCE_SIGN[e.reduction]}_{{{ranges}}} {show(e.body)}{_condition(e)}"
 
 
 def texpr_str(e: TensorExpr) -> str:
     """One expression in readable index notation (two lines with an epilogue)."""
     if e.epilogue is None:
         return f"{_lhs(e)} = {_reduction(e)}"
-    return f"{_lhs(e)} = {e.epilogue}\n    {ACC} = {_reduction(e)}"
+    return f"{_lhs(e)} = {show(e.epilogue)}\n    {ACC} = {_reduction(e)}"
 
 
 def texpr_latex(e: TensorExpr) -> str:
