@@ -367,3 +367,95 @@ def test_cli_shows_texpr_and_grad_stages(stage, capsys):
     assert "conv.weight[o, c, a, b]" in capsys.readouterr().out
     assert main(["show", sample, "--stage", stage, "--latex"]) == 0
     assert r"\sum_{" in capsys.readouterr().out
+
+
+# ----- against torch.autograd (optional) ---------------------------------------------------
+
+
+def torch_gradients(fn, arrays: dict, upstream):
+    """d sum(fn(**tensors) * upstream) / d tensor for every array, by torch.autograd (float64)."""
+    torch = pytest.importorskip("torch")
+    tensors = {
+        k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in arrays.items()
+    }
+    out = fn(**tensors)
+    (out * torch.tensor(upstream)).sum().backward()
+    return {k: t.grad.numpy() for k, t in tensors.items()}
+
+
+def ours(graph, inputs, wrt):
+    out = convc.interpret(graph, inputs, dtype="float64")[graph.outputs[0]]
+    upstream = np.random.default_rng(17).standard_normal(out.shape)
+    gg = convc.gradient(graph, wrt=wrt)
+    got = convc.interpret(gg, {**inputs, f"grad_{graph.outputs[0]}": upstream}, dtype="float64")
+    return {w: got[f"grad_{w}"] for w in wrt}, upstream
+
+
+@pytest.mark.parametrize("case", ["conv", "conv_transpose", "max_pool", "avg_pool", "dense", "bn"])
+def test_gradients_match_torch_autograd(case):
+    torch = pytest.importorskip("torch")
+    functional = torch.nn.functional
+    rng = np.random.default_rng(18)
+    x = rand(rng, (2, 4, 7, 6))
+    if case == "conv":
+        w, b = rand(rng, (6, 2, 3, 2)), rand(rng, 6)
+        attrs = {"strides": [2, 1], "dilations": [1, 2], "pads": [1, 0, 2, 1], "group": 2}
+        g = single("conv", x.shape, attrs, [("w", w), ("b", b)])
+
+        def fn(x, w, b):
+            padded = functional.pad(x, (0, 1, 1, 2))
+            return functional.conv2d(padded, w, b, stride=(2, 1), dilation=(1, 2), groups=2)
+
+        arrays = {"x": x, "w": w, "b": b}
+    elif case == "conv_transpose":
+        w, b = rand(rng, (4, 3, 3, 3)), rand(rng, 3)
+        g = single(
+            "conv_transpose",
+            x.shape,
+            {"strides": [2, 2], "pads": [1, 1, 1, 1]},
+            [("w", w), ("b", b)],
+        )
+
+        def fn(x, w, b):
+            return functional.conv_transpose2d(x, w, b, stride=2, padding=1)
+
+        arrays = {"x": x, "w": w, "b": b}
+    elif case == "max_pool":
+        attrs = {"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}
+        g = single("max_pool", x.shape, attrs)
+
+        def fn(x):
+            return functional.max_pool2d(x, (3, 2), 2, padding=1, ceil_mode=True)
+
+        arrays = {"x": x}
+    elif case == "avg_pool":
+        attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}
+        g = single("avg_pool", x.shape, attrs | {"count_include_pad": 1})
+
+        def fn(x):
+            return functional.avg_pool2d(x, 3, 2, padding=1, ceil_mode=True, count_include_pad=True)
+
+        arrays = {"x": x}
+    elif case == "dense":
+        x = x.reshape(2, -1)
+        w, b = rand(rng, (5, x.shape[1])), rand(rng, 5)
+        g = single("gemm", x.shape, {"transB": 1}, [("w", w), ("b", b)])
+
+        def fn(x, w, b):
+            return functional.linear(x, w, b)
+
+        arrays = {"x": x, "w": w, "b": b}
+    else:
+        scale, bias = rand(rng, 4), rand(rng, 4)
+        params = [("scale", scale), ("bias", bias), ("mean", rand(rng, 4))]
+        params.append(("var", rand(rng, 4, positive=True)))
+        g = single("batch_norm", x.shape, {"training_mode": 1}, params)
+
+        def fn(x, scale, bias):
+            return functional.batch_norm(x, None, None, scale, bias, training=True, eps=1e-5)
+
+        arrays = {"x": x, "scale": scale, "bias": bias}
+    got, upstream = ours(g, {"x": x}, list(arrays))
+    expected = torch_gradients(fn, arrays, upstream)
+    for name in arrays:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-9, atol=1e-10, err_msg=name)
