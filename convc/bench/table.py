@@ -5,7 +5,7 @@ Output: Markdown text ready for a terminal or benchmarks/RESULTS.md.
 
 The subject is convc's compiled code when it ran, else the first peer that
 did; a ratio `peer/subject` is the peer's median over the subject's median,
-so 2.00x means the subject took half the peer's time; the ratio of the
+so 2x means the subject took half the peer's time; the ratio of the
 minima follows in parentheses. GFLOP/s is 2*MACs per
 second (MACs from the layer report), shown for cases that multiply tensors,
 with the percentage of the machine's FP32 FMA peak for the thread count.
@@ -69,7 +69,7 @@ def _ratio(peer: PeerResult, subject: PeerResult) -> str:
     """Median over median, then min over min: the second resists noise that only slows."""
     if not (peer.median_s and subject.median_s):
         return "-"
-    return f"{peer.median_s / subject.median_s:.2f}x ({peer.min_s / subject.min_s:.2f}x)"
+    return f"{peer.median_s / subject.median_s:.3g}x ({peer.min_s / subject.min_s:.3g}x)"
 
 
 def _speed(results, peers, subject, peak) -> list[str]:
