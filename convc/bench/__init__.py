@@ -180,15 +180,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", nargs="?", help="a sample .py or an .onnx model")
     parser.add_argument("--suite", choices=SUITES, help="a built-in suite instead of a FILE")
     parser.add_argument(
-        "--threads", type=_int_list, help="thread counts, e.g. 1,2 (default 1; models: 1,2)"
+        "--threads",
+        type=_int_list,
+        metavar="T,...",
+        help="thread counts, e.g. 1,2 (default 1; models: 1,2)",
     )
-    parser.add_argument("--batch", type=_int_list, help="batch sizes (default: the suite's)")
-    parser.add_argument("--repeat", type=_positive, default=7, help="timed blocks per peer")
     parser.add_argument(
-        "--peers", type=_name_list, help=f"peers to time beside convc ({','.join(PEER_NAMES)})"
+        "--batch", type=_int_list, metavar="N,...", help="batch sizes (default: the suite's)"
+    )
+    parser.add_argument(
+        "--repeat", type=_positive, default=7, help="timed blocks per peer (default 7)"
+    )
+    parser.add_argument(
+        "--peers",
+        type=_name_list,
+        metavar="P,...",
+        help=f"peers to time beside convc ({','.join(PEER_NAMES)})",
     )
     parser.add_argument("--only", metavar="TEXT", help="only cases whose name contains TEXT")
-    parser.add_argument("--block-ms", type=float, default=50.0, help="length of a timed block")
+    parser.add_argument(
+        "--block-ms", type=float, default=50.0, help="length of a timed block (default 50)"
+    )
     parser.add_argument("--json", metavar="OUT.json", help="also save the raw results")
     parser.add_argument(
         "--peak",
