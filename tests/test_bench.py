@@ -188,6 +188,9 @@ def test_cli_bench_runs_a_sample_file(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "| one_conv | 1 | 1 |" in out and "| one_conv | 3 | 1 |" in out
     assert (tmp_path / "r.json").read_text().count('"case": "one_conv"') == 2
+    argv[-1] = str(tmp_path / "missing" / "r.json")
+    assert main(argv) == 1
+    assert "cannot write --json" in capsys.readouterr().err
 
 
 def test_cli_bench_needs_exactly_one_of_file_and_suite(tmp_path, capsys):
@@ -195,3 +198,5 @@ def test_cli_bench_needs_exactly_one_of_file_and_suite(tmp_path, capsys):
     assert "either a model FILE or --suite" in capsys.readouterr().err
     assert main(["bench", "--peers", "tf", "--suite", "layers"]) == 1
     assert "unknown peer 'tf'" in capsys.readouterr().err
+    assert main(["bench", "--suite", "layers", "--only", "winograd"]) == 1
+    assert "--only 'winograd' matches no case" in capsys.readouterr().err

@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ir import ConvcError, UnsupportedError
+from ir import ConvcError, InputError, UnsupportedError
 
 from .cases import Case, file_cases, layer_cases, model_cases
 from .peers import PEER_NAMES, PEERS
@@ -82,13 +82,18 @@ def suite_cases(args: argparse.Namespace) -> list[Case]:
         cases = model_cases(batches)
     else:
         cases = file_cases(args.file, batches or (1,))
-    return [c for c in cases if args.only is None or args.only.lower() in c.name.lower()]
+    chosen = [c for c in cases if args.only is None or args.only.lower() in c.name.lower()]
+    if not chosen:
+        names = ", ".join(sorted({c.name for c in cases}))
+        raise InputError(f"convc bench: --only {args.only!r} matches no case; cases: {names}")
+    return chosen
 
 
 def command(args: argparse.Namespace) -> int:
     """The `convc bench` command: run, print the tables, save JSON when asked."""
     if (args.file is None) == (args.suite is None):
         raise ConvcError("convc bench: give either a model FILE or --suite layers|models")
+    header = f"convc bench: {environment()}\n"
     peers = select_peers(args.peers)
     threads = args.threads or DEFAULT_THREADS[args.suite]
     cases = suite_cases(args)
@@ -100,11 +105,18 @@ def command(args: argparse.Namespace) -> int:
             results += _run_child(args, count)
     order = {(c.name, c.batch): i for i, c in enumerate(cases)}
     results.sort(key=lambda r: (order[(r.case, r.batch)], r.threads))
-    print(f"convc bench: {environment()}\n")
+    print(header)
     print(format_results(results, peers, args.peak), end="")
     if args.json:
-        Path(args.json).write_text(json.dumps([dataclasses.asdict(r) for r in results], indent=1))
+        _save_json(args.json, results)
     return 0
+
+
+def _save_json(path: str, results: list[CaseResult]) -> None:
+    try:
+        Path(path).write_text(json.dumps([dataclasses.asdict(r) for r in results], indent=1))
+    except OSError as error:
+        raise InputError(f"convc bench: cannot write --json {path}: {error}") from error
 
 
 def environment() -> str:
