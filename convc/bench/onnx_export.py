@@ -75,23 +75,24 @@ def to_onnx(graph: Graph):
         for v in graph.values.values()
         if v.is_constant
     ]
-
-    def info(name: str):
-        value = graph.values[name]
-        dims = [int(d) if d.is_Integer else str(d) for d in value.shape]
-        elem_type = helper.np_dtype_to_tensor_dtype(np.dtype(value.dtype))
-        return helper.make_tensor_value_info(name, elem_type, dims)
-
     body = helper.make_graph(
         nodes,
         graph.name,
-        [info(n) for n in graph.inputs],
-        [info(n) for n in graph.outputs],
+        [_value_info(helper, graph, n) for n in graph.inputs],
+        [_value_info(helper, graph, n) for n in graph.outputs],
         initializer=initializers,
     )
     model = helper.make_model(body, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
     return model
+
+
+def _value_info(helper, graph: Graph, name: str):
+    """A graph input's or output's ONNX type; a symbolic dim (N) becomes a dim_param."""
+    value = graph.values[name]
+    dims = [int(d) if d.is_Integer else str(d) for d in value.shape]
+    elem_type = helper.np_dtype_to_tensor_dtype(np.dtype(value.dtype))
+    return helper.make_tensor_value_info(name, elem_type, dims)
 
 
 def _onnx_node(helper, node: Node):
