@@ -398,15 +398,14 @@ def test_verifier_failure_raises_codegen_error_in_a_live_process():
         from convc import CodegenError, runtime
         from convc.loops import Buffer, For, Kernel, Load, Program, Store, loop_var
         real = cg.generate
-        def broken(program, only=None):
-            gen = real(program, only)
-            fn = gen.module.globals.get("broken")
+        def broken(program, kernels=None, entry=True):
+            gen = real(program, kernels, entry)
+            fn = gen.module.globals.get("kernel.broken")
             if fn is not None:
                 fn.append_basic_block("dangling")
             return gen
-        rl.generate = broken
-        import convc.runtime.executable as ex
-        ex.generate = broken
+        import convc.runtime.objects as ob
+        rl.generate = ob.generate = broken
         i = loop_var("i")
         body = [For(i, 0, 8, [Store("y", (i,), Load("x", (i,)))])]
         bufs = [Buffer("x", "float32", (8,), "input"), Buffer("y", "float32", (8,), "output")]

@@ -10,9 +10,11 @@ import textwrap
 
 import numpy as np
 import pytest
+import sympy
 
 from convc import CodegenError, InputError, runtime
 from convc.loops import Buffer, For, Kernel, Load, Program, Store, Unary, loop_var
+from convc.runtime import objects
 from ir.types import symbol
 
 N = symbol("N")
@@ -179,3 +181,39 @@ def test_params_are_checked_and_packed_aligned():
     bad = Program("params", bufs, [Kernel("k", [body])], params={"w": w[:10]})
     with pytest.raises(CodegenError, match="param 'w'"):
         runtime.load(bad)
+
+
+def chain_program(name: str, broken: bool = False) -> Program:
+    """Three kernels through two arena temps: a = x + 1; b = a * 3; y = b - x."""
+    k = loop_var("k")
+    steps = [("plus", "a", Load("x", (k,)) + 1.0), ("times", "b", Load("a", (k,)) * 3.0),
+             ("minus", "y", Load("b", (k,)) - Load("x", (k,)))]  # fmt: skip
+    if broken:
+        steps[2] = ("minus", "y", Load("ghost", (k,)))
+    kernels = [
+        Kernel(kn, [For(k, 0, N, [Store(out, (k,), v)], "vectorized", 16)]) for kn, out, v in steps
+    ]
+    slot = 64 * sympy.ceiling(4 * N / 64)
+    bufs = [Buffer("x", "float32", (N,), "input"), Buffer("y", "float32", (N,), "output"),
+            Buffer("a", "float32", (N,), "temp", 0), Buffer("b", "float32", (N,), "temp", slot)]  # fmt: skip
+    return Program(name, bufs, kernels, ("N",), arena_size=2 * slot)
+
+
+def test_parallel_compile_links_parts(monkeypatch):
+    monkeypatch.setattr(objects, "MIN_PARALLEL_WEIGHT", 0)
+    prog = chain_program("parts")
+    assert len(objects.partition(prog, 2)) == 2
+    assert len(objects.compile_objects(prog, jobs=2)) == 2
+    monkeypatch.setenv("CONVC_COMPILE_JOBS", "2")
+    monkeypatch.setenv("CONVC_CACHE", "0")
+    exe = runtime.load(prog)
+    x = np.arange(37, dtype=np.float32)
+    y = np.empty_like(x)
+    exe.run({"x": x}, {"y": y}, {"N": 37})
+    np.testing.assert_array_equal(y, (x + 1) * 3 - x)
+
+
+def test_parallel_compile_reports_a_failing_part(monkeypatch):
+    monkeypatch.setattr(objects, "MIN_PARALLEL_WEIGHT", 0)
+    with pytest.raises(CodegenError, match="kernel 'minus'.*ghost"):
+        objects.compile_objects(chain_program("broken_parts", broken=True), jobs=3)

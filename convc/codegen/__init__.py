@@ -6,6 +6,14 @@ vector math and its error bounds: `convc.codegen.vmath`; parallel loops:
 """
 
 from .llvmutil import for_range, vector_fma
-from .module import ENTRY, GeneratedModule, generate, kernel_buffers
+from .module import ENTRY, GeneratedModule, generate, kernel_buffers, kernel_symbol
 
-__all__ = ["ENTRY", "GeneratedModule", "for_range", "generate", "kernel_buffers", "vector_fma"]
+__all__ = [
+    "ENTRY",
+    "GeneratedModule",
+    "for_range",
+    "generate",
+    "kernel_buffers",
+    "kernel_symbol",
+    "vector_fma",
+]

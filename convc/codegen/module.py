@@ -10,8 +10,8 @@ its offset; ``symbols`` is an array of int64 values in `Program.symbols` order; 
 bounds the threads of parallel loops. It calls the kernels in `Program.calls` order, so a
 whole model runs in one native call.
 
-Each kernel is ``internal noinline void <name>(ptr noalias align 64 <buffer>..., i64
-<symbol>..., i32 nthreads)`` over the buffers its body names (program order). ``noalias``
+Each kernel is ``noinline void @kernel.<name>(ptr noalias align 64 <buffer>..., i64
+<symbol>..., i32 nthreads)`` (external, so parts of a program compiled separately link) over the buffers its body names (program order). ``noalias``
 is sound because the arena planner never overlaps two buffers that one kernel uses, and
 user arrays are distinct; ``align`` is the buffer's `align` (64 for everything the runtime
 allocates or copies). Any failure while emitting a kernel raises `convc.CodegenError`
@@ -20,6 +20,7 @@ naming that kernel.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from llvmlite import ir
@@ -104,12 +105,22 @@ def _expr_buffers(e: L.Expr) -> set[str]:
     return out
 
 
-def _emit_kernel(mctx: ModuleContext, kernel: L.Kernel) -> ir.Function:
+def kernel_symbol(name: str) -> str:
+    """The kernel's function name: prefixed so it can never resolve to a process symbol."""
+    return f"kernel.{name}"
+
+
+def _declare_kernel(mctx: ModuleContext, kernel: L.Kernel) -> ir.Function:
     program = mctx.program
     buffers = kernel_buffers(program, kernel)
     params = [PTR] * len(buffers) + [I64] * len(program.symbols) + [I32]
-    fn = ir.Function(mctx.module, ir.FunctionType(VOID, params), kernel.name)
-    fn.linkage = "internal"
+    return ir.Function(mctx.module, ir.FunctionType(VOID, params), kernel_symbol(kernel.name))
+
+
+def _emit_kernel(mctx: ModuleContext, kernel: L.Kernel) -> ir.Function:
+    program = mctx.program
+    buffers = kernel_buffers(program, kernel)
+    fn = _declare_kernel(mctx, kernel)
     fn.attributes.add("noinline")
     fn.attributes.add("nounwind")
     args = list(fn.args)
@@ -148,23 +159,31 @@ def _emit_entry(mctx: ModuleContext, kernels: dict[str, ir.Function]) -> None:
     for call in program.calls:
         kernel = program.kernel(call)
         args = [pointers[n] for n in kernel_buffers(program, kernel)]
+        if call not in kernels:  # compiled in another module of the same program
+            kernels[call] = _declare_kernel(mctx, kernel)
         b.call(kernels[call], args + [env[s] for s in program.symbols] + [nthreads])
     b.ret_void()
 
 
-def generate(program: L.Program, only: str | None = None) -> GeneratedModule:
-    """Emit `program` (or just kernel `only`, to locate a verifier failure) as one module."""
+def generate(
+    program: L.Program, kernels: Iterable[str] | None = None, entry: bool = True
+) -> GeneratedModule:
+    """Emit `program` as one module, or a part of it: only the named `kernels` (the others
+    are declared where the entry point calls them), with or without the entry point. The
+    runtime compiles parts in parallel and links their objects, and verifies kernels one
+    at a time to name the one LLVM rejects."""
     mctx = ModuleContext(program, program.name)
-    kernels = {}
+    wanted = None if kernels is None else set(kernels)
+    emitted = {}
     for kernel in program.kernels:
-        if only is None or kernel.name == only:
-            kernels[kernel.name] = _emit_kernel(mctx, kernel)
-    if only is None:
-        _emit_entry(mctx, kernels)
+        if wanted is None or kernel.name in wanted:
+            emitted[kernel.name] = _emit_kernel(mctx, kernel)
+    if entry:
+        _emit_entry(mctx, dict(emitted))
     return GeneratedModule(
         module=mctx.module,
         entry=ENTRY,
         external=program.external_buffers(),
         symbols=program.symbols,
-        kernels=tuple(kernels),
+        kernels=tuple(emitted),
     )

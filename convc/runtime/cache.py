@@ -7,8 +7,9 @@ new weights reuses its code; the code-generator version is a hash of convc's cod
 runtime sources, so changing the compiler invalidates old entries.
 
 Disk layout: ``$CONVC_CACHE_DIR`` (default ``~/.cache/convc``), one ``<key>.o`` per
-program: 32 bytes of sha256 over the object, then the object (PIC, from
-``TargetMachine.emit_object``). Files are written atomically (temp file + rename) and checked
+program: 32 bytes of sha256 over the rest, then each object file of the program (PIC, from
+``TargetMachine.emit_object``; several when it was compiled in parallel parts) as an 8-byte
+little-endian length and the bytes. Files are written atomically (temp file + rename) and checked
 on read, so a torn or corrupted file is a miss, never a crash. ``CONVC_CACHE=0`` disables the
 disk cache. `STATS` counts what happened, so tests can prove a hit skipped LLVM.
 """
@@ -50,7 +51,20 @@ def cache_dir() -> Path | None:
     return Path(os.environ.get("CONVC_CACHE_DIR") or Path.home() / ".cache" / "convc")
 
 
-def disk_get(key: str) -> bytes | None:
+def _pack(objects: list[bytes]) -> bytes:
+    return b"".join(len(obj).to_bytes(8, "little") + obj for obj in objects)
+
+
+def _unpack(payload: bytes) -> list[bytes]:
+    objects, at = [], 0
+    while at < len(payload):
+        size = int.from_bytes(payload[at : at + 8], "little")
+        objects.append(payload[at + 8 : at + 8 + size])
+        at += 8 + size
+    return objects
+
+
+def disk_get(key: str) -> list[bytes] | None:
     directory = cache_dir()
     if directory is None:
         return None
@@ -58,14 +72,14 @@ def disk_get(key: str) -> bytes | None:
         data = (directory / f"{key}.o").read_bytes()
     except OSError:
         return None
-    digest, obj = data[:32], data[32:]
-    if hashlib.sha256(obj).digest() != digest:
+    digest, payload = data[:32], data[32:]
+    if hashlib.sha256(payload).digest() != digest:
         return None
     STATS["disk_hits"] += 1
-    return obj
+    return _unpack(payload)
 
 
-def disk_put(key: str, obj: bytes) -> None:
+def disk_put(key: str, objects: list[bytes]) -> None:
     """Best effort: an unwritable cache directory only costs a recompile next time."""
     directory = cache_dir()
     if directory is None:
@@ -73,8 +87,9 @@ def disk_put(key: str, obj: bytes) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        payload = _pack(objects)
         with os.fdopen(fd, "wb") as f:
-            f.write(hashlib.sha256(obj).digest() + obj)
+            f.write(hashlib.sha256(payload).digest() + payload)
         os.replace(tmp, directory / f"{key}.o")
         STATS["disk_writes"] += 1
     except OSError:

@@ -26,13 +26,14 @@ from ir.errors import CodegenError, InputError
 from ..codegen import ENTRY, generate
 from ..loops import Program
 from . import cache, llvm
+from .objects import compile_objects
 from .parallel import ensure_loaded
 
 ALIGN = 64
 ENTRY_TYPE = ctypes.CFUNCTYPE(
     None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32
 )
-_MEMORY: dict[str, tuple[llvm.LoadedCode, dict]] = {}
+_MEMORY: dict[str, llvm.LoadedCode] = {}
 _MEMORY_LOCK = threading.Lock()
 
 
@@ -56,31 +57,24 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def compile_code(program: Program) -> tuple[llvm.LoadedCode, dict, str]:
-    """(loaded code, sources produced on the way, origin: compiled|memory|disk)."""
+def compile_code(program: Program) -> tuple[llvm.LoadedCode, str]:
+    """(loaded code, origin: compiled|memory|disk)."""
     key = cache.cache_key(program)
     with _MEMORY_LOCK:
         hit = _MEMORY.get(key)
     if hit is not None:
         cache.STATS["memory_hits"] += 1
-        return hit[0], hit[1], "memory"
+        return hit, "memory"
     ensure_loaded()
-    obj, sources, origin = cache.disk_get(key), {}, "disk"
-    if obj is None:
-        obj, sources, origin = _compile_object(program), {}, "compiled"
-        cache.disk_put(key, obj)
-    code = llvm.LoadedCode(obj)
+    objects, origin = cache.disk_get(key), "disk"
+    if objects is None:
+        objects, origin = compile_objects(program), "compiled"
+        cache.STATS["llvm_compiles"] += 1
+        cache.disk_put(key, objects)
+    code = llvm.LoadedCode(objects)
     with _MEMORY_LOCK:
-        _MEMORY[key] = (code, sources)
-    return code, sources, origin
-
-
-def _compile_object(program: Program) -> bytes:
-    gen = generate(program)
-    mod = llvm.parse_verified(gen, program)
-    llvm.optimize(mod)
-    cache.STATS["llvm_compiles"] += 1
-    return llvm.emit_object(mod)
+        _MEMORY[key] = code
+    return code, origin
 
 
 def program_sources(program: Program, stage: str) -> str:
@@ -109,7 +103,8 @@ class Executable:
     def __init__(self, program: Program, threads: int | None = None):
         self.program = program
         self.threads = threads or default_threads()
-        code, self._sources, self.origin = compile_code(program)
+        code, self.origin = compile_code(program)
+        self._sources: dict[str, str] = {}
         self._code = code  # keeps the engine, and so the function, alive
         self._entry = ENTRY_TYPE(code.address(ENTRY))
         self._external = program.external_buffers()

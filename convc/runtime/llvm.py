@@ -25,7 +25,7 @@ from ir.errors import CodegenError
 from ..codegen import GeneratedModule, generate
 from ..loops import Program
 
-_LOCK = threading.Lock()
+LLVM_LOCK = threading.RLock()  # held around engine creation and fork
 
 
 @functools.cache
@@ -84,7 +84,7 @@ def _failing_kernels(program: Program) -> list[str]:
     bad = []
     for kernel in program.kernels:
         try:
-            llvm.parse_assembly(str(generate(program, only=kernel.name).module)).verify()
+            llvm.parse_assembly(str(generate(program, [kernel.name], entry=False).module)).verify()
         except RuntimeError:
             bad.append(f"'{kernel.name}'")
     return bad
@@ -109,15 +109,16 @@ def emit_assembly(mod: llvm.ModuleRef) -> str:
 
 
 class LoadedCode:
-    """Object code loaded into an MCJIT engine; keeps the engine (and so the code) alive."""
+    """Object files linked in one MCJIT engine; keeps the engine (and so the code) alive."""
 
-    def __init__(self, obj: bytes):
+    def __init__(self, objects: list[bytes]):
         initialize()
-        with _LOCK:
+        with LLVM_LOCK:
             empty = llvm.parse_assembly("")
             empty.triple = host()[0]
             self._engine = llvm.create_mcjit_compiler(empty, target_machine(pic=False))
-            self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+            for obj in objects:
+                self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
             self._engine.finalize_object()
 
     def address(self, name: str) -> int:
