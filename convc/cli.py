@@ -304,6 +304,45 @@ register_stage("texpr", "each op's tensor expressions (index notation)", _texpr_
 register_stage("grad", "the derived gradient formulas of each op", _grad_text)
 
 
+def _compiled_stage(stage: str) -> Callable[[Graph, argparse.Namespace], str]:
+    def render(graph: Graph, args: argparse.Namespace) -> str:
+        from convc.compiler import stage_source
+
+        return stage_source(graph, stage)
+
+    return render
+
+
+def _native(graph: Graph, inputs: dict) -> dict:
+    from convc import compile
+
+    return compile(graph).run(inputs)
+
+
+for _stage, _help in (
+    ("fused", "the fusion decisions: which nodes each kernel computes"),
+    ("loops", "the loop IR of every kernel, buffers and arena plan"),
+    ("llvm", "the generated LLVM IR"),
+    ("llvm-opt", "the LLVM IR after the O3 pipeline"),
+    ("asm", "the machine code for this CPU"),
+):
+    register_stage(_stage, _help, _compiled_stage(_stage))
+register_engine("native", "native code (convc.compile)", _native)
+DEFAULT_ENGINE = "native"
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from convc.compiler import emit
+
+    data = emit(load_model(args.file).graph, args.emit)
+    try:
+        Path(args.output).write_bytes(data)
+    except OSError as err:
+        raise UsageError(f"-o {args.output}: cannot write: {err}") from err
+    print(f"{args.emit} of {args.file} written to {args.output} ({len(data)} bytes)")
+    return 0
+
+
 # ----- argument parsing and the entry point ----------------------------------------------------
 
 
@@ -350,6 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--interpret", action="store_true", help="use the reference interpreter")
     run.add_argument("--output", metavar="OUT.npz", help="save the outputs")
     run.set_defaults(handler=cmd_run)
+
+    compile_ = commands.add_parser("compile", help="write the native code of a model")
+    compile_.add_argument("file", help=file_help)
+    compile_.add_argument("--emit", choices=("llvm", "asm", "obj"), default="obj")
+    compile_.add_argument("-o", "--output", required=True, metavar="OUT")
+    compile_.set_defaults(handler=cmd_compile)
 
     from convc.bench import add_arguments as add_bench_arguments
 

@@ -154,6 +154,28 @@ def lower_graph(graph: Graph, threads: int = 1):
     return optimized, groups, program
 
 
+def stage_source(graph: Graph, stage: str, threads: int | None = None) -> str:
+    """One stage's text for `graph`; stages before LLVM are produced without compiling."""
+    if stage in ("llvm", "llvm-opt", "asm"):
+        return compile(graph, threads).source(stage)
+    optimized, groups, program = lower_graph(graph, resolve_threads(threads))
+    model = CompiledModel(graph, optimized, groups, program, None, resolve_threads(threads))
+    return model.source(stage)
+
+
+def emit(graph: Graph, kind: str, threads: int | None = None) -> bytes:
+    """The whole model as `llvm` (IR text), `asm` (assembly) or `obj` (an ELF object file
+    defining the entry point `convc_main` and every kernel, position independent)."""
+    if kind in ("llvm", "asm"):
+        return compile(graph, threads).source(kind).encode()
+    if kind == "obj":
+        from convc.runtime.objects import compile_part
+
+        _, _, program = lower_graph(graph, resolve_threads(threads))
+        return compile_part(program, None, True)
+    raise GraphError(f"unknown output kind {kind!r}; expected llvm, asm or obj")
+
+
 def compile(graph: Graph, threads: int | None = None) -> CompiledModel:
     """Compile `graph` to native code for this CPU (see the module docstring)."""
     _check_graph(graph)

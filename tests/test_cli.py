@@ -89,7 +89,9 @@ def test_summary_hand_counts(capsys):
 
 def test_run_with_example_inputs(capsys, tmp_path):
     out_file = tmp_path / "out.npz"
-    status, out, _ = run_cli(capsys, "run", SAMPLE, "--batch", "2", "--output", out_file)
+    status, out, _ = run_cli(
+        capsys, "run", SAMPLE, "--interpret", "--batch", "2", "--output", out_file
+    )
     assert status == 0
     assert "reference interpreter" in out
     assert "float32[2,1,6,6]" in out and "float32[2,3]" in out
@@ -104,7 +106,14 @@ def test_run_with_input_file(capsys, tmp_path):
     np.save(tmp_path / "x.npy", x)
     out_file = tmp_path / "out.npz"
     status, out, _ = run_cli(
-        capsys, "run", SAMPLE, "--input", f"x={tmp_path / 'x.npy'}", "--output", out_file
+        capsys,
+        "run",
+        SAMPLE,
+        "--interpret",
+        "--input",
+        f"x={tmp_path / 'x.npy'}",
+        "--output",
+        out_file,
     )
     assert status == 0
     assert "float32[3,3]" in out

@@ -9,6 +9,9 @@ hypothesis-generated configurations of every op and attribute, the model API
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from compile_check import assert_compiled_matches
@@ -17,9 +20,14 @@ from hypothesis import strategies as st
 
 import convc
 import ir
+from convc import cli as convc_cli
 
+#: more examples for a deeper search: CONVC_HYPOTHESIS_EXAMPLES=200 pytest tests/test_compile.py
 SETTINGS = settings(
-    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+    max_examples=int(os.environ.get("CONVC_HYPOTHESIS_EXAMPLES", "8")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize="CONVC_HYPOTHESIS_EXAMPLES" not in os.environ,
 )
 
 
@@ -443,3 +451,57 @@ def test_one_and_two_threads_agree_exactly(workload):
     assert "parallel for" in convc.compile(graph, threads=2).source("loops")
     for name in one:
         np.testing.assert_array_equal(one[name], two[name])
+
+
+# ----- the command line -------------------------------------------------------------------------
+
+CLI_SAMPLE = str(Path(__file__).resolve().parent / "cli_sample.py")
+
+
+def cli(capsys, *argv):
+    status = convc_cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.mark.parametrize(
+    "stage, marker",
+    [
+        ("fused", "kernel "),
+        ("loops", "vector(16, tail=masked)"),
+        ("llvm", "define void @\"convc_main\"("),
+        ("llvm-opt", "define void @convc_main("),
+        ("asm", "convc_main:"),
+    ],
+)
+def test_cli_shows_compiler_stages(capsys, stage, marker):
+    status, out, _ = cli(capsys, "show", CLI_SAMPLE, "--stage", stage)
+    assert status == 0 and marker in out
+
+
+def test_cli_runs_native_code_by_default(capsys, tmp_path):
+    out_file = tmp_path / "out.npz"
+    status, out, _ = cli(capsys, "run", CLI_SAMPLE, "--batch", "3", "--output", out_file)
+    assert status == 0 and "native code" in out
+    status, out, _ = cli(capsys, "run", CLI_SAMPLE, "--batch", "3", "--interpret")
+    assert "reference interpreter" in out
+    graph = convc_cli.load_model(CLI_SAMPLE)
+    reference = convc.interpret(graph.graph, graph.example_inputs(batch=3, seed=0))
+    for name, want in reference.items():
+        np.testing.assert_allclose(np.load(out_file)[name], want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kind, magic", [("obj", b"\x7fELF"), ("llvm", b"; ModuleID"), ("asm", b"\t")]
+)
+def test_cli_compile_emits_code(capsys, tmp_path, kind, magic):
+    target = tmp_path / f"model.{kind}"
+    status, out, _ = cli(capsys, "compile", CLI_SAMPLE, "--emit", kind, "-o", target)
+    assert status == 0 and f"written to {target}" in out
+    data = target.read_bytes()
+    assert data.startswith(magic) and (kind == "obj" or b"convc_main" in data)
+
+
+def test_cli_compile_needs_an_output(capsys):
+    status, _, err = cli(capsys, "compile", CLI_SAMPLE)
+    assert status == 1 and "-o/--output" in err
