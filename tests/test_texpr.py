@@ -420,3 +420,17 @@ def test_printer_latex_and_epilogue():
     latex = texpr_latex(y)
     assert r"\sum_{a < 3}" in latex and r"\frac{acc}" in latex
     assert texpr_text(g, latex=True) == texpr_text(g, latex=True)
+
+
+def test_evaluation_in_blocks_matches(monkeypatch):
+    """Large index spaces are evaluated in blocks along the first output axis."""
+    from convc.texpr import evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "BLOCK_ELEMENTS", 40)
+    rng = np.random.default_rng(9)
+    params = [("w", rand(rng, (3, 2, 3, 3))), ("b", rand(rng, 3))]
+    g, inputs = one_node("conv", [(5, 2, 6, 5)], {"pads": [1, 0, 1, 2]}, params)
+    check_node(g, "node", inputs)
+    attrs = {"kernel_shape": [2, 3], "pads": [1, 1, 1, 1], "ceil_mode": 1, "strides": [2, 2]}
+    g, inputs = one_node("avg_pool", [(4, 2, 5, 5)], attrs)
+    check_node(g, "node", inputs)

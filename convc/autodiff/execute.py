@@ -9,6 +9,8 @@ shapes, which is acceptable for a reference.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import sympy
 
@@ -31,12 +33,17 @@ def _bindings(node, arrays: dict, shapes: dict) -> dict:
     return bindings
 
 
+@functools.lru_cache(maxsize=256)
+def _program(text: str):
+    """The parsed program and its input shapes (cached: a training loop runs it every step)."""
+    return tuple(program_from_str(text)), program_inputs(text)
+
+
 @implements("texpr")
 def texpr(node, args):
-    text = node.attrs["program"]
+    exprs, shapes = _program(node.attrs["program"])
     arrays = dict(zip(node.inputs, args))
-    bindings = _bindings(node, arrays, program_inputs(text))
-    exprs = program_from_str(text)
+    bindings = _bindings(node, arrays, shapes)
     floats = [a.dtype for a in args if a.dtype.kind == "f"]
     values = evaluate_all(exprs, arrays, bindings, np.result_type(*floats) if floats else None)
     return np.asarray(values[exprs[-1].name])

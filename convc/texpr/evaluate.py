@@ -26,7 +26,6 @@ _vmin = sympy.Function("vmin")
 _verf = sympy.Function("verf")
 _vand = sympy.Function("vand")
 _vwhere = sympy.Function("vwhere")
-_ACC_NAME = "__acc__"
 _NUMERIC = {
     "vmax": lambda *a: functools.reduce(np.maximum, a),
     "vmin": lambda *a: functools.reduce(np.minimum, a),
@@ -66,31 +65,43 @@ def _portable(expr):
     return expr.replace(sympy.erf, lambda a: _verf(a))
 
 
-class _Space:
-    """The index space of one expression: a NumPy axis per index symbol."""
+@functools.lru_cache(maxsize=4096)
+def _compile(expr: sympy.Expr):
+    """(outer accesses, free symbols, NumPy function of both) for a bound expression; cached,
+    since the interpreter evaluates the same derived programs on every run."""
+    outer = _outermost(expr)
+    names = {a: sympy.Dummy(f"t{k}") for k, a in enumerate(outer)}
+    portable = _portable(expr.xreplace(names))
+    free = tuple(sorted(portable.free_symbols - set(names.values()), key=str))
+    fn = sympy.lambdify(
+        [names[a] for a in outer] + list(free), portable, modules=[_NUMERIC, "numpy"]
+    )
+    return outer, free, fn
 
-    def __init__(self, symbols, extents, env, bindings):
+
+class _Space:
+    """A block of the index space: a NumPy axis per index symbol, over [start, stop)."""
+
+    def __init__(self, symbols, ranges, env, bindings, values=None):
         self.axes = {s: k for k, s in enumerate(symbols)}
-        self.extents = extents
+        self.ranges = ranges
         self.env = env
         self.bindings = bindings
+        self.values = values or {}  # symbols standing for arrays over the block (acc)
 
     def grid(self, sym) -> np.ndarray:
+        if sym in self.values:
+            return self.values[sym]
         shape = [1] * len(self.axes)
-        shape[self.axes[sym]] = self.extents[self.axes[sym]]
-        return np.arange(self.extents[self.axes[sym]]).reshape(shape)
+        start, stop = self.ranges[self.axes[sym]]
+        shape[self.axes[sym]] = stop - start
+        return np.arange(start, stop).reshape(shape)
 
     def eval(self, expr) -> np.ndarray:
-        """Evaluate a scalar expression over the whole space (broadcastable result)."""
-        expr = sympy.sympify(expr).subs(self.bindings)
-        outer = _outermost(expr)
-        names = {a: sympy.Dummy(f"t{k}") for k, a in enumerate(outer)}
-        expr = _portable(expr.xreplace(names))
-        free = sorted(expr.free_symbols - set(names.values()), key=str)
-        unknown = [s for s in free if s not in self.axes]
+        """Evaluate a scalar expression over the block (broadcastable result)."""
+        outer, free, fn = _compile(sympy.sympify(expr).subs(self.bindings))
+        unknown = [s for s in free if s not in self.axes and s not in self.values]
         assert not unknown, f"unbound symbols {unknown} in {expr}"
-        args = [names[a] for a in outer] + free
-        fn = sympy.lambdify(args, expr, modules=[_NUMERIC, "numpy"])
         values = [self.gather(a) for a in outer] + [self.grid(s) for s in free]
         return np.asarray(fn(*values))
 
@@ -115,38 +126,62 @@ def _ints(dims, bindings) -> list[int]:
     return [int(sympy.sympify(d).subs(bindings)) for d in dims]
 
 
+#: elements of the (output x reduction) space materialised at once; larger spaces go in blocks
+BLOCK_ELEMENTS = 1 << 22
+
+
+def _block(e: TensorExpr, env, bindings, ranges, red_shape) -> np.ndarray:
+    """e over one block of output positions (all reduction positions): shape block + 1s."""
+    symbols = (*e.indices, *e.reduce_indices)
+    full_ranges = list(ranges) + [(0, d) for d in red_shape]
+    space = _Space(symbols, full_ranges, env, bindings)
+    full = [stop - start for start, stop in full_ranges]
+    terms = np.broadcast_to(space.eval(e.body), full).astype(np.float64)
+    if e.condition is not sympy.true:
+        keep = np.broadcast_to(space.eval(e.condition), full)
+        terms = np.where(keep, terms, space.eval(e.identity))
+    axes = tuple(range(len(ranges), len(full)))
+    if e.reduction == "sum":
+        terms = terms.sum(axis=axes, keepdims=True)
+    elif e.reduction == "max":
+        terms = terms.max(axis=axes, keepdims=True, initial=-np.inf)
+    if e.epilogue is not None:
+        space.values = {ACC: terms}
+        terms = np.broadcast_to(space.eval(e.epilogue), terms.shape)
+    return terms
+
+
+def _blocks(out_shape, size):
+    """Output ranges covering the output, split along axis 0 so a block stays near BLOCK_ELEMENTS."""
+    if not out_shape:
+        return [[]]
+    rest = [(0, d) for d in out_shape[1:]]
+    step = max(1, out_shape[0] * BLOCK_ELEMENTS // max(size, 1))
+    return [[(s, min(s + step, out_shape[0])), *rest] for s in range(0, out_shape[0], step)]
+
+
 def evaluate(
     e: TensorExpr, env: dict, bindings: dict | None = None, float_dtype=None
 ) -> np.ndarray:
     """The array `e` defines, reading tensors from `env` and symbol values from `bindings`.
 
     Arithmetic is float64; the result has e's dtype, or `float_dtype` for a float
-    result when given (the interpreter's run dtype).
+    result when given (the interpreter's run dtype). Large index spaces are
+    evaluated in blocks along the first output axis.
     """
     bindings = bindings or {}
     out_shape = _ints(e.shape, bindings)
     red_shape = _ints(e.reduce_shape, bindings)
-    space = _Space((*e.indices, *e.reduce_indices), out_shape + red_shape, env, bindings)
-    full = out_shape + red_shape
-    terms = np.broadcast_to(space.eval(e.body), full).astype(np.float64)
-    if e.condition is not sympy.true:
-        keep = np.broadcast_to(space.eval(e.condition), full)
-        fill_values = space.eval(e.identity)
-        terms = np.where(keep, terms, fill_values)
-    axes = tuple(range(len(out_shape), len(full)))
-    if e.reduction == "sum":
-        terms = terms.sum(axis=axes, keepdims=True)
-    elif e.reduction == "max":
-        terms = terms.max(axis=axes, keepdims=True, initial=-np.inf)
-    if e.epilogue is not None:
-        space.env = {**env, _ACC_NAME: terms}
-        acc = sympy.IndexedBase(_ACC_NAME)[(*e.indices, *[0] * len(red_shape))]
-        terms = np.broadcast_to(space.eval(e.epilogue.xreplace({ACC: acc})), terms.shape)
-    result = np.broadcast_to(terms, out_shape + [1] * len(red_shape)).reshape(out_shape)
     dtype = np.dtype(e.dtype)
     if float_dtype is not None and dtype.kind == "f":
         dtype = np.dtype(float_dtype)
-    return np.array(result, dtype=dtype, order="C")
+    result = np.empty(out_shape, dtype=dtype)
+    for ranges in _blocks(out_shape, int(np.prod(out_shape + red_shape))):
+        block = _block(e, env, bindings, ranges, red_shape)
+        shape = [stop - start for start, stop in ranges]
+        block = np.broadcast_to(block, shape + [1] * len(red_shape)).reshape(shape)
+        result[tuple(slice(start, stop) for start, stop in ranges)] = block
+    return result
 
 
 def evaluate_all(exprs, env: dict, bindings: dict | None = None, float_dtype=None) -> dict:
