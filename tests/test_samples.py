@@ -131,3 +131,36 @@ def test_running_a_sample_prints_its_graph(name, capsys):
     text = capsys.readouterr().out
     assert text.startswith(f"graph {name}(%x: f32[N,")
     assert "return %" in text
+
+
+LENET5_TEXT = """\
+graph lenet5(%x: f32[N,1,32,32]) {
+  @conv1.weight: f32[6,1,5,5] param
+  @conv1.bias: f32[6] param
+  @conv2.weight: f32[16,6,5,5] param
+  @conv2.bias: f32[16] param
+  @fc1.weight: f32[120,400] param
+  @fc1.bias: f32[120] param
+  @fc2.weight: f32[84,120] param
+  @fc2.bias: f32[84] param
+  @fc3.weight: f32[10,84] param
+  @fc3.bias: f32[10] param
+  %conv1: f32[N,6,28,28] = conv2d(%x, @conv1.weight, @conv1.bias)
+  %relu1: f32[N,6,28,28] = relu(%conv1)
+  %pool1: f32[N,6,14,14] = max_pool2d(%relu1) kernel_shape=[2,2] strides=[2,2]
+  %conv2: f32[N,16,10,10] = conv2d(%pool1, @conv2.weight, @conv2.bias)
+  %relu2: f32[N,16,10,10] = relu(%conv2)
+  %pool2: f32[N,16,5,5] = max_pool2d(%relu2) kernel_shape=[2,2] strides=[2,2]
+  %flatten: f32[N,400] = flatten(%pool2)
+  %fc1: f32[N,120] = gemm(%flatten, @fc1.weight, @fc1.bias) transB=1
+  %relu3: f32[N,120] = relu(%fc1)
+  %fc2: f32[N,84] = gemm(%relu3, @fc2.weight, @fc2.bias) transB=1
+  %relu4: f32[N,84] = relu(%fc2)
+  %fc3: f32[N,10] = gemm(%relu4, @fc3.weight, @fc3.bias) transB=1
+  return %fc3
+}"""
+
+
+def test_lenet5_golden_text(graphs):
+    """The printed graph of the DSL's flagship sample, names and shapes included."""
+    assert graphs("lenet5").to_text() == LENET5_TEXT
