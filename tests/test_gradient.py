@@ -459,3 +459,23 @@ def test_gradients_match_torch_autograd(case):
     expected = torch_gradients(fn, arrays, upstream)
     for name in arrays:
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-9, atol=1e-10, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "op, attrs, w_shape",
+    [
+        ("avg_pool", {"kernel_shape": [3, 2], "strides": [2, 1], "auto_pad": "SAME_LOWER"}, None),
+        ("max_pool", {"kernel_shape": [3, 2], "strides": [2, 2], "auto_pad": "SAME_UPPER"}, None),
+        ("conv", {"strides": [2, 2], "auto_pad": "SAME_UPPER"}, (2, 2, 3, 2)),
+        ("conv_transpose", {"strides": [2, 2], "auto_pad": "SAME_UPPER"}, (2, 3, 3, 2)),
+    ],
+)
+def test_gradients_over_symbolic_spatial_sizes(op, attrs, w_shape):
+    """SAME pads over symbolic H, W: a derived program that needs H (inside ceil(H/2)) also
+    takes the graph input that binds it."""
+    rng = np.random.default_rng(19)
+    params = [] if w_shape is None else [("w", rand(rng, w_shape))]
+    g = single(op, ("N", 2, "H", "W"), attrs, params)
+    wrt = ["x"] + [name for name, _ in params]
+    for shape in [(1, 2, 5, 7), (2, 2, 4, 3)]:
+        check_gradient(g, {"x": rand(rng, shape)}, wrt)

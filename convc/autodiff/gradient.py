@@ -133,8 +133,12 @@ def _add_adjoint(g, graph, node, exprs, x, upstream) -> str | None:
 
 
 def _add_texpr(g: Graph, name: str, program: list[TensorExpr]) -> None:
+    """Add a texpr node running `program`; its inputs are the values it reads, plus graph
+    inputs that carry any dim symbol (such as a symbolic H inside ceil(H/2)) that those
+    values' shapes do not bind by themselves."""
     defined = {e.name for e in program}
     reads = sorted({r for e in program for r in e.reads} - defined)
+    reads += _dim_carriers(g, reads, program)
     shapes = {r: g.values[r].type.shape for r in reads}
     result = program[-1]
     g.add_node(
@@ -149,6 +153,22 @@ def _add_texpr(g: Graph, name: str, program: list[TensorExpr]) -> None:
         name=name,
         outputs=[name],
     )
+
+
+def _dim_carriers(g: Graph, reads: list[str], program: list[TensorExpr]) -> list[str]:
+    needed = set()
+    for e in program:
+        parts = (*e.shape, *e.reduce_shape, e.body, e.condition, e.epilogue, e.otherwise)
+        own = set(e.indices) | set(e.reduce_indices)
+        needed |= {s for p in parts if p is not None for s in p.free_symbols} - own
+    bound = {d for r in reads for d in g.values[r].type.shape if isinstance(d, sympy.Symbol)}
+    carried = {d: v for v in reversed(g.inputs) for d in g.values[v].type.shape}
+    carriers = []
+    for symbol in sorted((needed & set(carried)) - bound, key=str):
+        carrier = carried[symbol]
+        if carrier not in reads + carriers:
+            carriers.append(carrier)
+    return carriers
 
 
 def _summed(g: Graph, pieces: list[str]) -> str:
