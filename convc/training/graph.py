@@ -12,12 +12,15 @@ Built in three rewrites of the loss graph:
 3. `step_graph`: the optimized parameters and the batch-norm running
    statistics turn from parameters into inputs (they change every step, and
    compiled code bakes parameters in), the upstream gradient `grad_<loss>`
-   becomes the constant 1, the optimizer's state and scalar inputs are declared
-   and its update formulas appended.
+   becomes the constant 1, a training batch norm's running variance is made
+   PyTorch's (unbiased batch variance, `_unbiased_running_var`), the
+   optimizer's state and scalar inputs are declared and its update formulas
+   appended.
 
 Invariant of the result: inputs are the loss graph's inputs (data and dropout
 masks), then the variables (each optimized parameter and running statistic),
-then the optimizer's scalars and states; outputs are the loss graph's outputs, then the
+then the per-batch scalars `<bn>:unbias`, then the optimizer's scalars and
+states; outputs are the loss graph's outputs, then the
 optimizer's updates. Every output named `<input>:updated` holds that input's
 value for the next step; the caller writes it back.
 """
@@ -27,13 +30,17 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 
 import numpy as np
+import sympy
 
 from ir import Graph, GraphError, Node, UnsupportedError
 
 from ..autodiff import gradient
-from ..optim import UPDATED, Optimizer
+from ..optim import UPDATED, Optimizer, add_elementwise
+from ..texpr import access
+from ..texpr.rules import axis_indices
 
 MASK = ":mask"
+UNBIAS = ":unbias"
 
 
 def rebuild(
@@ -103,7 +110,8 @@ def step_graph(graph: Graph, loss: str, optimizer: Optimizer, params: Collection
     grads = gradient(graph, wrt=list(params), output=loss)
     variables = [*params, *running_statistics(graph)]
     seed = f"grad_{loss}"
-    step = rebuild(grads, as_inputs=variables, as_consts={seed: np.ones((), np.float32)})
+    ones = {seed: np.ones((), np.float32)}
+    step = rebuild(grads, as_inputs=variables, as_consts=ones, rewrite=_unbiased_running_var)
     optimizer.declare(step, params)
     new_outputs = []
     for param in params:
@@ -111,6 +119,40 @@ def step_graph(graph: Graph, loss: str, optimizer: Optimizer, params: Collection
     step.set_outputs(*graph.outputs, *new_outputs)
     step.verify()
     return step
+
+
+def _unbiased_running_var(new: Graph, node: Node) -> bool:
+    """Emit a training batch norm whose running variance is PyTorch's (see `bessel_inputs`).
+
+    The op (ONNX's) updates running_var with the biased batch variance b:
+    u = m * var + (1 - m) * b. PyTorch uses the unbiased one, b * n / (n - 1) for n
+    values per channel, i.e. u + (u - m * var) / (n - 1); 1 / (n - 1) depends on the
+    batch and comes in as the scalar input `<node>:unbias`.
+    """
+    if node.op != "batch_norm" or not node.attrs["training_mode"] or len(node.outputs) < 3:
+        return False
+    var, updated_var = node.inputs[4], node.outputs[2]
+    biased = new.unique_name(updated_var + ".biased")
+    new.add_node(
+        node.op, node.inputs, node.attrs, name=node.name, outputs=(*node.outputs[:2], biased)
+    )
+    unbias = new.unique_name(node.name + UNBIAS)
+    new.add_input(unbias, (), "float32")
+    (c,) = axis_indices(1)
+    momentum = sympy.Float(node.attrs["momentum"])
+    growth = access(biased, (c,)) - momentum * access(var, (c,))
+    body = access(biased, (c,)) + growth * access(unbias, ())
+    add_elementwise(new, updated_var, new.values[var].type.shape, body)
+    return True
+
+
+def bessel_inputs(step: Graph) -> dict[str, str]:
+    """{`<node>:unbias` input: the batch-norm input whose size per channel n gives 1/(n-1)}."""
+    return {
+        name: step.nodes[name[: -len(UNBIAS)]].inputs[0]
+        for name in step.inputs
+        if name.endswith(UNBIAS) and name[: -len(UNBIAS)] in step.nodes
+    }
 
 
 def _source(graph: Graph, name: str) -> str:

@@ -36,7 +36,7 @@ from .. import nn
 from ..compiler import compile as compile_graph
 from ..interpret import interpret as interpret_graph
 from ..optim import UPDATED, Optimizer
-from .graph import masked_dropout, rebuild, running_statistics, step_graph
+from .graph import bessel_inputs, masked_dropout, rebuild, running_statistics, step_graph
 
 
 class Engine:
@@ -80,6 +80,8 @@ class TrainStep:
         self.variables: dict[str, np.ndarray] = {**params, **stats}
         self.engine = Engine(self.graph, interpret, threads)
         self.predictor: Predictor | None = None
+        self.bessel = bessel_inputs(self.graph)
+        self._batches: dict[tuple, tuple] = {}
 
     @property
     def step_count(self) -> int:
@@ -87,13 +89,14 @@ class TrainStep:
 
     def run(self, inputs: Mapping) -> dict[str, np.ndarray]:
         """One step on a batch given by input name; returns every output of the step graph."""
-        bindings = bind_inputs(self.loss_graph, inputs)
+        shapes, unbias = self._per_batch(inputs)
         step = self.optimizer.step_count + 1
         feeds = dict(inputs)
         feeds.update(self.variables)
         feeds.update(self.optimizer.state_inputs())
         feeds.update(self.optimizer.scalars(step))
-        feeds.update(self._dropout_masks(bindings, step))
+        feeds.update(unbias)
+        feeds.update(self._masks(shapes, step))
         outputs = self.engine(feeds)
         for name, array in outputs.items():
             if name.endswith(UPDATED):
@@ -120,10 +123,34 @@ class TrainStep:
             )
         return self.predictor(*arrays)
 
-    def _dropout_masks(self, bindings: dict, step: int) -> dict[str, np.ndarray]:
+    def _per_batch(self, inputs: Mapping) -> tuple[dict[str, tuple], dict[str, np.ndarray]]:
+        """(dropout mask shapes, batch-norm `:unbias` scalars) for this batch, after checking it.
+
+        The check (`bind_inputs`, symbolic) depends only on the arrays' names, shapes
+        and dtypes, so its result is cached by them.
+        """
+        signature = _signature(inputs)
+        hit = self._batches.get(signature) if signature is not None else None
+        if hit is None:
+            bindings = bind_inputs(self.loss_graph, inputs)
+
+            def shape(value: str) -> tuple:
+                return tuple(int(d) for d in self.graph.values[value].type.subs(bindings).shape)
+
+            masks = {name: shape(name) for name in self.masks}
+            hit = (masks, {k: _unbias(k, shape(v)) for k, v in self.bessel.items()})
+            if signature is not None:
+                self._batches[signature] = hit
+        return hit
+
+    def dropout_masks(self, inputs: Mapping, step: int) -> dict[str, np.ndarray]:
+        """The dropout masks (keep / (1 - ratio), by mask input name) of step `step` on `inputs`."""
+        return self._masks(self._per_batch(inputs)[0], step)
+
+    def _masks(self, shapes: dict, step: int) -> dict[str, np.ndarray]:
         masks = {}
         for number, (name, ratio) in enumerate(self.masks.items()):
-            shape = tuple(int(d) for d in self.graph.values[name].type.subs(bindings).shape)
+            shape = shapes[name]
             draws = np.random.default_rng([self.seed, step, number]).random(shape, np.float32)
             masks[name] = (draws >= ratio).astype(np.float32) * np.float32(1.0 / (1.0 - ratio))
         return masks
@@ -131,6 +158,24 @@ class TrainStep:
     def __repr__(self) -> str:
         engine = "interpreted" if self.engine.interpret else "compiled"
         return f"<TrainStep {self.loss_graph.name}: {self.optimizer!r}, {engine}>"
+
+
+def _unbias(name: str, shape: tuple) -> np.ndarray:
+    """1 / (n - 1) for n values per channel of a batch-norm input of `shape`."""
+    count = int(np.prod(shape)) // shape[1]
+    if count < 2:
+        raise InputError(
+            f"batch norm '{name[: -len(':unbias')]}' in training mode: the batch gives {count} "
+            f"value per channel (input shape {shape}); it needs at least 2"
+        )
+    return np.asarray(1.0 / (count - 1), np.float32)
+
+
+def _signature(inputs: Mapping) -> tuple | None:
+    """(name, shape, dtype) of every array, or None when some input is not an array."""
+    if not isinstance(inputs, Mapping) or not all(type(a) is np.ndarray for a in inputs.values()):
+        return None
+    return tuple(sorted((str(n), a.shape, a.dtype.str) for n, a in inputs.items()))
 
 
 class Predictor:

@@ -1,0 +1,371 @@
+"""Training: optimizer formulas, the training step (interpreted, compiled, PyTorch), dropout
+masks, errors, and the digits sample.
+
+References: PyTorch's update formulas written out in NumPy by hand (and torch.optim itself
+where torch is installed); the interpreter for the compiled step; PyTorch autograd for the
+losses of a few steps from the same initial weights, data order and dropout masks.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import pathlib
+
+import numpy as np
+import pytest
+
+import convc
+from convc import nn
+from convc.optim import SGD, Adam
+
+RTOL, ATOL = 1e-5, 1e-6  # float32 arithmetic done in a different order
+SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "samples"
+
+# ----- optimizer formulas -------------------------------------------------------------------
+
+
+def numpy_sgd(p, g, buf, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+    """torch.optim.SGD's single-tensor update (dampening 0), step by step in NumPy."""
+    g = g + weight_decay * p
+    if momentum:
+        buf = g.copy() if buf is None else momentum * buf + g
+        g = g + momentum * buf if nesterov else buf
+    return p - lr * g, buf
+
+
+def numpy_adam(p, g, m, v, t, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    """torch.optim.Adam's single-tensor update, step t (from 1), in NumPy."""
+    b1, b2 = betas
+    g = g + weight_decay * p
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    denom = np.sqrt(v) / math.sqrt(1 - b2**t) + eps
+    return p - lr / (1 - b1**t) * m / denom, m, v
+
+
+def update_graph(optimizer, shape=(3, 5)) -> convc.Graph:
+    """A graph taking w and its gradient g and returning the optimizer's updates."""
+    graph = convc.Graph("update")
+    graph.add_input("w", shape)
+    graph.add_input("g", shape)
+    optimizer.declare(graph, ["w"])
+    names = optimizer.append_updates(graph, "w", "g")
+    graph.set_outputs(*names)
+    return graph
+
+
+def run_updates(optimizer, steps: int, compiled: bool, seed: int = 0):
+    """w after each of `steps` updates with random gradients (state carried by the caller)."""
+    rng = np.random.default_rng(seed)
+    graph = update_graph(optimizer)
+    run = convc.compile(graph).run if compiled else lambda f: convc.interpret(graph, f)
+    w = rng.standard_normal((3, 5)).astype(np.float32)
+    state = {f"w:{s}": np.zeros_like(w) for s in optimizer.state_names}
+    grads = [rng.standard_normal(w.shape).astype(np.float32) for _ in range(steps)]
+    history = [w]
+    for t, g in enumerate(grads, start=1):
+        out = run({"w": w, "g": g, **state, **optimizer.scalars(t)})
+        state = {k: out[k + ":updated"] for k in state}
+        w = out["w:updated"]
+        history.append(w)
+    return history, grads
+
+
+SGD_CASES = [
+    {"lr": 0.1},
+    {"lr": 0.05, "momentum": 0.9},
+    {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.01},
+    {"lr": 0.05, "momentum": 0.8, "weight_decay": 0.001, "nesterov": True},
+]
+ADAM_CASES = [
+    {"lr": 1e-3},
+    {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.01},
+]
+
+
+@pytest.mark.parametrize("options", SGD_CASES)
+def test_sgd_matches_numpy(options):
+    history, grads = run_updates(SGD(["w"], **options), steps=4, compiled=False)
+    p, buf = history[0].astype(np.float64), None
+    for g, got in zip(grads, history[1:]):
+        p, buf = numpy_sgd(p, g, buf, **options)
+        np.testing.assert_allclose(got, p, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("options", ADAM_CASES)
+def test_adam_matches_numpy(options):
+    history, grads = run_updates(Adam(["w"], **options), steps=4, compiled=False)
+    p = history[0].astype(np.float64)
+    m = v = np.zeros_like(p)
+    for t, (g, got) in enumerate(zip(grads, history[1:]), start=1):
+        p, m, v = numpy_adam(p, g, m, v, t, **options)
+        np.testing.assert_allclose(got, p, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    "optimizer", [SGD(["w"], **SGD_CASES[-1]), Adam(["w"], **ADAM_CASES[-1])], ids=repr
+)
+def test_compiled_updates_equal_interpreted(optimizer):
+    interpreted, _ = run_updates(optimizer, steps=3, compiled=False)
+    compiled, _ = run_updates(optimizer, steps=3, compiled=True)
+    for a, b in zip(interpreted, compiled):
+        np.testing.assert_allclose(b, a, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    "kind, options", [("SGD", c) for c in SGD_CASES] + [("Adam", c) for c in ADAM_CASES]
+)
+def test_updates_match_torch_optim(kind, options):
+    torch = pytest.importorskip("torch")
+    optimizer = (SGD if kind == "SGD" else Adam)(["w"], **options)
+    history, grads = run_updates(optimizer, steps=4, compiled=False)
+    w = torch.nn.Parameter(torch.from_numpy(history[0].copy()))
+    reference = getattr(torch.optim, kind)([w], **options)
+    for g, got in zip(grads, history[1:]):
+        w.grad = torch.from_numpy(g)
+        reference.step()
+        np.testing.assert_allclose(got, w.detach().numpy(), rtol=RTOL, atol=ATOL)
+
+
+def test_update_formulas_are_printed():
+    graph = update_graph(SGD(["w"], lr=0.1, momentum=0.9, nesterov=True))
+    text = graph.to_text()
+    assert "w:momentum_buffer:updated[n, c] = g[n, c] + 0.9*w:momentum_buffer[n, c]" in text
+    nesterov = "-(g[n, c] + 0.9*w:momentum_buffer:updated[n, c])*optimizer.lr[0] + w[n, c]"
+    assert f"w:updated[n, c] = {nesterov}" in text
+
+
+# ----- the training step --------------------------------------------------------------------
+
+BATCH, CLASSES = 5, 4
+
+
+class Small(nn.Module):
+    """conv -> batch norm -> relu -> max pool -> dropout -> linear, on 1x6x6 images."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1, bias=False)  # BN follows
+        self.bn = nn.BatchNorm2d(3)
+        self.pool = nn.MaxPool2d(2)
+        self.drop = nn.Dropout(0.3)
+        self.fc = nn.Linear(3 * 3 * 3, CLASSES)
+
+    def forward(self, x):
+        x = self.pool(self.bn(self.conv(x)).relu())
+        return self.fc(self.drop(x.flatten()))
+
+
+def batches(count: int, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    return [
+        (
+            rng.standard_normal((BATCH, 1, 6, 6)).astype(np.float32),
+            rng.integers(0, CLASSES, BATCH).astype(np.int64),
+        )
+        for _ in range(count)
+    ]
+
+
+def make_step(optimizer: str, interpret: bool, seed: int = 0):
+    nn.manual_seed(seed)
+    model = Small()
+    opt = (
+        SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+        if optimizer == "sgd"
+        else Adam(model.parameters(), lr=0.01)
+    )
+    step = convc.train_step(
+        model,
+        loss=nn.CrossEntropyLoss(),
+        optimizer=opt,
+        inputs=convc.Input("x", ("N", 1, 6, 6)),
+        interpret=interpret,
+        seed=7,
+    )
+    return model, step
+
+
+def train_losses(optimizer: str, interpret: bool, steps: int = 3):
+    model, step = make_step(optimizer, interpret)
+    losses = [step(x, y) for x, y in batches(steps)]
+    return losses, {k: v.copy() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def interpreted():
+    return {opt: train_losses(opt, interpret=True) for opt in ("sgd", "adam")}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_compiled_step_equals_interpreted(interpreted, optimizer):
+    losses, state = train_losses(optimizer, interpret=False)
+    ref_losses, ref_state = interpreted[optimizer]
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+    for name, array in ref_state.items():
+        np.testing.assert_allclose(state[name], array, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_step_updates_module_in_place_and_learns():
+    model, step = make_step("adam", interpret=True)
+    weight = model.fc.weight.data
+    before = weight.copy()
+    x, y = batches(1)[0]
+    losses = [step(x, y) for _ in range(8)]
+    assert model.fc.weight.data is weight and not np.array_equal(weight, before)
+    assert losses[-1] < losses[0]
+    assert step.step_count == 8
+    assert not np.allclose(model.bn.running_mean.data, 0)
+
+
+def torch_losses(optimizer: str, steps: int = 3):
+    """The same steps in PyTorch: same weights, data and dropout masks."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    model, step = make_step(optimizer, interpret=True)
+    weights = {
+        k: torch.nn.Parameter(torch.from_numpy(p.data.copy())) for k, p in model.named_parameters()
+    }
+    stats = {k: torch.from_numpy(b.data.copy()) for k, b in model.named_buffers()}
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(weights.values(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    else:
+        opt = torch.optim.Adam(weights.values(), lr=0.01)
+    losses = []
+    for t, (x, y) in enumerate(batches(steps), start=1):
+        (mask,) = step.dropout_masks({"x": x, "target": y}, t).values()
+        h = F.conv2d(torch.from_numpy(x), weights["conv.weight"], padding=1)
+        h = F.batch_norm(
+            h,
+            stats["bn.running_mean"],
+            stats["bn.running_var"],
+            weights["bn.weight"],
+            weights["bn.bias"],
+            training=True,
+            momentum=0.1,
+        )
+        h = F.max_pool2d(F.relu(h), 2).flatten(1) * torch.from_numpy(mask)
+        loss = F.cross_entropy(
+            F.linear(h, weights["fc.weight"], weights["fc.bias"]), torch.from_numpy(y)
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses, {k: w.detach().numpy() for k, w in weights.items()}, stats
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_step_matches_pytorch(interpreted, optimizer):
+    losses, weights, stats = torch_losses(optimizer)
+    ref_losses, state = interpreted[optimizer]
+    np.testing.assert_allclose(ref_losses, losses, rtol=1e-5)
+    for name, array in weights.items():
+        np.testing.assert_allclose(state[name], array, rtol=1e-4, atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(
+        state["bn.running_mean"], stats["bn.running_mean"], rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        state["bn.running_var"], stats["bn.running_var"], rtol=1e-5, atol=1e-6
+    )
+
+
+# ----- dropout ------------------------------------------------------------------------------
+
+
+def test_dropout_masks_are_seeded_per_step():
+    _, step = make_step("sgd", interpret=True)
+    _, again = make_step("sgd", interpret=True)
+    x, y = batches(1)[0]
+    batch = {"x": x, "target": y}
+    (first,) = step.dropout_masks(batch, 1).values()
+    (same,) = again.dropout_masks(batch, 1).values()
+    (second,) = step.dropout_masks(batch, 2).values()
+    np.testing.assert_array_equal(first, same)
+    assert not np.array_equal(first, second)
+    assert first.shape == (BATCH, 27) and first.dtype == np.float32
+    assert set(np.unique(first)) <= {0.0, np.float32(1 / 0.7)}
+    step.seed = 8
+    (other_seed,) = step.dropout_masks(batch, 1).values()
+    assert not np.array_equal(first, other_seed)
+
+
+def test_dropout_becomes_a_mask_input_and_keeps_the_expected_fraction():
+    graph = nn.trace(nn.Dropout(0.25), convc.Input("x", ("N", 1000)))
+    masked, masks = convc.training.masked_dropout(graph)
+    assert masks == {"dropout:mask": 0.25}
+    assert [n.op for n in masked.topological_nodes()] == ["mul"]
+    _, step = make_step("sgd", interpret=True)
+    x, y = batches(1)[0]
+    batch = {"x": x, "target": y}
+    kept = [np.mean(m > 0) for t in range(1, 41) for m in step.dropout_masks(batch, t).values()]
+    assert abs(np.mean(kept) - 0.7) < 0.03
+
+
+# ----- errors -------------------------------------------------------------------------------
+
+
+def test_unknown_parameter_name_is_reported():
+    nn.manual_seed(0)
+    model = Small()
+    opt = SGD(["fc.wieght"], lr=0.1)
+    with pytest.raises(convc.GraphError, match="fc.wieght"):
+        convc.train_step(model, nn.CrossEntropyLoss(), opt, inputs=convc.Input("x", ("N", 1, 6, 6)))
+
+
+def test_wrong_label_dtype_is_reported():
+    _, step = make_step("sgd", interpret=True)
+    x, y = batches(1)[0]
+    with pytest.raises(convc.InputError, match="'target' has dtype float32"):
+        step(x, y.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: SGD(["w"], lr=-0.1), "lr=-0.1"),
+        (lambda: SGD(["w"], lr=0.1, nesterov=True), "nesterov"),
+        (lambda: Adam(["w"], betas=(0.9, 1.0)), r"betas\[1\]=1.0"),
+        (lambda: SGD([], lr=0.1), "empty"),
+        (lambda: SGD([3.0], lr=0.1), "float 3.0"),
+    ],
+)
+def test_bad_optimizer_arguments(make, message):
+    with pytest.raises(convc.InputError, match=message):
+        make()
+
+
+def test_loss_must_be_a_scalar():
+    loss = nn.CrossEntropyLoss(reduction="none")
+    graph = nn.trace(
+        lambda s, y: loss(s, y), convc.Input("s", ("N", 3)), convc.Input("y", ("N",), "int64")
+    )
+    graph.add_param("unused", np.zeros(2, np.float32))
+    with pytest.raises(convc.GraphError, match="expected a float scalar"):
+        convc.train_step(graph, optimizer=SGD(["unused"], lr=0.1))
+
+
+def test_optimizer_must_be_a_convc_optimizer():
+    graph = nn.trace(lambda s: s, convc.Input("s", ("N", 3)))
+    with pytest.raises(convc.InputError, match="optimizer must be"):
+        convc.train_step(graph, optimizer="sgd")
+
+
+# ----- the digits sample --------------------------------------------------------------------
+
+
+def load_sample():
+    pytest.importorskip("sklearn")
+    spec = importlib.util.spec_from_file_location("train_digits", SAMPLES / "train_digits.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_digits_reach_97_percent(capsys):
+    history = load_sample().train(epochs=12)
+    out = capsys.readouterr().out
+    assert "epoch 12/12" in out and "test acc" in out
+    assert history[-1].test_accuracy >= 0.97
