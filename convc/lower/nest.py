@@ -131,13 +131,13 @@ def _innermost(nest: Nest, atoms) -> loops.Stmt:
     """The vector axis' region loops around the point body (or the body alone)."""
     te, v = nest.te, nest.vector
     if v is None:
-        return _point(nest, atoms)
+        return _scalar_point(nest, atoms)
     extent = te.shape[te.indices.index(v)]
     reduce_ranges = dict(zip(te.reduce_indices, te.reduce_shape))
     split = interior(atoms, v, extent, reduce_ranges, te.indices)
     var = loops.loop_var(str(v))
     if split is None:
-        return loops.For(var, 0, extent, _point(nest, atoms))
+        return loops.For(var, 0, extent, _scalar_point(nest, atoms))
     lo, hi = split
     inside = [a for a in atoms if v not in a.free_symbols]
     parts = [
@@ -150,9 +150,21 @@ def _innermost(nest: Nest, atoms) -> loops.Stmt:
         if sympy.simplify(stop - start) == 0:
             continue
         width = 16 if kind == "vectorized" else 1
-        body = _point(nest, kept)
+        body = _point(nest, kept) if kind == "vectorized" else _scalar_point(nest, kept)
         stmts.append(loops.For(var, start, stop, body, kind=kind, width=width, tail="masked"))
     return loops.Block(tuple(stmts))
+
+
+def _scalar_point(nest: Nest, atoms) -> loops.Stmt:
+    """The point body outside the vectorized interior: one output at a time.
+
+    A register block pays only in the vector loop; elsewhere its channels run in a plain
+    loop, which keeps the (rarely executed) border code B times smaller.
+    """
+    if nest.block is None:
+        return _point(nest, atoms)
+    var_i = nest.block[3]
+    return loops.For(var_i, 0, nest.block[1], _point(replace(nest, block=None), atoms))
 
 
 def _block_loop(nest: Nest, body_fn) -> loops.Stmt:
