@@ -343,6 +343,15 @@ def test_gradient_errors_name_the_value():
     g.set_outputs("fc", "relu")
     with pytest.raises(convc.ConvcError, match="name the one to differentiate"):
         convc.gradient(g)
+    g = single("softmax_cross_entropy", (2, 3), extra_inputs=[("labels", (2,), "int64")])
+    with pytest.raises(convc.ConvcError, match="wrt name 'labels' has dtype int64"):
+        convc.gradient(g, wrt=["labels"])
+
+
+def test_gradient_graph_text_shows_formulas_not_the_serialised_program():
+    text = convc.gradient(small_cnn(), wrt=["conv.bias"]).to_text()
+    assert "formula=d_conv.conv.bias[o] = Σ_{n<N, i<6, j<6} d_relu.conv[n, o, i, j]" in text
+    assert "program=" not in text and "srepr" not in text
 
 
 # ----- showing the derivation --------------------------------------------------------------
