@@ -145,33 +145,32 @@ def _check_graph(graph) -> None:
     graph.verify()
 
 
-def lower_graph(graph: Graph, threads: int = 1):
+def lower_graph(graph: Graph):
     """(optimized graph, fused groups, Program): every stage before native code."""
     _check_graph(graph)
     optimized = run_passes(graph, PIPELINE)
     groups = plan_fusion(optimized)
-    program, _ = assemble(optimized, groups, threads)
+    program, _ = assemble(optimized, groups)
     return optimized, groups, program
 
 
-def stage_source(graph: Graph, stage: str, threads: int | None = None) -> str:
+def stage_source(graph: Graph, stage: str) -> str:
     """One stage's text for `graph`; stages before LLVM are produced without compiling."""
     if stage in ("llvm", "llvm-opt", "asm"):
-        return compile(graph, threads).source(stage)
-    optimized, groups, program = lower_graph(graph, resolve_threads(threads))
-    model = CompiledModel(graph, optimized, groups, program, None, resolve_threads(threads))
-    return model.source(stage)
+        return compile(graph).source(stage)
+    optimized, groups, program = lower_graph(graph)
+    return CompiledModel(graph, optimized, groups, program, None, 1).source(stage)
 
 
-def emit(graph: Graph, kind: str, threads: int | None = None) -> bytes:
+def emit(graph: Graph, kind: str) -> bytes:
     """The whole model as `llvm` (IR text), `asm` (assembly) or `obj` (an ELF object file
     defining the entry point `convc_main` and every kernel, position independent)."""
     if kind in ("llvm", "asm"):
-        return compile(graph, threads).source(kind).encode()
+        return compile(graph).source(kind).encode()
     if kind == "obj":
         from convc.runtime.objects import compile_part
 
-        _, _, program = lower_graph(graph, resolve_threads(threads))
+        _, _, program = lower_graph(graph)
         return compile_part(program, None, True)
     raise GraphError(f"unknown output kind {kind!r}; expected llvm, asm or obj")
 
@@ -185,7 +184,7 @@ def compile(graph: Graph, threads: int | None = None) -> CompiledModel:
         cached = _CACHE.get(key)
     if cached is not None:
         return cached
-    optimized, groups, program = lower_graph(graph, threads)
+    optimized, groups, program = lower_graph(graph)
     executable = runtime.load(program, threads=threads)
     model = CompiledModel(graph, optimized, groups, program, executable, threads)
     for stage in STAGES:

@@ -469,7 +469,7 @@ def cli(capsys, *argv):
     [
         ("fused", "kernel "),
         ("loops", "vector(16, tail=masked)"),
-        ("llvm", "define void @\"convc_main\"("),
+        ("llvm", 'define void @"convc_main"('),
         ("llvm-opt", "define void @convc_main("),
         ("asm", "convc_main:"),
     ],

@@ -47,8 +47,8 @@ def conv_graph(channels=8, size=10, pads=(1, 1, 1, 1), act="relu", stride=1):
     return g
 
 
-def kernels(graph, threads=1):
-    return lower_graph(graph, threads)[2].kernels
+def kernels(graph):
+    return lower_graph(graph)[2].kernels
 
 
 def test_padding_checks_stay_out_of_the_vectorized_interior():
@@ -87,7 +87,7 @@ def test_output_channels_are_register_blocked_and_unrolled():
 
 
 def test_epilogue_is_applied_in_registers_and_only_the_group_output_is_stored():
-    _, _, program = lower_graph(conv_graph(), 1)
+    _, _, program = lower_graph(conv_graph())
     (kernel,) = program.kernels
     stores = {s.buffer for s, _ in walk(kernel.body) if isinstance(s, loops.Store)}
     assert stores == {"act"}
@@ -98,18 +98,18 @@ def test_epilogue_is_applied_in_registers_and_only_the_group_output_is_stored():
 
 def test_big_kernels_get_one_collapsed_parallel_loop():
     g = conv_graph(channels=16, size=64)
-    (kernel,) = kernels(g, threads=2)
+    (kernel,) = kernels(g)
     outer = kernel.body.stmts[0]
     assert outer.kind == "parallel" and str(outer.var) == "n_o_o"
     assert outer.stop == sympy.Symbol("N", integer=True, positive=True) * 2
-    (single,) = kernels(g, threads=1)
-    assert all(s.kind != "parallel" for s, _ in walk(single.body) if isinstance(s, loops.For))
+    (small,) = kernels(conv_graph(channels=16, size=8))
+    assert all(s.kind != "parallel" for s, _ in walk(small.body) if isinstance(s, loops.For))
 
 
 def test_default_schedules_by_family():
     g = conv_graph(channels=12, size=64)
     te = texpr_of(g, g.nodes["conv"])[0]
-    schedule = default_schedule(te, threads=2)
+    schedule = default_schedule(te)
     assert schedule.vector_axis == "j" and schedule.vector_width == 16
     assert schedule.tiles == {"o": 6} and schedule.unroll == ("o.i",)
     assert schedule.parallel_axis == "n*o"
@@ -119,7 +119,7 @@ def test_default_schedules_by_family():
     dense.add_node("gemm", ["x", "w"], name="fc")
     dense.set_outputs("fc")
     te = texpr_of(dense, dense.nodes["fc"])[0]
-    schedule = default_schedule(te, threads=1)
+    schedule = default_schedule(te)
     assert schedule.vector_axis == "j" and schedule.tiles == {}  # rows: the symbolic batch
 
 
@@ -137,7 +137,7 @@ def chain_graph():
 
 
 def test_arena_reuses_slots_of_dead_temporaries():
-    _, _, program = lower_graph(chain_graph(), 1)
+    _, _, program = lower_graph(chain_graph())
     temps = {b.name: b for b in program.buffers if b.role == "temp"}
     assert sorted(temps) == ["c0", "c1", "c2"]
     assert temps["c0"].offset == temps["c2"].offset != temps["c1"].offset
@@ -164,7 +164,7 @@ def test_offsets_are_64_byte_multiples_for_odd_sizes():
     g.add_node("softmax", ["r"], name="s")
     g.add_node("tanh", ["s"], name="t")
     g.set_outputs("t")
-    _, _, program = lower_graph(g, 1)
+    _, _, program = lower_graph(g)
     n = sympy.Symbol("N", integer=True, positive=True)
     for buffer in program.buffers:
         if buffer.role == "temp":
@@ -174,7 +174,7 @@ def test_offsets_are_64_byte_multiples_for_odd_sizes():
 
 def test_weights_are_packed_once_per_output_channel_block():
     g = conv_graph(channels=8)
-    _, _, program = lower_graph(g, 1)
+    _, _, program = lower_graph(g)
     w = program.params["w.oc8"]
     assert w.shape == (1, 3, 3, 3, 8) and w.flags.c_contiguous
     np.testing.assert_array_equal(w[0, 2, 1, 0, :], g.values["w"].data[:, 2, 1, 0])
@@ -189,6 +189,6 @@ def test_linear_weights_are_transposed_for_contiguous_vector_loads():
     g.add_param("w", weight)
     g.add_node("gemm", ["x", "w"], {"transB": 1}, name="fc")
     g.set_outputs("fc")
-    _, _, program = lower_graph(g, 1)
+    _, _, program = lower_graph(g)
     np.testing.assert_array_equal(program.params["w.T"], weight.T)
     assert "w.T[k, j]" in loops.format_program(program)

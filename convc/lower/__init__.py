@@ -1,6 +1,6 @@
 """Lowering: fused groups of tensor expressions + schedules -> a loop-IR Program.
 
-`assemble(graph, groups, threads)` is the entry point (see `program`);
+`assemble(graph, groups)` is the entry point (see `program`);
 `lower_group` lowers one group to one kernel, `default_schedule` picks each
 op family's schedule, `lower_nest` applies a schedule to one expression.
 """

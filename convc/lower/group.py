@@ -58,7 +58,7 @@ def _chain(graph: Graph, group: FusedGroup, out: TensorExpr) -> list:
     return steps
 
 
-def lower_group(graph: Graph, group: FusedGroup, threads: int = 1) -> LoweredGroup:
+def lower_group(graph: Graph, group: FusedGroup) -> LoweredGroup:
     """The kernel computing `group` (anchor, then its epilogue) into `group.output`."""
     anchor = graph.nodes[group.anchor]
     exprs = texpr_of(graph, anchor)
@@ -68,7 +68,7 @@ def lower_group(graph: Graph, group: FusedGroup, threads: int = 1) -> LoweredGro
         fused = te.name == anchor.outputs[0] and group.epilogue
         steps = _chain(graph, group, te) if fused else []
         store = group.output if fused else te.name
-        schedule = default_schedule(te, threads)
+        schedule = default_schedule(te)
         te, packed = pack_weights(graph, te, schedule)
         packs.update(packed)
         scope = Scope(dtype=te.dtype, where=f"{anchor.op} '{anchor.name}'")

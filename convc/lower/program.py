@@ -165,10 +165,10 @@ def _check_symbols(graph: Graph) -> tuple[str, ...]:
     return tuple(sorted(str(s) for s in known))
 
 
-def assemble(graph: Graph, groups: list[FusedGroup], threads: int = 1):
+def assemble(graph: Graph, groups: list[FusedGroup]):
     """(Program, lowered groups) for `graph` partitioned into `groups` (in execution order)."""
     symbols = _check_symbols(graph)
-    lowered = [lower_group(graph, group, threads) for group in groups]
+    lowered = [lower_group(graph, group) for group in groups]
     offsets, arena = plan_arena(graph, lowered)
     buffers, params = _buffers(graph, lowered, offsets)
     program = loops.Program(

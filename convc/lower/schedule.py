@@ -13,6 +13,11 @@ Stage: (TensorExpr, thread count) -> `convc.loops.Schedule` (plain data that
 - the two outermost loops (batch x output-channel block) are collapsed into one
   parallel loop (`parallel_axis` "n*o") when the kernel does enough work to pay
   for waking a second thread.
+
+Schedules do not depend on the thread count: it is an argument of the entry
+point, so one compiled program serves every count and 1 and 2 threads compute
+bit-identical results (each output element is reduced by one thread, in the
+same order).
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ def _vector_axis(te: TensorExpr) -> str | None:
     return str(te.indices[-1])
 
 
-def default_schedule(te: TensorExpr, threads: int = 1) -> Schedule:
+def default_schedule(te: TensorExpr) -> Schedule:
     """The schedule for `te` by its family (attrs["family"])."""
     family = te.attrs.get("family", "elementwise")
     names = [str(i) for i in te.indices]
@@ -61,7 +66,7 @@ def default_schedule(te: TensorExpr, threads: int = 1) -> Schedule:
         if block > 1 and axis != _vector_axis(te):
             tiles, unroll = {axis: block}, (f"{axis}.i",)
     parallel = None
-    if threads > 1 and work(te) >= PARALLEL_MIN_WORK and len(names) >= 2:
+    if work(te) >= PARALLEL_MIN_WORK and len(names) >= 2:
         parallel = "*".join(names[:2]) if len(names) > 2 else names[0]
     return Schedule(
         tiles=tiles,
