@@ -364,6 +364,10 @@ def test_grad_text_shows_the_strided_input_gradient_with_its_divisibility_condit
     assert "# d_y.x: d/d(x) through conv 'y'" in text
     assert "d_y.x[n, c, u2] = Σ_{o<1, a<3} grad_y[n, o, (-a + u2 + 1)/2]*w[o, c, a]" in text
     assert "(-a + u2 + 1) mod 2 == 0" in text
+    # the program that runs visits only the taps that pass: a = 2*a_2 + (u2 + 1) mod 2
+    assert "split by residue" in text
+    formula = convc.gradient(g, wrt=["x"]).nodes["d_y.x"].attrs["formula"]
+    assert "mod" not in formula and "Σ_{o<1, a_2<2}" in formula
     assert r"\sum_{o < 1, a < 3}" in convc.autodiff.grad_text(g, latex=True)
 
 

@@ -42,6 +42,8 @@ from convc.texpr import ACC, TensorExpr, access, index
 from convc.texpr.movement import view_indices
 from convc.texpr.rules import axis_indices, bound_condition, simplify_condition
 
+from .residues import split_residues
+
 
 def partial(expr, a: sympy.Indexed) -> sympy.Expr:
     """d expr / d a for one access a, with the derivative of max taken as 0 at the kink."""
@@ -138,20 +140,22 @@ def pullback(term, a, variables, condition, preferred, target_shape, name, e) ->
         v: variables[v] for v in solution.remaining
     }
     cond = simplify_condition(sympy.And(cond, *solution.conditions), ranges)
-    return TensorExpr(
-        name=name,
-        indices=solution.targets,
-        shape=target_shape,
-        body=body,
-        reduction="sum" if solution.remaining else "none",
-        reduce_indices=solution.remaining,
-        reduce_shape=tuple(variables[v] for v in solution.remaining),
-        condition=cond,
-        dtype=e.dtype,
-        op=e.op,
-        node=e.node,
-        role="temp",
-        attrs={"family": "grad", "of": e.name, "wrt": str(a.base)},
+    return split_residues(
+        TensorExpr(
+            name=name,
+            indices=solution.targets,
+            shape=target_shape,
+            body=body,
+            reduction="sum" if solution.remaining else "none",
+            reduce_indices=solution.remaining,
+            reduce_shape=tuple(variables[v] for v in solution.remaining),
+            condition=cond,
+            dtype=e.dtype,
+            op=e.op,
+            node=e.node,
+            role="temp",
+            attrs={"family": "grad", "of": e.name, "wrt": str(a.base)},
+        )
     )
 
 
