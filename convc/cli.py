@@ -1,4 +1,4 @@
-"""The command line: `convc show | summary | run FILE`.
+"""The command line: `convc show | summary | run FILE`, `convc train`.
 
 Stage: the last one; it drives the others. FILE is a sample `.py` (defining
 `build(batch="N") -> ir.Graph` and `example_inputs(batch=1, seed=0) -> dict`)
@@ -37,6 +37,8 @@ import numpy as np
 from ir import ConvcError, Graph, InputError
 from ir.report import format_table
 from ir.types import FLOAT_DTYPES, dim_str
+
+TRAINING_SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "train_digits.py"
 
 
 class UsageError(ConvcError):
@@ -103,7 +105,8 @@ def load_model(path: str) -> Model:
     raise UsageError(f"{path}: expected a sample .py file or an .onnx model")
 
 
-def _load_sample(file: Path) -> Model:
+def _import_file(file: Path):
+    """Execute a sample file as the module `convc_sample_<stem>`, its folder importable."""
     spec = importlib.util.spec_from_file_location(f"convc_sample_{file.stem}", file)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses and pickle look a module up by name
@@ -114,6 +117,11 @@ def _load_sample(file: Path) -> Model:
         raise UsageError(f"{file}:{err.lineno}: {err.msg}") from err
     finally:
         sys.path.remove(str(file.parent))
+    return module
+
+
+def _load_sample(file: Path) -> Model:
+    module = _import_file(file)
     build = getattr(module, "build", None)
     if not callable(build):
         raise UsageError(f"{file}: defines no build(batch='N') function")
@@ -233,6 +241,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         _save(args.output, outputs)
         print(f"outputs written to {args.output}")
     return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.training_sample is None:
+        raise UsageError(
+            f"{TRAINING_SAMPLE}: not found; convc train runs it from a source checkout"
+        )
+    args.training_sample.run(args)
+    return 0
+
+
+def _add_train_command(commands) -> None:
+    """`convc train`: the digits sample, with the options its `add_arguments` declares."""
+    train = commands.add_parser(
+        "train", help="train a LeNet-style CNN on scikit-learn's digits (samples/train_digits.py)"
+    )
+    sample = _import_file(TRAINING_SAMPLE) if TRAINING_SAMPLE.is_file() else None
+    if sample is not None:
+        sample.add_arguments(train)
+    train.set_defaults(handler=cmd_train, training_sample=sample)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -395,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--emit", choices=("llvm", "asm", "obj"), default="obj")
     compile_.add_argument("-o", "--output", required=True, metavar="OUT")
     compile_.set_defaults(handler=cmd_compile)
+
+    _add_train_command(commands)
 
     from convc.bench import add_arguments as add_bench_arguments
 

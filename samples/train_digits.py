@@ -7,11 +7,13 @@ gives 1,437 training and 360 test images.
 
 The network: conv 16@3x3 (same) -> ReLU -> max-pool 2 -> conv 32@3x3 (same) ->
 ReLU -> max-pool 2 -> fc 64 -> ReLU -> dropout 0.25 -> fc 10 (10,314 weights).
-Each batch runs one `convc.train_step`: forward, backward and the optimizer
+Adam (lr 0.003, or SGD with momentum 0.9, lr 0.05) with cosine annealing over
+15 epochs of batches of 16 reaches 98.1% test accuracy with seed 0 (97.5-98.3%
+with seeds 0-2). Each batch runs one `convc.train_step`: forward, backward and the optimizer
 update in one native call (or interpreted with --interpret), the weights
 updated in place; test accuracy uses the eval-mode graph with the same weights.
 
-Run `python samples/train_digits.py [--epochs 12] [--optimizer adam|sgd]` or
+Run `python samples/train_digits.py [--epochs 15] [--optimizer adam|sgd]` or
 `convc train`. `build(batch)` and `example_inputs` make it a sample for
 `convc show` / `convc run` too (the untrained inference graph).
 """
@@ -19,6 +21,7 @@ Run `python samples/train_digits.py [--epochs 12] [--optimizer adam|sgd]` or
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -30,7 +33,7 @@ from convc import nn
 
 INPUT_SHAPE = (1, 8, 8)
 NUM_CLASSES = 10
-DEFAULTS = {"sgd": 0.05, "adam": 2e-3}  # learning rate by optimizer
+DEFAULTS = {"sgd": 0.05, "adam": 3e-3}  # learning rate by optimizer
 
 
 class DigitsNet(nn.Module):
@@ -119,10 +122,10 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def train(
-    epochs: int = 12,
+    epochs: int = 15,
     lr: float | None = None,
     optimizer: str = "adam",
-    batch_size: int = 32,
+    batch_size: int = 16,
     seed: int = 0,
     interpret: bool = False,
     threads: int | None = None,
@@ -148,7 +151,9 @@ def train(
     print(f"training step {engine} in {time.perf_counter() - start:.2f} s", file=out)
     order = np.random.default_rng(seed)
     history = []
+    base_lr = opt.lr
     for number in range(1, epochs + 1):
+        opt.lr = cosine_lr(base_lr, number, epochs)
         history.append(_epoch(step, number, epochs, x_train, y_train, batch_size, order, out))
         record = history[-1]
         record.test_accuracy = accuracy(step.predict(x_test), y_test)
@@ -158,6 +163,12 @@ def train(
             file=out,
         )
     return history
+
+
+def cosine_lr(base: float, epoch: int, epochs: int) -> float:
+    """Cosine annealing from `base` (epoch 1) towards 0 (the learning rate is a run-time input
+    of the compiled step, so changing it needs no recompilation)."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / epochs))
 
 
 def _optimizer(name: str, model: nn.Module, lr: float | None):
@@ -185,14 +196,21 @@ def _epoch(step, number, epochs, x, y, batch_size, order, out) -> Epoch:
     return Epoch(number, total_loss / len(x), correct / len(x), float("nan"), seconds)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The training options (shared by this script and `convc train`)."""
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--lr", type=float, help="learning rate (sgd 0.05, adam 0.002)")
+    parser.add_argument("--epochs", type=_positive_int, default=15, help="passes over the data")
+    parser.add_argument("--lr", type=float, help="initial learning rate (sgd 0.05, adam 0.003)")
     parser.add_argument("--optimizer", choices=sorted(DEFAULTS), default="adam")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, help="threads of the compiled step")
+    parser.add_argument("--batch-size", type=_positive_int, default=16, help="images a step")
+    parser.add_argument("--seed", type=int, default=0, help="split, weights, order and dropout")
+    parser.add_argument("--threads", type=_positive_int, help="threads of the compiled step")
     parser.add_argument("--interpret", action="store_true", help="use the reference interpreter")
 
 

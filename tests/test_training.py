@@ -365,7 +365,29 @@ def load_sample():
 
 @pytest.mark.slow
 def test_digits_reach_97_percent(capsys):
-    history = load_sample().train(epochs=12)
+    history = load_sample().train()
     out = capsys.readouterr().out
-    assert "epoch 12/12" in out and "test acc" in out
+    assert "epoch 15/15" in out and "test acc" in out
     assert history[-1].test_accuracy >= 0.97
+
+
+def test_convc_train_runs_a_short_training(capsys):
+    pytest.importorskip("sklearn")
+    from convc.cli import main
+
+    assert main(["train", "--epochs", "3", "--optimizer", "sgd"]) == 0
+    out = capsys.readouterr().out
+    assert "SGD(lr=0.05, momentum=0.9" in out
+    assert out.count("train acc") == 3 and "epoch 3/3 [" in out
+    final = float(out.split("final test accuracy: ")[1].split("%")[0])
+    assert final > 85.0
+
+
+def test_convc_train_rejects_bad_options(capsys):
+    pytest.importorskip("sklearn")
+    from convc.cli import main
+
+    assert main(["train", "--epochs", "0"]) == 1
+    assert "--epochs: expected a positive integer, got '0'" in capsys.readouterr().err
+    assert main(["train", "--lr", "-1", "--epochs", "1"]) == 1
+    assert "lr=-1.0 must be a finite number >= 0" in capsys.readouterr().err
