@@ -14,6 +14,7 @@ import sympy
 
 from convc import CodegenError, InputError, runtime
 from convc.loops import Buffer, For, Kernel, Load, Program, Store, Unary, loop_var
+from convc.runtime import llvm as runtime_llvm
 from convc.runtime import objects
 from ir.types import symbol
 
@@ -217,3 +218,52 @@ def test_parallel_compile_reports_a_failing_part(monkeypatch):
     monkeypatch.setattr(objects, "MIN_PARALLEL_WEIGHT", 0)
     with pytest.raises(CodegenError, match="kernel 'minus'.*ghost"):
         objects.compile_objects(chain_program("broken_parts", broken=True), jobs=3)
+
+
+def test_unresolved_external_symbol_is_an_error_not_a_crash():
+    from llvmlite import ir as llir
+
+    module = llir.Module("needs_missing")
+    missing = llir.Function(module, llir.FunctionType(llir.VoidType(), []), "convc_missing_fn")
+    fn = llir.Function(module, llir.FunctionType(llir.VoidType(), []), "caller")
+    builder = llir.IRBuilder(fn.append_basic_block())
+    builder.call(missing, [])
+    builder.ret_void()
+    mod = runtime_llvm.llvm.parse_assembly(str(module))
+    obj = runtime_llvm.emit_object(mod)
+    assert "convc_missing_fn" in runtime_llvm.object_symbols(obj)[1]
+    with pytest.raises(CodegenError, match="convc_missing_fn"):
+        runtime_llvm.LoadedCode([obj])
+
+
+SERIAL_CHILD = textwrap.dedent(
+    """
+    import ctypes.util, sys
+    import numpy as np
+    ctypes.util.find_library = lambda name: None  # as on a machine without libgomp
+    sys.path.insert(0, {tests!r})
+    from test_runtime import tanh_rows
+    from convc import runtime
+    assert runtime.parallel_runtime() == "serial"
+    exe = runtime.load(tanh_rows("serial"))
+    x = np.linspace(-3, 3, 5 * 45, dtype=np.float32).reshape(5, 45)
+    y = np.empty_like(x)
+    exe.run({{"x": x}}, {{"y": y}}, {{"N": 5}}, threads=2)
+    print(float(np.abs(y - np.tanh(x.astype(np.float64)) * 2).max()))
+    """
+)
+
+
+def test_parallel_loops_run_serially_without_libgomp():
+    code = SERIAL_CHILD.format(tests=os.path.dirname(__file__))
+    env = {**os.environ, "CONVC_CACHE": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert float(proc.stdout.strip()) < 1e-6

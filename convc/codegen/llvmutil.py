@@ -9,6 +9,11 @@ reductions that remain scalar loops). ``nnan``/``ninf``/``nsz`` stay off: NaN an
 must propagate exactly as in the NumPy reference, and ``max(x, 0)`` must not be rewritten on
 the assumption that x is never NaN. ``fdiv`` carries no flags (no reciprocal approximation),
 and ``afn`` is never set: math functions are our own polynomials with stated error bounds.
+
+No function attribute has to be written as text: without a ``min-legal-vector-width``
+attribute LLVM keeps explicit ``<16 x float>`` code in zmm registers even on CPUs whose tuning
+prefers 256-bit vectors (checked in the generated assembly), so ``prefer-vector-width`` is
+left alone; it only steers LLVM's own vectorisers, which here handle the scalar leftovers.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ fresh target machine (the engine owns it).
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import threading
 
@@ -108,6 +109,55 @@ def emit_assembly(mod: llvm.ModuleRef) -> str:
     return target_machine(pic=True).emit_assembly(mod)
 
 
+def object_symbols(obj: bytes) -> tuple[set[str], set[str]]:
+    """(defined, undefined) symbol names of an ELF64 object file, from its symbol table."""
+    if obj[:4] != b"\x7fELF" or obj[4] != 2 or obj[5] != 1:
+        return set(), set()  # not little-endian ELF64: nothing we can check here
+    shoff = int.from_bytes(obj[0x28:0x30], "little")
+    shentsize = int.from_bytes(obj[0x3A:0x3C], "little")
+    shnum = int.from_bytes(obj[0x3C:0x3E], "little")
+    sections = []
+    for k in range(shnum):
+        header = obj[shoff + k * shentsize : shoff + (k + 1) * shentsize]
+        sh_type = int.from_bytes(header[4:8], "little")
+        offset, size = (int.from_bytes(header[a : a + 8], "little") for a in (24, 32))
+        sections.append((sh_type, offset, size, int.from_bytes(header[40:44], "little")))
+    defined, undefined = set(), set()
+    for sh_type, offset, size, link in sections:
+        if sh_type != 2:  # SHT_SYMTAB
+            continue
+        strtab = sections[link][1]
+        for at in range(offset, offset + size, 24):
+            name_at = int.from_bytes(obj[at : at + 4], "little")
+            if name_at:
+                name = obj[strtab + name_at : obj.index(b"\0", strtab + name_at)].decode()
+                index = int.from_bytes(obj[at + 6 : at + 8], "little")
+                (undefined if index == 0 else defined).add(name)  # 0: SHN_UNDEF
+    return defined, undefined
+
+
+def _check_symbols(objects: list[bytes]) -> None:
+    """An unresolved external would leave a call to address 0 (a segfault): refuse instead."""
+    defined, used = set(), set()
+    for obj in objects:
+        has, needs = object_symbols(obj)
+        defined |= has
+        used |= needs
+    missing = sorted(name for name in used - defined if not _resolvable(name))
+    if missing:
+        raise CodegenError(f"compiled code needs symbol(s) not found in this process: {missing}")
+
+
+def _resolvable(name: str) -> bool:
+    if llvm.address_of_symbol(name):
+        return True
+    try:
+        ctypes.CDLL(None)[name]  # the process's own symbols (libc, libm)
+    except AttributeError:
+        return False
+    return True
+
+
 class LoadedCode:
     """Object files linked in one MCJIT engine; keeps the engine (and so the code) alive."""
 
@@ -117,6 +167,7 @@ class LoadedCode:
             empty = llvm.parse_assembly("")
             empty.triple = host()[0]
             self._engine = llvm.create_mcjit_compiler(empty, target_machine(pic=False))
+            _check_symbols(objects)
             for obj in objects:
                 self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
             self._engine.finalize_object()
