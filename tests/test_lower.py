@@ -97,13 +97,23 @@ def test_epilogue_is_applied_in_registers_and_only_the_group_output_is_stored():
 
 
 def test_big_kernels_get_one_collapsed_parallel_loop():
-    g = conv_graph(channels=16, size=64)
+    g = conv_graph(channels=48, size=64)
     (kernel,) = kernels(g)
     outer = kernel.body.stmts[0]
     assert outer.kind == "parallel" and str(outer.var) == "n_o_o"
-    assert outer.stop == sympy.Symbol("N", integer=True, positive=True) * 2
+    assert outer.stop == sympy.Symbol("N", integer=True, positive=True) * 3
     (small,) = kernels(conv_graph(channels=16, size=8))
     assert all(s.kind != "parallel" for s, _ in walk(small.body) if isinstance(s, loops.For))
+
+
+def test_windowed_convs_with_16k_channels_vectorize_over_channels():
+    (kernel,) = kernels(conv_graph(channels=32, size=14))
+    text = loops.format_kernel(kernel)
+    assert "vector(16, tail=masked) for o_i in 0..16:" in text
+    assert "alloc acc1: f32[6] = 0.0" in text and "unrolled for j_i in 0..6:" in text
+    assert "w.oc16[" in text and ", o_i]" in text
+    (narrow,) = kernels(conv_graph(channels=32, size=7))
+    assert "unrolled for j_i in 0..5:" in loops.format_kernel(narrow)  # the whole interior
 
 
 def test_default_schedules_by_family():

@@ -33,6 +33,7 @@ from .convert import Scope, condition, convert
 from .regions import conjuncts, interior
 
 UPDATE = {"sum": "add", "max": "max"}
+MAX_COLUMN_BLOCK = 8
 
 
 @dataclass
@@ -63,20 +64,29 @@ class Nest:
 def lower_nest(te, schedule, store, epilogue, scope, names) -> loops.Stmt:
     """The loop nest computing `te` (then `epilogue`) into buffer `store`."""
     nest = Nest(te, store, tuple(epilogue), scope, names)
+    atoms = conjuncts(te.condition)
+    if schedule.vector_axis and schedule.vector_axis.endswith(".i"):
+        return _channel_vector_nest(nest, schedule, atoms)
     nest.vector = _symbol(te, schedule.vector_axis)
     nest.block = _block(te, schedule)
-    atoms = conjuncts(te.condition)
     outer = [v for v in te.indices if v != nest.vector]
-    loops_, subs = _outer_loops(nest, outer, schedule)
-    rewrites = {}
-    if nest.block is not None:
-        _, size, _, var_i = nest.block
-        rewrites = {sympy.floor(var_i / size): sympy.Integer(0), sympy.Mod(var_i, size): var_i}
-    nest.scope = replace(scope, subs={**scope.subs, **subs}, rewrites=rewrites)
-    inner = _innermost(nest, atoms)
+    loops_, subs = _outer_loops(nest.te, outer, schedule, nest.block)
+    nest.scope = replace(scope, subs={**scope.subs, **subs}, rewrites=_tile_rewrites(nest.block))
+    return _wrap(loops_, _innermost(nest, atoms))
+
+
+def _wrap(loops_, inner) -> loops.Stmt:
     for var, start, stop, kind in reversed(loops_):
         inner = loops.For(var, start, stop, inner, kind=kind)
     return inner
+
+
+def _tile_rewrites(tile) -> dict:
+    """For a tile `o = o_o*B + o_i` (0 <= o_i < B): floor(o_i/B) is 0 and o_i mod B is o_i."""
+    if tile is None:
+        return {}
+    _, size, _, var_i = tile
+    return {sympy.floor(var_i / size): sympy.Integer(0), sympy.Mod(var_i, size): var_i}
 
 
 def _symbol(te: TensorExpr, name: str | None):
@@ -95,17 +105,18 @@ def _block(te: TensorExpr, schedule):
     return None
 
 
-def _outer_loops(nest: Nest, outer, schedule):
-    """(var, start, stop, kind) for the non-vector output axes, and the index substitution.
+def _outer_loops(te: TensorExpr, outer, schedule, tile):
+    """(var, start, stop, kind) for the axes `outer`, and the index substitution.
 
+    `tile` (axis, size, outer var, inner var) splits one axis; its outer part loops here.
     The leading axes named by `parallel_axis` ("n*o") are collapsed into one parallel loop
     whose variable is split back with floor/Mod.
     """
-    te, subs, extents = nest.te, {}, []
+    subs, extents = {}, []
     for v in outer:
         extent = te.shape[te.indices.index(v)]
-        if nest.block is not None and v == nest.block[0]:
-            _, size, var_o, var_i = nest.block
+        if tile is not None and v == tile[0]:
+            _, size, var_o, var_i = tile
             subs[v] = var_o * size + var_i
             extents.append((var_o, extent // size))
         else:
@@ -238,3 +249,66 @@ def _store(nest: Nest, acc: loops.Expr) -> loops.Stmt:
     index = tuple(scope.index(i) for i in te.indices) or (0,)
     stmts.append(loops.Store(nest.store, index, value))
     return loops.Block(tuple(stmts)) if len(stmts) > 1 else stmts[0]
+
+
+def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
+    """Conv with the output channels as the vector (schedule vector_axis "o.i").
+
+        parallel for n*o_o:  for i:
+          for j in interior blocks of R:  vector(16) for o_i:
+            alloc acc[R];  for c, a, b:  unrolled for j_i:  acc[j_i] += x[.., j] * w[o_o, .., o_i]
+          (then the leftover interior columns and the padded borders, one column at a time)
+
+    Each weight vector load feeds R FMAs and each input element is a broadcast: this suits
+    narrow outputs (7, 14, 28 wide), strided convs (no gathers) and the stem.
+    """
+    te = nest.te
+    o, j = te.indices[1], te.indices[-1]
+    width, block = schedule.tiles[str(o)], schedule.tiles[str(j)]
+    tile = (o, width, loops.loop_var(f"{o}_o"), loops.loop_var(f"{o}_i"))
+    outer = [v for v in te.indices if v != j]
+    loops_, subs = _outer_loops(te, outer, schedule, tile)
+    nest.scope = replace(
+        nest.scope, subs={**nest.scope.subs, **subs}, rewrites=_tile_rewrites(tile)
+    )
+    extent = te.shape[-1]
+    reduce_ranges = dict(zip(te.reduce_indices, te.reduce_shape))
+    split = interior(atoms, j, extent, reduce_ranges, te.indices)
+    var_j = loops.loop_var(str(j))
+    if split is None:
+        return _wrap(loops_, _columns(nest, tile, var_j, 0, extent, atoms))
+    lo, hi = split
+    inside = [a for a in atoms if j not in a.free_symbols]
+    span = sympy.simplify(hi - lo)
+    if span.is_number and 1 < int(span) <= MAX_COLUMN_BLOCK:
+        block = int(span)  # a narrow row is one register block
+    blocks = sympy.floor((hi - lo) / block)
+    var_o, var_i = loops.loop_var(f"{j}_o"), loops.loop_var(f"{j}_i")
+    blocked = replace(
+        nest,
+        block=(j, block, var_o, var_i),
+        scope=replace(nest.scope, subs={**nest.scope.subs, j: lo + block * var_o + var_i}),
+    )
+    parts = [
+        _columns(nest, tile, var_j, 0, lo, atoms),
+        loops.For(var_o, 0, blocks, _vector_channels(blocked, tile, inside)),
+        _columns(nest, tile, var_j, lo + block * blocks, hi, inside),
+        _columns(nest, tile, var_j, hi, extent, atoms),
+    ]
+    kept = [p for p in parts if not (isinstance(p, loops.For) and _empty(p.start, p.stop))]
+    return _wrap(loops_, loops.Block(tuple(kept)))
+
+
+def _empty(start, stop) -> bool:
+    return sympy.simplify(sympy.sympify(stop) - start) == 0
+
+
+def _columns(nest: Nest, tile, var_j, start, stop, atoms) -> loops.Stmt:
+    """Output columns start..stop one at a time, channels vectorized."""
+    return loops.For(var_j, start, stop, _vector_channels(nest, tile, atoms))
+
+
+def _vector_channels(nest: Nest, tile, atoms) -> loops.Stmt:
+    _, width, _, var_i = tile
+    body = _point(nest, atoms)
+    return loops.For(var_i, 0, width, body, kind="vectorized", width=width, tail="masked")

@@ -31,6 +31,9 @@ VECTOR_WIDTH = 16
 #: Multiply-adds below which a kernel stays on one thread (a wake-up costs ~5-10 us).
 PARALLEL_MIN_WORK = 1 << 17
 CHANNEL_BLOCKS = (8, 6, 4, 3, 2)
+#: Output rows narrower than this vectorize over channels; R columns share each weight vector.
+NARROW_WIDTH = 32
+COLUMN_BLOCK = 6
 
 
 def work(te: TensorExpr) -> int:
@@ -55,19 +58,43 @@ def _vector_axis(te: TensorExpr) -> str | None:
     return str(te.indices[-1])
 
 
+def _channel_vector(te: TensorExpr) -> bool:
+    """Vectorize a conv over output channels (not width) unless it is a 1x1, stride-1 conv
+    over wide rows: there a width vector reads contiguous inputs and the block of output
+    channels reuses each; everywhere else (windows, strides, narrow rows) channel vectors
+    with a block of output columns measure 1.5-4x faster (docs in `nest`)."""
+    if te.op != "conv" or te.attrs.get("group") != 1 or len(te.indices) < 3:
+        return False
+    channels, width = sympy.sympify(te.shape[1]), sympy.sympify(te.shape[-1])
+    if not channels.is_number or int(channels) % VECTOR_WIDTH:
+        return False
+    narrow = width.is_number and int(width) < NARROW_WIDTH
+    window = any(k > 1 for k in te.attrs["kernel_shape"])
+    return narrow or window or any(s > 1 for s in te.attrs["strides"])
+
+
 def default_schedule(te: TensorExpr) -> Schedule:
     """The schedule for `te` by its family (attrs["family"])."""
     family = te.attrs.get("family", "elementwise")
     names = [str(i) for i in te.indices]
     tiles, unroll = {}, ()
+    parallel = None
+    if work(te) >= PARALLEL_MIN_WORK and len(names) >= 2:
+        parallel = "*".join(names[:2]) if len(names) > 2 else names[0]
+    if _channel_vector(te):
+        return Schedule(
+            tiles={names[1]: VECTOR_WIDTH, names[-1]: COLUMN_BLOCK},
+            order=tuple(names),
+            vector_axis=f"{names[1]}.i",
+            vector_width=VECTOR_WIDTH,
+            unroll=(f"{names[-1]}.i",),
+            parallel_axis=parallel,
+        )
     if family in ("conv", "dense") and te.reduction == "sum" and len(names) >= 2:
         axis = names[1] if family == "conv" else names[-2]
         block = _channel_block(te.shape[names.index(axis)])
         if block > 1 and axis != _vector_axis(te):
             tiles, unroll = {axis: block}, (f"{axis}.i",)
-    parallel = None
-    if work(te) >= PARALLEL_MIN_WORK and len(names) >= 2:
-        parallel = "*".join(names[:2]) if len(names) > 2 else names[0]
     return Schedule(
         tiles=tiles,
         order=tuple(names),
