@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import convc
 import ir
+from convc.texpr import index, texpr_of
 
 EPS, RTOL, ATOL = 1e-6, 1e-6, 1e-6
 FAST = settings(max_examples=6, deadline=None)
@@ -492,3 +493,26 @@ def test_gradients_over_symbolic_spatial_sizes(op, attrs, w_shape):
     wrt = ["x"] + [name for name, _ in params]
     for shape in [(1, 2, 5, 7), (2, 2, 4, 3)]:
         check_gradient(g, {"x": rand(rng, shape)}, wrt)
+
+
+@pytest.mark.parametrize(
+    "channels, out_channels, group", [(4, 6, 2), (2, 4, 2), (3, 3, 3), (6, 4, 2)]
+)
+@pytest.mark.parametrize("op", ["conv", "conv_transpose"])
+def test_grouped_gradients_loop_over_one_group(channels, out_channels, group, op):
+    """The grouped channel index floor(o/(M/G))*(C/G) + c is solved for both c and o, so the
+    input gradient sums over the M/G channels of one group, not over all M."""
+    rng = np.random.default_rng(20)
+    if op == "conv":
+        w_shape = (out_channels, channels // group, 3, 2)
+    else:
+        w_shape = (channels, out_channels // group, 3, 2)
+    g = single(
+        op, (2, channels, 4, 3), {"group": group, "strides": [2, 1]}, [("w", rand(rng, w_shape))]
+    )
+    gg = check_gradient(g, {"x": rand(rng, (2, channels, 4, 3))}, ["x", "w"])
+    (part,) = texpr_of(gg, gg.nodes["d_y.x"])
+    extents = dict(zip(part.reduce_indices, part.reduce_shape))
+    assert index("o") not in extents
+    if out_channels // group > 1:
+        assert extents[index("o_in_group")] == out_channels // group

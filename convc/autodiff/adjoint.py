@@ -34,7 +34,7 @@ Not derived by differentiation, and why:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import sympy
 
@@ -62,6 +62,7 @@ class IndexSolution:
     substitution: dict
     remaining: tuple
     conditions: list
+    extents: dict = field(default_factory=dict)  # of the remaining indices
 
 
 def _linear_in(f, v):
@@ -87,6 +88,47 @@ def _eliminate(f, target, variables, remaining, preferred):
     return v, (target - rest) / coeff
 
 
+def within_ranges(expr, extents: dict):
+    """floor(v/E) -> 0 and Mod(v, E) -> v for each index v known to lie in [0, E)."""
+    expr = sympy.sympify(expr)
+    for v, extent in extents.items():
+        quotient, remainder = sympy.floor(v / extent), sympy.Mod(v, extent)
+        if isinstance(quotient, sympy.floor):  # not already evaluated (extent 1)
+            expr = expr.subs(quotient, 0)
+        if isinstance(remainder, sympy.Mod):
+            expr = expr.subs(remainder, v)
+    return expr
+
+
+def _group_split(f, target, target_extent, variables, remaining):
+    """Solve f = A*floor(o/K) + c with 0 <= c < A (a grouped channel) for both c and o.
+
+    The decomposition is unique: c = u mod A (written u - A*floor(u/A)) and
+    floor(o/K) = floor(u/A), so o = K*floor(u/A) + r with a new index r < K. This
+    keeps a grouped convolution's input gradient to the K output channels of the
+    group instead of a scan over all of them. Returns (values, (r, K)) or None.
+    """
+    for c in remaining:
+        found = _linear_in(f, c)
+        if found is None or found[0] != 1:
+            continue
+        width = variables[c]
+        quotient = sympy.expand(found[1] / width)
+        if not isinstance(quotient, sympy.floor):
+            continue
+        for o in sorted(quotient.args[0].free_symbols & set(remaining) - {c}, key=str):
+            inner = _linear_in(quotient.args[0], o)
+            if inner is None or inner[1] != 0 or not (1 / inner[0]).is_Integer:
+                continue
+            size = 1 / inner[0]
+            if sympy.simplify(variables[o] / size - target_extent / width) != 0:
+                continue
+            group = sympy.floor(target / width)
+            r = index(f"{o}_in_group")
+            return {c: target - width * group, o: size * group + r}, (r, size)
+    return None
+
+
 def solve_access(indices, variables: dict, target_shape, preferred) -> IndexSolution:
     """Solve access index f_k(vars) = u_k for the variables, axis by axis.
 
@@ -95,10 +137,21 @@ def solve_access(indices, variables: dict, target_shape, preferred) -> IndexSolu
     window becomes a divisibility condition rather than a scan).
     """
     targets = [index(f"u{k}") for k in range(len(indices))]
+    variables = dict(variables)
     remaining = list(variables)
-    substitution, conditions = {}, []
+    substitution, conditions, exact = {}, [], set()
     for k, f in enumerate(indices):
         f = sympy.sympify(f).subs(substitution, simultaneous=True)
+        f = within_ranges(f, {v: variables[v] for v in remaining})
+        split = _group_split(f, targets[k], target_shape[k], variables, remaining)
+        if split is not None:
+            values, (r, size) = split
+            variables[r] = size
+            remaining = [v for v in remaining if v not in values] + [r]
+            substitution = {w: e.subs(values, simultaneous=True) for w, e in substitution.items()}
+            substitution.update(values)
+            exact |= set(values)  # in range by construction
+            continue
         found = _eliminate(f, targets[k], variables, remaining, preferred)
         if found is None:
             if not (f == 0 and target_shape[k] == 1):
@@ -112,8 +165,11 @@ def solve_access(indices, variables: dict, target_shape, preferred) -> IndexSolu
         numerator, denominator = sympy.fraction(sympy.together(value))
         if denominator != 1:
             conditions.append(sympy.Eq(sympy.Mod(numerator, denominator), 0))
-        conditions.append(bound_condition(value, variables[v], {}))
-    return _rename(targets, substitution, remaining, conditions)
+        if v not in exact:
+            conditions.append(bound_condition(value, variables[v], {}))
+    solution = _rename(targets, substitution, remaining, conditions)
+    solution.extents = {v: variables[v] for v in solution.remaining}
+    return solution
 
 
 def _rename(targets, substitution, remaining, conditions) -> IndexSolution:
@@ -134,11 +190,11 @@ def pullback(term, a, variables, condition, preferred, target_shape, name, e) ->
     """The TensorExpr summing `term` over the solutions of a's index equations."""
     indices = a.indices if target_shape else ()  # a rank-0 tensor is read as name[0]
     solution = solve_access(indices, variables, target_shape, preferred)
+    ranges = dict(zip(solution.targets, target_shape)) | solution.extents
     body = sympy.sympify(term).subs(solution.substitution, simultaneous=True)
+    body = within_ranges(body, ranges)
     cond = sympy.sympify(condition).subs(solution.substitution, simultaneous=True)
-    ranges = dict(zip(solution.targets, target_shape)) | {
-        v: variables[v] for v in solution.remaining
-    }
+    cond = within_ranges(cond, ranges)
     cond = simplify_condition(sympy.And(cond, *solution.conditions), ranges)
     return split_residues(
         TensorExpr(
@@ -148,7 +204,7 @@ def pullback(term, a, variables, condition, preferred, target_shape, name, e) ->
             body=body,
             reduction="sum" if solution.remaining else "none",
             reduce_indices=solution.remaining,
-            reduce_shape=tuple(variables[v] for v in solution.remaining),
+            reduce_shape=tuple(solution.extents[v] for v in solution.remaining),
             condition=cond,
             dtype=e.dtype,
             op=e.op,
