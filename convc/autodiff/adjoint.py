@@ -13,9 +13,13 @@ sum over the solutions of f(I, J) = U is made explicit by solving the index
 equations axis by axis (`solve_access`): a variable that appears linearly, output
 indices first, is eliminated, e.g. s*i + d*a - p = u gives i = (u + p - d*a)/s,
 kept where the division is exact (a Mod condition) and 0 <= i < extent; the
-variables left over are the new expression's reduction indices. For a conv this
-turns the input gradient into a transposed convolution and the weight gradient
-into a correlation of the input with dy, without any per-op code.
+variables left over are the new expression's reduction indices. A grouped
+channel index A*floor(o/K) + c (c < A) is solved for both c and o
+(`_group_split`), and floor/Mod of indices known to be in range are simplified
+(`within_ranges`). For a conv this turns the input gradient into a transposed
+convolution and the weight gradient into a correlation of the input with dy,
+without any per-op code; `residues.split_residues` then removes the taps a
+divisibility condition would reject.
 
 Not derived by differentiation, and why:
 - max reductions (max_pool, global_max_pool): the derivative of a max is the
