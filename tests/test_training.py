@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -359,6 +360,7 @@ def load_sample():
     pytest.importorskip("sklearn")
     spec = importlib.util.spec_from_file_location("train_digits", SAMPLES / "train_digits.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
 
@@ -391,3 +393,16 @@ def test_convc_train_rejects_bad_options(capsys):
     assert "--epochs: expected a positive integer, got '0'" in capsys.readouterr().err
     assert main(["train", "--lr", "-1", "--epochs", "1"]) == 1
     assert "lr=-1.0 must be a finite number >= 0" in capsys.readouterr().err
+
+
+def test_bench_training_suite_checks_pytorch_against_the_interpreter():
+    pytest.importorskip("torch")
+    from convc.bench.training import run_training_case, training_cases
+
+    (case,) = training_cases(batches=[2])
+    result = run_training_case(case, ["numpy", "torch", "onnxruntime"], 1, repeat=1, block_s=0)
+    assert result.peers["numpy"].max_err == 0.0
+    assert result.peers["torch"].note == "" and result.peers["torch"].max_err < 1e-5
+    assert result.peers["torch"].median_s > 0
+    assert result.peers["onnxruntime"].note in ("no training step", "not installed")
+    assert result.macs == 3 * 2 * 416_520  # LeNet-5's forward MACs per image, times three

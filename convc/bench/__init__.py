@@ -2,7 +2,8 @@
 
 Stage: a driver above the compiler, like the CLI. Input: a model file or a
 suite name (`layers`: the single layers of shared/BENCHMARKS.md; `models`:
-LeNet-5, ResNet-18 and MobileNetV2 from samples/), thread counts, batch
+LeNet-5, ResNet-18 and MobileNetV2 from samples/; `training`: one optimizer
+step of LeNet-5, see `training`), thread counts, batch
 sizes, repeats and peers. Output: Markdown tables of medians and minima,
 ratios to each peer, GFLOP/s and % of peak (see `table`), optionally JSON.
 
@@ -41,9 +42,10 @@ from .runner import (
     threads_pinned,
 )
 from .table import PEAK_GFLOPS_PER_CORE, format_results
+from .training import TrainingCase, run_training_case, training_cases
 
-SUITES = ("layers", "models")
-DEFAULT_THREADS = {"layers": (1,), "models": (1, 2), None: (1,)}
+SUITES = ("layers", "models", "training")
+DEFAULT_THREADS = {"layers": (1,), "models": (1, 2), "training": (1,), None: (1,)}
 
 __all__ = ["SUITES", "CaseResult", "add_arguments", "command", "format_results", "run_cases"]
 
@@ -56,7 +58,8 @@ def run_cases(
     results = []
     for case in cases:
         print(f"bench: {case.name}, N={case.batch}, {threads} threads", file=sys.stderr)
-        results.append(run_case(case, peers, threads, repeat, block_s))
+        run = run_training_case if isinstance(case, TrainingCase) else run_case
+        results.append(run(case, peers, threads, repeat, block_s))
     return results
 
 
@@ -80,6 +83,8 @@ def suite_cases(args: argparse.Namespace) -> list[Case]:
         cases = layer_cases(batches)
     elif args.suite == "models":
         cases = model_cases(batches)
+    elif args.suite == "training":
+        cases = training_cases(batches)
     else:
         cases = file_cases(args.file, batches or (1,))
     chosen = [c for c in cases if args.only is None or args.only.lower() in c.name.lower()]
