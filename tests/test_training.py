@@ -220,6 +220,35 @@ def test_step_updates_module_in_place_and_learns():
     assert not np.allclose(model.bn.running_mean.data, 0)
 
 
+def test_predict_uses_the_current_weights():
+    model, step = make_step("sgd", interpret=True)
+    x, y = batches(1)[0]
+    for _ in range(2):
+        step(x, y)
+    eval_graph = nn.trace(model.eval(), convc.Input("x", ("N", 1, 6, 6)))
+    expected = convc.interpret(eval_graph, {"x": x})[eval_graph.outputs[0]]
+    np.testing.assert_allclose(step.predict(x), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_graph_trains_the_named_parameters_in_place():
+    nn.manual_seed(0)
+    model, loss = Small(), nn.CrossEntropyLoss()
+    graph = nn.trace(
+        lambda x, y: loss(model(x), y),
+        convc.Input("x", ("N", 1, 6, 6)),
+        convc.Input("y", ("N",), "int64"),
+    )
+    fc, conv = graph.values["fc.weight"].data, graph.values["conv.weight"].data
+    fc_before, conv_before = fc.copy(), conv.copy()
+    step = convc.train_step(graph, optimizer=SGD(["fc.weight"], lr=0.5), interpret=True)
+    assert step.loss == "softmax_cross_entropy"
+    x, y = batches(1)[0]
+    for _ in range(3):
+        step(x, y)
+    assert not np.array_equal(fc, fc_before) and np.array_equal(conv, conv_before)
+    assert "conv.weight" not in step.graph.inputs and "fc.weight" in step.graph.inputs
+
+
 def torch_losses(optimizer: str, steps: int = 3):
     """The same steps in PyTorch: same weights, data and dropout masks."""
     torch = pytest.importorskip("torch")

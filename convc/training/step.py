@@ -210,8 +210,8 @@ def train_step(
     inputs=convc.Input("x", ("N", 1, 8, 8)))` traces `model` in train mode with
     the loss (outputs "loss" and "output"); the target input "target" defaults
     to int64 class indices for CrossEntropyLoss and to the output's type
-    otherwise. Graph: `loss` names its scalar output (default: its only output,
-    or "loss"). The step is compiled unless `interpret`; `seed` seeds dropout.
+    otherwise. Graph: `loss` names its scalar output (default: its only output
+    besides running statistics, or "loss"). The step is compiled unless `interpret`; `seed` seeds dropout.
     """
     options = {"interpret": interpret, "threads": threads}
     if isinstance(model_or_graph, Graph):
@@ -272,9 +272,10 @@ def _default_target(loss, out_type) -> nn.Tensor:
 def _loss_name(graph: Graph, loss: str | None) -> str:
     if loss is not None:
         return loss
-    if len(graph.outputs) == 1:
-        return graph.outputs[0]
-    if "loss" in graph.outputs:
+    results = [o for o in graph.outputs if not o.endswith(UPDATED)]  # not running statistics
+    if len(results) == 1:
+        return results[0]
+    if "loss" in results:
         return "loss"
     raise GraphError(
         f"training step of graph '{graph.name}': it has outputs {graph.outputs}; name the "
