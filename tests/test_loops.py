@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+import pytest
 import sympy
 
+from convc import CodegenError
 from convc.loops import (
     Alloc,
     Assign,
@@ -30,6 +34,7 @@ from convc.loops import (
     format_program,
     loop_var,
     program_hash,
+    verify_program,
 )
 from ir.types import symbol
 
@@ -119,3 +124,28 @@ def test_schedule_describe():
         "tiles ow=16 order n,oc,ow.o,ow.i vector ow.i/16 tail=masked unroll oc.i parallel n layout x:NCHW16c"
     )
     assert Schedule().describe() == "default"
+
+
+def _kernel(*body) -> tuple[Kernel, ...]:
+    return (Kernel("conv1", list(body)),)
+
+
+MISALIGNED_TEMP = Buffer("t", "float32", (N, 6), "temp", 8)
+BROKEN = {
+    "duplicate buffer": lambda p: replace(p, buffers=(*p.buffers, p.buffers[0])),
+    "unknown kernel 'nope'": lambda p: replace(p, calls=("nope",)),
+    "not 64-aligned": lambda p: replace(p, buffers=(*p.buffers[:2], MISALIGNED_TEMP, p.buffers[3])),
+    "unknown symbol": lambda p: replace(p, symbols=()),
+    "unknown name": lambda p: replace(p, kernels=_kernel(Store("y", (n, 0, 0, 0), 1.0))),
+    "rank 2": lambda p: replace(p, kernels=_kernel(For(n, 0, 2, [Store("w", (n,), 1.0)]))),
+    "shadows": lambda p: replace(p, kernels=_kernel(For(n, 0, 2, [For(n, 0, 2, [])]))),
+    "kind 'wavy'": lambda p: replace(p, kernels=_kernel(For(n, 0, 2, [], "wavy"))),
+    "op 'cosh'": lambda p: replace(p, kernels=_kernel(Let("v", Unary("cosh", Const(1.0))))),
+}
+
+
+@pytest.mark.parametrize("message", sorted(BROKEN))
+def test_verifier_names_the_broken_invariant(message):
+    verify_program(conv_like())
+    with pytest.raises(CodegenError, match=message):
+        verify_program(BROKEN[message](conv_like()))

@@ -28,6 +28,7 @@ from llvmlite import ir
 from ir.errors import CodegenError
 
 from ..loops import ir as L
+from ..loops.verify import verify_program
 from .index import IndexCodegenError, emit_index
 from .kernel import FunctionEmitter, walk
 from .llvmutil import I32, I64, PTR, VOID
@@ -172,6 +173,7 @@ def generate(
     are declared where the entry point calls them), with or without the entry point. The
     runtime compiles parts in parallel and links their objects, and verifies kernels one
     at a time to name the one LLVM rejects."""
+    verify_program(program)
     mctx = ModuleContext(program, program.name)
     wanted = None if kernels is None else set(kernels)
     emitted = {}

@@ -27,6 +27,7 @@ from .ir import (
 )
 from .printer import format_expr, format_kernel, format_program, format_stmt, program_hash
 from .schedule import Schedule
+from .verify import verify_program
 
 __all__ = [
     "Alloc",
@@ -58,4 +59,5 @@ __all__ = [
     "format_stmt",
     "loop_var",
     "program_hash",
+    "verify_program",
 ]

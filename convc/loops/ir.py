@@ -41,7 +41,7 @@ codegen exploits:
 - ``unrolled``: fully unrolled at codegen time (the extent must be a constant); the variable
   becomes a constant in each copy, so e.g. ``acc[t]`` with unrolled ``t`` lives in a register.
 
-Invariants (checked by `convc.loops.verify`, asserted by codegen)
+Invariants (checked by `convc.loops.verify_program` before codegen)
 -----------------------------------------------------------------
 Names are unique per program (buffers, kernels) and per kernel scope (locals, loop
 variables); every buffer an expression names exists; index tuples have the buffer's rank;
