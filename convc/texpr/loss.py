@@ -102,9 +102,8 @@ def softmax_texpr(graph, node):
     )
 
 
-def _picked(graph, node, labels, n_idx):
-    """c == labels[n, d..] (and labels[n, d..] != ignore_index)."""
-    c = index("c")
+def _picked(graph, node, labels, n_idx, c):
+    """c == labels[n, d..] (and labels[n, d..] != ignore_index); `c` is the class index."""
     label = access(labels, n_idx, dtype_of(graph, labels))
     condition = sympy.Eq(c, label)
     if node.attrs["ignore_index"] is not None:
@@ -124,7 +123,7 @@ def softmax_cross_entropy_texpr(graph, node):
     n_shape = (shape[0], *shape[2:])
     w = sympy.Integer(1) if weights is None else access(weights, (c,), dtype_of(graph, weights))
     picked = {"reduction": "sum", "reduce_indices": (c,), "reduce_shape": (shape[1],)}
-    picked["condition"] = _picked(graph, node, labels, n_idx)
+    picked["condition"] = _picked(graph, node, labels, n_idx, c)
     weight, terms = f"{node.name}.weight", f"{node.name}.terms"
     loss, reduction = node.outputs[0], node.attrs["reduction"]
     steps.append(_expr(node, weight, n_idx, n_shape, w, dtype, "temp", **picked))
