@@ -381,6 +381,10 @@ def _bad(body, bufs=None) -> Program:
         ([For(i, 0, N, [Store("y", (i,), Ref("ghost"))])], "unknown local"),
         ([For(i, 0, N, [Store("y", (i,), Cast(Load("x", (i,)), "int64"))])], "expected a float32"),
         ([For(i, 0, N, [Store("y", (i,), Load("x", (i,)))], "vectorized", 12)], "bad width"),
+        (
+            [For(i, 0, N, [For(j, 0, i, [Store("y", (i,), Load("x", (j,)))])], "vectorized", 16)],
+            "depend on the vector variable",
+        ),
     ],
 )
 def test_codegen_error_names_the_kernel(body, message):

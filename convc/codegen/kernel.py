@@ -14,9 +14,10 @@ import sympy
 from llvmlite import ir
 
 from ..loops import ir as L
-from .index import IndexEmitter, known_multiple
+from .index import IndexEmitter, depends_on, known_multiple
 from .llvmutil import const, for_range, i64, lanes, smax, splat, value_type, vector_fma
 from .memory import Memory, VecCtx
+from .parallel import emit_parallel_loop
 from .values import binary, cast, compare, identity, index_value, unary, widen
 
 
@@ -42,6 +43,12 @@ class FunctionEmitter:
         self.vec: VecCtx | None = None
         self.in_parallel = False
         self.nthreads = None
+
+    def spawn(self, fn: ir.Function, buffers: dict, env: dict, lets: dict) -> FunctionEmitter:
+        """An emitter for another function of the same module (an outlined loop body);
+        `lets` maps names to (dtype, value) of the scalar locals it receives."""
+        locals_ = {name: Local(dtype, value=value) for name, (dtype, value) in lets.items()}
+        return FunctionEmitter(self.mctx, fn, buffers, env, locals_)
 
     # ------------------------------------------------------------------ statements
 
@@ -112,13 +119,17 @@ class FunctionEmitter:
                 self.stmt(s.orelse)
 
     def _for(self, s: L.For) -> None:
+        if self.vec is not None and (
+            depends_on(s.start, self.vec.var) or depends_on(s.stop, self.vec.var)
+        ):
+            raise ValueError(
+                f"bounds of loop '{s.var}' depend on the vector variable '{self.vec.var}'"
+            )
         if s.kind == "vectorized":
             self._vector_loop(s)
         elif s.kind == "unrolled":
             self._unrolled_loop(s)
         elif s.kind == "parallel" and not self.in_parallel and self.vec is None:
-            from .parallel import emit_parallel_loop
-
             emit_parallel_loop(self, s)
         elif s.kind in ("serial", "parallel"):
             if s.kind == "parallel" and self.vec is not None:

@@ -38,8 +38,6 @@ NUM_THREADS = "omp_get_num_threads"
 
 def emit_parallel_loop(em, s: L.For) -> None:
     """Outline `s` (a parallel For) out of the emitter `em`'s function and dispatch it."""
-    from .kernel import FunctionEmitter, Local
-
     mctx, b = em.mctx, em.b
     buffers = sorted(em.buffers)
     indices = sorted(em.env)
@@ -55,15 +53,12 @@ def emit_parallel_loop(em, s: L.For) -> None:
     args = list(body_fn.args)
     for arg, buf in zip(args, buffers):
         mctx.annotate_buffer_arg(arg, buf)
-    sub = FunctionEmitter(
-        mctx,
+    let_args = args[len(buffers) + len(indices) :]
+    sub = em.spawn(
         body_fn,
         dict(zip(buffers, args)),
         dict(zip(indices, args[len(buffers) :])),
-        {
-            n: Local(em.locals[n].dtype, value=a)
-            for n, a in zip(lets, args[len(buffers) + len(indices) :])
-        },
+        {n: (em.locals[n].dtype, a) for n, a in zip(lets, let_args)},
     )
     sub.in_parallel = True
     sub.serial_loop(s.var.name, args[-2], args[-1], s.body)

@@ -75,6 +75,8 @@ def compile_part(program: L.Program, kernels: list[str] | None, entry: bool) -> 
 
 def compile_objects(program: L.Program, jobs: int | None = None) -> list[bytes]:
     """Object files for the whole program (see the module docstring)."""
+    if not hasattr(os, "fork"):
+        jobs = 1
     groups = partition(program, compile_jobs() if jobs is None else jobs)
     with llvm.LLVM_LOCK:  # one compile at a time: no other thread of ours is in LLVM at fork
         if len(groups) == 1:
