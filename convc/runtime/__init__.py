@@ -15,14 +15,13 @@ serial stand-in), `executable` (buffers, arenas, the ctypes call).
 """
 
 from .cache import STATS, cache_dir, cache_key
-from .executable import Executable, aligned_empty, build, default_threads, is_aligned, load
+from .executable import Executable, aligned_empty, default_threads, is_aligned, load
 from .parallel import ensure_loaded as parallel_runtime
 
 __all__ = [
     "STATS",
     "Executable",
     "aligned_empty",
-    "build",
     "cache_dir",
     "cache_key",
     "default_threads",

@@ -223,6 +223,3 @@ class Executable:
 def load(program: Program, threads: int | None = None) -> Executable:
     """Compile `program` for this CPU (or fetch it from the caches) and load it."""
     return Executable(program, threads)
-
-
-build = load
