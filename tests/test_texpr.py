@@ -362,7 +362,7 @@ def test_softmax_matches_interpreter(op, axis):
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("ignore", [None, 1])
-@pytest.mark.parametrize("extra", [(), (2,)])
+@pytest.mark.parametrize("extra", [(), (2,), (1, 2, 1, 1, 2)])
 def test_softmax_cross_entropy_matches_interpreter(reduction, weighted, ignore, extra):
     rng = np.random.default_rng(6)
     g = ir.Graph("sce")
