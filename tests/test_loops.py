@@ -85,6 +85,7 @@ def test_expression_printing_and_operators():
     assert format_expr(e) == "select(x[n + 1] > 0.0, (x[n + 1] * 2.0) + 1.0, -exp(x[n + 1]) / s)"
     assert format_expr(Cast(Index(oh * 2 - 1), "float32")) == "f32(idx(2*oh - 1))"
     assert format_expr(Const(3, "int32")) == "3:i32" and format_expr(Const(3, "int64")) == "3"
+    assert format_expr(Const(3, "float32")) == "3.0" and format_expr(Const(1, "bool")) == "True"
     assert isinstance(2.0 * x, Binary) and (2.0 * x).a == Const(2.0)
 
 

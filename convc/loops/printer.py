@@ -39,8 +39,7 @@ def _indices(index) -> str:
 def format_expr(e: ir.Expr) -> str:
     """One value expression, fully parenthesised where it nests."""
     if isinstance(e, ir.Const):
-        plain = e.dtype in ("float32", "int64", "bool")  # what bare Python numbers become
-        return repr(e.value) if plain else f"{e.value!r}:{SHORT[e.dtype]}"
+        return _const(e)
     if isinstance(e, ir.Index):
         return f"idx({_idx(e.expr)})"
     if isinstance(e, (ir.Load, ir.Ref)):
@@ -61,6 +60,15 @@ def format_expr(e: ir.Expr) -> str:
     if isinstance(e, ir.Cast):
         return f"{SHORT[e.dtype]}({format_expr(e.x)})"
     raise TypeError(f"not a loop-IR value: {e!r}")
+
+
+def _const(e: ir.Const) -> str:
+    """The value in its dtype's own form (1.0 for floats, 1 for ints, True for bools), so
+    that constants of different dtypes never print alike; float32, int64 and bool (what
+    bare Python numbers become) carry no suffix."""
+    convert = {"bool": bool}.get(e.dtype, float if e.dtype.startswith("float") else int)
+    text = repr(convert(e.value))
+    return text if e.dtype in ("float32", "int64", "bool") else f"{text}:{SHORT[e.dtype]}"
 
 
 def _paren(e: ir.Expr) -> str:
