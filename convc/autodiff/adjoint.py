@@ -95,13 +95,14 @@ def _eliminate(f, target, variables, remaining, preferred):
 def within_ranges(expr, extents: dict):
     """floor(v/E) -> 0 and Mod(v, E) -> v for each index v known to lie in [0, E)."""
     expr = sympy.sympify(expr)
+    present = expr.atoms(sympy.floor, sympy.Mod)
+    if not present:
+        return expr
+    rules = {}
     for v, extent in extents.items():
-        quotient, remainder = sympy.floor(v / extent), sympy.Mod(v, extent)
-        if isinstance(quotient, sympy.floor):  # not already evaluated (extent 1)
-            expr = expr.subs(quotient, 0)
-        if isinstance(remainder, sympy.Mod):
-            expr = expr.subs(remainder, v)
-    return expr
+        rules[sympy.floor(v / extent)] = sympy.Integer(0)
+        rules[sympy.Mod(v, extent)] = v
+    return expr.xreplace({f: rules[f] for f in present if f in rules})
 
 
 def _group_split(f, target, target_extent, variables, remaining):
