@@ -281,9 +281,16 @@ class FunctionEmitter:
 
     def _operands(self, *nodes: L.Expr):
         """Emit operands that must share a dtype; constants adopt the others' dtype."""
-        typed = [n for n in nodes if not isinstance(n, L.Const)]
-        dtype = self.expr(typed[0])[1] if typed else nodes[0].dtype
-        return [self.expr_as(n, dtype)[0] for n in nodes], dtype
+        emitted = {k: self.expr(n) for k, n in enumerate(nodes) if not isinstance(n, L.Const)}
+        dtypes = {dtype for _, dtype in emitted.values()}
+        if len(dtypes) > 1:
+            raise ValueError(f"operands of different dtypes {sorted(dtypes)} (insert a Cast)")
+        dtype = dtypes.pop() if dtypes else nodes[0].dtype
+        values = [
+            emitted[k][0] if k in emitted else self.expr_as(n, dtype)[0]
+            for k, n in enumerate(nodes)
+        ]
+        return values, dtype
 
     def _fma(self, e: L.Fma):
         (x, y, z), dtype = self._operands(e.a, e.b, e.c)
