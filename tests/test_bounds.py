@@ -103,6 +103,13 @@ IN_BOUNDS = textwrap.dedent(
         gy[...] = 0
         exe.run({"x": gx}, {"y": gy}, {"N": 21})
         np.testing.assert_array_equal(gy[1::2], x[2::3])
+
+    # 5. stride-2 loads (a wide masked load + shuffle) touching the first and the last element
+    body = For(i, 0, N, [Store("y", (i,), Load("x", (2 * i,)) + Load("x", (2 * i + 1,)))], "vectorized", 16, "masked")
+    bufs = [Buffer("x", "float32", (2 * N,), "input", align=A), Buffer("y", "float32", (N,), "output", align=A)]
+    x = rng.standard_normal(2 * 19).astype(np.float32)
+    check(Program("pairs", bufs, [Kernel("pairs", [body])], ("N",)), {"x": x}, {"y": (19,)}, {"N": 19},
+          {"y": x[0::2] + x[1::2]})
     print("ok")
     """
 )

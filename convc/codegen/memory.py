@@ -3,7 +3,8 @@
 Stage: codegen. In a vectorized loop over ``v`` (width W) an access whose flat index has
 stride 1 in ``v`` is one contiguous ``<W x T>`` load/store (masked in a masked tail, with the
 alignment that the index provably has); stride 0 is a scalar load (broadcast by the user);
-any other stride or a non-affine index is a gather/scatter through ``llvm.masked.gather`` /
+a constant stride of 2-4 is one wider masked load plus a shuffle (loads only); any other
+stride or a non-affine index is a gather/scatter through ``llvm.masked.gather`` /
 ``llvm.masked.scatter`` of per-lane pointers. In a masked tail, inactive gather lanes point
 at lane 0 (always in bounds), so no lane ever touches memory outside the iteration space.
 """
@@ -18,7 +19,9 @@ from llvmlite import ir
 
 from ..loops import ir as L
 from .index import IndexEmitter, depends_on, known_multiple, stride_in
-from .llvmutil import I1, I64, MEMORY_TYPES, PTR, const, declare, i64, type_suffix
+from .llvmutil import I1, I32, I64, MEMORY_TYPES, PTR, const, declare, i64, type_suffix
+
+MAX_SHUFFLE_STRIDE = 4  # constant strides up to this load contiguously and shuffle
 
 
 @dataclass
@@ -88,6 +91,10 @@ class Memory:
             else:
                 out = b.load(ptr, typ=vt, align=self._align(buf, flat, vec))
             return to_value(b, out, buf.dtype)
+        if stride is not None and stride.is_Integer and 2 <= stride <= MAX_SHUFFLE_STRIDE:
+            return to_value(
+                b, self._strided_load(node.buffer, etype, flat, int(stride), vec), buf.dtype
+            )
         ptrs = self._lane_pointers(node.buffer, etype, flat, stride, vec)
         true = const(ir.VectorType(I1, vec.width), 1)
         fn = declare(
@@ -131,6 +138,33 @@ class Memory:
         name = f"llvm.masked.scatter.{type_suffix(vt)}.v{vec.width}p0"
         fn = declare(b.module, name, ir.VoidType(), [vt, ptrs.type, mask.type])
         b.call(fn, [value, ptrs, mask])
+
+    def _strided_load(self, name, etype, flat, stride: int, vec: VecCtx) -> ir.Value:
+        """Lanes ``base + stride*k``: one masked load of ``stride*W`` elements whose mask
+        selects exactly the wanted ones (so nothing past the last wanted element is touched;
+        AVX-512 masked loads do not fault on masked-off lanes), then a shuffle picks them.
+        Much cheaper than a gather for the small strides of strided convolution and pooling."""
+        b, width = self.b, vec.width
+        wide = ir.VectorType(etype, stride * width)
+        wide_mask_type = ir.VectorType(I1, stride * width)
+        picks = [k * stride for k in range(width)]
+        if vec.mask is None:
+            mask = ir.Constant(
+                wide_mask_type, [int(p % stride == 0) for p in range(stride * width)]
+            )
+        else:  # spread lane k of the mask to position k*stride; other positions read `false`
+            spread = [p // stride if p % stride == 0 else width for p in range(stride * width)]
+            off = const(vec.mask.type, 0)
+            mask = b.shuffle_vector(
+                vec.mask, off, ir.Constant(ir.VectorType(I32, len(spread)), spread)
+            )
+        fn = declare(
+            b.module, f"llvm.masked.load.{type_suffix(wide)}.p0", wide, [PTR, wide_mask_type, wide]
+        )
+        loaded = b.call(fn, [self._gep(name, etype, flat), mask, const(wide, 0)])
+        return b.shuffle_vector(
+            loaded, ir.Constant(wide, ir.Undefined), ir.Constant(ir.VectorType(I32, width), picks)
+        )
 
     def _gep(self, name: str, etype: ir.Type, flat: sympy.Expr) -> ir.Value:
         idx = self.ix.emit(flat)
