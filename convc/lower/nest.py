@@ -118,7 +118,7 @@ def _outer_loops(te: TensorExpr, outer, schedule, tile):
         if tile is not None and v == tile[0]:
             _, size, var_o, var_i = tile
             subs[v] = var_o * size + var_i
-            extents.append((var_o, extent // size))
+            extents.append((var_o, sympy.ceiling(sympy.sympify(extent) / size)))
         else:
             subs[v] = loops.loop_var(str(v))
             extents.append((subs[v], extent))
@@ -252,7 +252,8 @@ def _store(nest: Nest, acc: loops.Expr) -> loops.Stmt:
 
 
 def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
-    """Conv with the output channels as the vector (schedule vector_axis "o.i").
+    """The vector runs over a tiled output axis "o.i" (conv: output channels; dense: output
+    features) and a register block over another axis (conv: output columns; dense: rows):
 
         parallel for n*o_o:  for i:
           for j in interior blocks of R:  vector(16) for o_i:
@@ -260,18 +261,20 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
           (then the leftover interior columns and the padded borders, one column at a time)
 
     Each weight vector load feeds R FMAs and each input element is a broadcast: this suits
-    narrow outputs (7, 14, 28 wide), strided convs (no gathers) and the stem.
+    narrow outputs (7, 14, 28 wide), strided convs (no gathers), the stem and dense layers
+    (weights streamed once from [P/16][K][16] panels). A tile that does not divide its axis
+    ends with a masked vector.
     """
     te = nest.te
-    o, j = te.indices[1], te.indices[-1]
+    o = _symbol(te, schedule.vector_axis[:-2])
+    j = _symbol(te, schedule.unroll[0][:-2])
     width, block = schedule.tiles[str(o)], schedule.tiles[str(j)]
     tile = (o, width, loops.loop_var(f"{o}_o"), loops.loop_var(f"{o}_i"))
-    outer = [v for v in te.indices if v != j]
-    loops_, subs = _outer_loops(te, outer, schedule, tile)
+    loops_, subs = _outer_loops(te, [v for v in te.indices if v != j], schedule, tile)
     nest.scope = replace(
         nest.scope, subs={**nest.scope.subs, **subs}, rewrites=_tile_rewrites(tile)
     )
-    extent = te.shape[-1]
+    extent = te.shape[te.indices.index(j)]
     reduce_ranges = dict(zip(te.reduce_indices, te.reduce_shape))
     split = interior(atoms, j, extent, reduce_ranges, te.indices)
     var_j = loops.loop_var(str(j))
@@ -309,6 +312,9 @@ def _columns(nest: Nest, tile, var_j, start, stop, atoms) -> loops.Stmt:
 
 
 def _vector_channels(nest: Nest, tile, atoms) -> loops.Stmt:
-    _, width, _, var_i = tile
+    axis, width, _, var_i = tile
+    extent = sympy.sympify(nest.te.shape[nest.te.indices.index(axis)])
+    start = nest.scope.subs[axis] - var_i  # the tile's first index, in loop variables
+    stop = width if (extent % width).is_zero else sympy.Min(width, extent - start)
     body = _point(nest, atoms)
-    return loops.For(var_i, 0, width, body, kind="vectorized", width=width, tail="masked")
+    return loops.For(var_i, 0, stop, body, kind="vectorized", width=width, tail="masked")

@@ -9,9 +9,10 @@ and the packed arrays (new `param` buffers named after the layout:
   weights an input vector is multiplied with sit in one cache line
   (`w[o, c, a, b]` becomes `w.oc8[o // 8, c, a, b, o % 8]`, which the nest's
   block substitution `o = o_o*B + o_i` reduces to `[o_o, c, a, b, o_i]`);
-- dense reading a 2-D weight along its rows with the vectorized output axis
-  (Linear's `w[j, k]`, transB=1): transposed to `[k, j]`, so the vector loop
-  reads contiguous memory instead of gathering with stride K.
+- 2-D dense with the output features tiled by 16: weights (either orientation,
+  e.g. Linear's `w[j, k]` with transB=1) as [P/16][K][16] panels, streamed
+  contiguously by each vector of outputs instead of gathered with stride K.
+  (Batched matmuls read `w[.., k, j]`, already contiguous along j.)
 """
 
 from __future__ import annotations
@@ -57,14 +58,28 @@ def _conv_block(graph, te, schedule, packs):
     return _rewrite(te, source, packed, index)
 
 
-def _dense_transpose(graph, te, schedule, packs):
-    vector = next((v for v in te.indices if str(v) == schedule.vector_axis), None)
+def _dense_panels(graph, te, schedule, packs):
+    """Constant 2-D weights read along the tiled output axis j -> [ceil(P/16)][K][16] panels
+    (zero padded), so a vector of 16 outputs streams its weights contiguously over k."""
+    axis = next(v for v in te.indices if str(v) == schedule.vector_axis[:-2])
+    size = schedule.tiles[str(axis)]
     for a in te.body.atoms(sympy.Indexed):
         data = _constant(graph, str(a.base))
-        if data is None or data.ndim != 2 or a.indices[0] != vector or vector is None:
+        if data is None or data.ndim != 2 or axis not in a.indices:
             continue
-        packs[f"{a.base}.T"] = np.ascontiguousarray(data.T)
-        te = _rewrite(te, str(a.base), f"{a.base}.T", lambda idx: (idx[1], idx[0]))
+        where = a.indices.index(axis)
+        matrix = data if where == 1 else data.T  # (K, P)
+        padded = -(-matrix.shape[1] // size) * size
+        panels = np.zeros((matrix.shape[0], padded), dtype=data.dtype)
+        panels[:, : matrix.shape[1]] = matrix
+        name = f"{a.base}.p{size}"
+        packs[name] = np.ascontiguousarray(panels.reshape(matrix.shape[0], -1, size).swapaxes(0, 1))
+
+        def index(idx, where=where):
+            j, k = idx[where], idx[1 - where]
+            return (sympy.floor(j / size), k, sympy.Mod(j, size))
+
+        te = _rewrite(te, str(a.base), name, index)
     return te
 
 
@@ -74,6 +89,6 @@ def pack_weights(graph: Graph, te: TensorExpr, schedule) -> tuple[TensorExpr, di
     family = te.attrs.get("family")
     if te.reduction == "sum" and family == "conv" and te.op == "conv":
         te = _conv_block(graph, te, schedule, packs)
-    elif te.reduction == "sum" and family == "dense":
-        te = _dense_transpose(graph, te, schedule, packs)
+    elif te.reduction == "sum" and family == "dense" and ".i" in (schedule.vector_axis or ""):
+        te = _dense_panels(graph, te, schedule, packs)
     return te, packs

@@ -7,7 +7,9 @@ Stage: (TensorExpr, thread count) -> `convc.loops.Schedule` (plain data that
   conv and pooling, output features for dense, the last axis for elementwise)
   with width 16 (`<16 x float>`, AVX-512), a masked tail, and splits that axis'
   range so padding checks stay out of the vectorized interior;
-- conv and dense block the output channels/rows (`tiles`, `unroll`): several
+- 2-D dense layers vectorize over output features in tiles of 16 with a block of
+  rows, reading weights packed as [P/16][K][16] panels (`packing`);
+- conv blocks the output channels (`tiles`, `unroll`): several
   accumulators per vector lane reuse each loaded input vector and hide the FMA
   latency; the block divides the extent exactly. Depthwise convs (one input
   channel per output channel) share no input between channels: they are not
@@ -36,6 +38,8 @@ CHANNEL_BLOCKS = (8, 6, 4, 3, 2)
 #: Output rows narrower than this vectorize over channels; R columns share each weight vector.
 NARROW_WIDTH = 32
 COLUMN_BLOCK = 6
+#: Rows of a dense layer sharing each weight vector (a batch below it runs row by row).
+ROW_BLOCK = 4
 
 
 def work(te: TensorExpr) -> int:
@@ -75,6 +79,11 @@ def _channel_vector(te: TensorExpr) -> bool:
     return narrow or window or any(s > 1 for s in te.attrs["strides"])
 
 
+def _dense_panels(te: TensorExpr) -> bool:
+    """A 2-D dense layer: vector over output features, rows blocked, weights in panels."""
+    return te.attrs.get("family") == "dense" and te.reduction == "sum" and len(te.indices) == 2
+
+
 def default_schedule(te: TensorExpr) -> Schedule:
     """The schedule for `te` by its family (attrs["family"])."""
     family = te.attrs.get("family", "elementwise")
@@ -83,6 +92,15 @@ def default_schedule(te: TensorExpr) -> Schedule:
     parallel = None
     if work(te) >= PARALLEL_MIN_WORK and len(names) >= 2:
         parallel = "*".join(names[:2]) if len(names) > 2 else names[0]
+    if _dense_panels(te):
+        return Schedule(
+            tiles={names[1]: VECTOR_WIDTH, names[0]: ROW_BLOCK},
+            order=tuple(names),
+            vector_axis=f"{names[1]}.i",
+            vector_width=VECTOR_WIDTH,
+            unroll=(f"{names[0]}.i",),
+            parallel_axis=names[1] if parallel else None,
+        )
     if _channel_vector(te):
         return Schedule(
             tiles={names[1]: VECTOR_WIDTH, names[-1]: COLUMN_BLOCK},
