@@ -11,7 +11,11 @@ compiler. A `TrainStep` owns the step graph and one engine: the native code of
 3. runs forward, backward and update in ONE call of the engine;
 4. copies every output `<name>:updated` back into the array fed as `<name>`, so
    the model's parameter arrays (and the optimizer's state) are updated in
-   place: a graph or module traced earlier sees the new values.
+   place: a graph or module traced earlier sees the new values. The copy (the
+   parameters' bytes: under 0.1 ms of a 20 ms LeNet-5 step) is deliberate: letting the
+   native call write into its own input arrays would alias buffers that the
+   generated code declares noalias, and would depend on every reader of a
+   parameter being scheduled before its update.
 
 Dropout masks are drawn with NumPy's generator seeded by (seed, t, mask
 number): deterministic from the base seed, different at every step, and the
