@@ -219,3 +219,17 @@ def test_batched_matmul_reads_its_row_major_weights_directly():
     g.set_outputs("mm")
     _, _, program = lower_graph(g)
     assert "w[k, j]" in loops.format_program(program)
+
+
+def test_views_share_their_source_memory_instead_of_copying():
+    g = ir.Graph("view")
+    g.add_input("x", ("N", 2, 3))
+    g.add_node("relu", ["x"], name="r")
+    g.add_node("flatten", ["r"], name="flat")
+    g.add_node("tanh", ["flat"], name="t")
+    g.set_outputs("t")
+    _, _, program = lower_graph(g)
+    assert [k.name for k in program.kernels] == ["r", "t"]
+    temps = {b.name: b for b in program.buffers if b.role == "temp"}
+    assert temps["flat"].offset == temps["r"].offset
+    assert temps["flat"].shape != temps["r"].shape

@@ -38,6 +38,7 @@ class LoweredGroup:
     scratch: tuple[TensorExpr, ...]
     schedules: tuple[str, ...]
     packed: dict  # packed parameter name -> array (see `packing`)
+    view_of: str | None = None  # the value this group's output re-indexes in place (a view)
 
 
 def kernel_name(name: str) -> str:
@@ -89,4 +90,17 @@ def lower_group(graph: Graph, group: FusedGroup) -> LoweredGroup:
         tuple(te for te in exprs if te.role == "temp"),
         tuple(described),
         packs,
+        _view_source(graph, group, exprs),
     )
+
+
+def _view_source(graph: Graph, group: FusedGroup, exprs) -> str | None:
+    """The computed, non-output value a lone view node (flatten, reshape, identity) reads:
+    its output can then share that value's memory instead of being copied."""
+    if group.epilogue or len(exprs) != 1 or not exprs[0].attrs.get("view"):
+        return None
+    (source,) = exprs[0].reads or (None,)
+    value = graph.values.get(source)
+    if value is None or value.kind != "node" or source in graph.outputs:
+        return None
+    return None if group.output in graph.outputs else source

@@ -16,6 +16,10 @@ the `Max` of its tenants' sizes (rounded up to 64 bytes) as a sympy
 expression, its offset the sum of the slots before it, and the arena size the
 sum of all slots: valid for every binding of the run-time symbols, evaluated
 by the runtime once N is known. Rank-0 values get shape (1,).
+
+Views (flatten, reshape, identity of a computed temporary) get no kernel: their
+buffer sits at the offset of the value they re-index (same elements, same
+order), whose lifetime then extends to the view's last reader.
 """
 
 from __future__ import annotations
@@ -77,8 +81,15 @@ class ArenaPlan:
         return result
 
 
-def _lifetimes(graph: Graph, lowered: list[LoweredGroup]) -> dict:
-    """temp name -> (first call, last call, nbytes) for everything kernels write."""
+def _root(name: str, aliases: dict) -> str:
+    while name in aliases:
+        name = aliases[name]
+    return name
+
+
+def _lifetimes(graph: Graph, lowered: list[LoweredGroup], aliases: dict) -> dict:
+    """temp name -> (first call, last call, nbytes) for everything kernels write; a read of
+    a view counts as a read of the value it shares memory with."""
     spans = {}
     outputs = set(graph.outputs)
     for k, group in enumerate(lowered):
@@ -93,6 +104,7 @@ def _lifetimes(graph: Graph, lowered: list[LoweredGroup]) -> dict:
                 nbytes = sympy.Mul(*_shape(value.shape)) * _size(value.dtype)
                 spans[name] = [k, k, _aligned(nbytes)]
         for name in group.reads:
+            name = _root(name, aliases)
             if name in spans:
                 spans[name][1] = k
     return spans
@@ -102,18 +114,21 @@ def _size(dtype: str) -> int:
     return loops.ir.DTYPE_SIZES[dtype]
 
 
-def plan_arena(graph: Graph, lowered: list[LoweredGroup]):
-    """(temp buffer specs {name: (offset, dtype, shape)}, arena size)."""
-    spans = _lifetimes(graph, lowered)
+def plan_arena(graph: Graph, lowered: list[LoweredGroup], aliases: dict | None = None):
+    """({temp name: arena offset}, arena size); views sit at their source's offset."""
+    aliases = aliases or {}
+    spans = _lifetimes(graph, lowered, aliases)
     plan = ArenaPlan()
     for name, (start, end, nbytes) in spans.items():
         plan.place(name, nbytes, start, end)
-    offsets = plan.offsets()
-    return {name: offsets[plan.tenants[name]] for name in spans}, sum(plan.sizes, sympy.Integer(0))
+    slots = plan.offsets()
+    offsets = {name: slots[plan.tenants[name]] for name in spans}
+    offsets.update({name: offsets[_root(name, aliases)] for name in aliases})
+    return offsets, sum(plan.sizes, sympy.Integer(0))
 
 
-def _temp_types(graph: Graph, lowered: list[LoweredGroup]) -> dict:
-    types = {}
+def _temp_types(graph: Graph, lowered: list[LoweredGroup], aliases: dict) -> dict:
+    types = {name: (graph.values[name].dtype, _shape(graph.values[name].shape)) for name in aliases}
     for group in lowered:
         for te in group.scratch:
             types[te.name] = (te.dtype, _shape(te.shape))
@@ -124,7 +139,7 @@ def _temp_types(graph: Graph, lowered: list[LoweredGroup]) -> dict:
     return types
 
 
-def _buffers(graph: Graph, lowered: list[LoweredGroup], offsets: dict):
+def _buffers(graph: Graph, lowered: list[LoweredGroup], offsets: dict, aliases: dict):
     read = {v for group in lowered for v in group.reads}
     buffers, params = [], {}
     for name in graph.inputs:
@@ -146,7 +161,7 @@ def _buffers(graph: Graph, lowered: list[LoweredGroup], offsets: dict):
                 continue
             buffers.append(loops.Buffer(name, str(array.dtype), array.shape, "param"))
             params[name] = array
-    types = _temp_types(graph, lowered)
+    types = _temp_types(graph, lowered, aliases)
     for name, offset in offsets.items():
         dtype, shape = types[name]
         buffers.append(loops.Buffer(name, dtype, shape, "temp", offset))
@@ -169,8 +184,10 @@ def assemble(graph: Graph, groups: list[FusedGroup]):
     """(Program, lowered groups) for `graph` partitioned into `groups` (in execution order)."""
     symbols = _check_symbols(graph)
     lowered = [lower_group(graph, group) for group in groups]
-    offsets, arena = plan_arena(graph, lowered)
-    buffers, params = _buffers(graph, lowered, offsets)
+    aliases = {g.writes[0]: g.view_of for g in lowered if g.view_of is not None}
+    lowered = [g for g in lowered if g.view_of is None]
+    offsets, arena = plan_arena(graph, lowered, aliases)
+    buffers, params = _buffers(graph, lowered, offsets, aliases)
     program = loops.Program(
         name=re.sub(r"\W", "_", graph.name),
         buffers=tuple(buffers),

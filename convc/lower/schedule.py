@@ -110,7 +110,7 @@ def default_schedule(te: TensorExpr) -> Schedule:
             unroll=(f"{names[-1]}.i",),
             parallel_axis=parallel,
         )
-    depthwise = family == "conv" and te.reduce_shape and te.reduce_shape[0] == 1
+    depthwise = family == "conv" and te.attrs.get("group", 1) > 1 and te.reduce_shape[0] == 1
     if family in ("conv", "dense") and te.reduction == "sum" and len(names) >= 2 and not depthwise:
         axis = names[1] if family == "conv" else names[-2]
         block = _channel_block(te.shape[names.index(axis)])
