@@ -395,8 +395,9 @@ def load_sample():
 
 
 @pytest.mark.slow
-def test_digits_reach_97_percent(capsys):
-    history = load_sample().train()
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_digits_reach_97_percent(capsys, optimizer):
+    history = load_sample().train(optimizer=optimizer)
     out = capsys.readouterr().out
     assert "epoch 15/15" in out and "test acc" in out
     assert history[-1].test_accuracy >= 0.97
