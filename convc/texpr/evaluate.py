@@ -1,9 +1,11 @@
 """Brute-force NumPy evaluation of tensor expressions: the executable meaning of a TensorExpr.
 
 Stage: (TensorExpr, arrays by name, symbol values) -> np.ndarray. Used by the tests
-to check every op's definition against the independent NumPy interpreter over
-small shapes. It materialises the whole (output x reduction) index space, so it
-is for small shapes only; it makes no attempt at speed.
+to check every op's definition against the independent NumPy interpreter, and by
+the interpreter to run `texpr` nodes (derived gradients, optimizer updates). It
+materialises the (output x reduction) index space, in blocks along the first
+output axis (`BLOCK_ELEMENTS`), so it suits reference runs on modest shapes; it
+makes no further attempt at speed.
 
 Every index symbol becomes an `np.arange` broadcast along its own axis; accesses
 are gathered (indices clipped into range: an access is only meaningful where the

@@ -57,10 +57,6 @@ def index(name: str) -> sympy.Symbol:
     return sympy.Symbol(name, integer=True, nonnegative=True)
 
 
-def indices(*names: str) -> tuple[sympy.Symbol, ...]:
-    return tuple(index(n) for n in names)
-
-
 @cache
 def tensor(name: str, dtype: str = "float32") -> sympy.IndexedBase:
     """The IndexedBase standing for the graph value (or temporary) `name`.
