@@ -516,3 +516,34 @@ def test_grouped_gradients_loop_over_one_group(channels, out_channels, group, op
     assert index("o") not in extents
     if out_channels // group > 1:
         assert extents[index("o_in_group")] == out_channels // group
+
+
+@st.composite
+def broadcast_shapes(draw):
+    shape = draw(st.lists(st.integers(1, 3), min_size=1, max_size=3))
+    other = [d if draw(st.booleans()) else 1 for d in shape]
+    return shape, other[draw(st.integers(0, len(other) - 1)) :]
+
+
+@FAST
+@given(broadcast_shapes(), st.sampled_from(["add", "sub", "mul", "div"]), st.booleans())
+def test_binary_gradients_over_generated_broadcasts(shapes, op, swap):
+    """Both operands' gradients, the broadcast one summed over the axes it was broadcast along."""
+    rng = np.random.default_rng(21)
+    x_shape, b_shape = shapes[::-1] if swap else shapes
+    b = rand(rng, b_shape, positive=(op == "div"))
+    g = single(op, tuple(x_shape), params=[("b", b)])
+    check_gradient(g, {"x": rand(rng, tuple(x_shape))}, ["x", "b"])
+
+
+def test_compiled_gradients_equal_interpreted():
+    """The gradient graph compiles like any graph (its texpr nodes go through the lowering)."""
+    g = small_cnn()
+    gg = convc.gradient(g)
+    rng = np.random.default_rng(22)
+    inputs = {"x": rand(rng, (3, 1, 6, 6)), "grad_fc": rand(rng, (3, 3))}
+    expected = convc.interpret(gg, inputs)
+    got = convc.compile(gg).run(inputs)
+    assert list(got) == list(expected)
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-5, err_msg=name)
