@@ -200,3 +200,11 @@ def test_cli_bench_needs_exactly_one_of_file_and_suite(tmp_path, capsys):
     assert "unknown peer 'tf'" in capsys.readouterr().err
     assert main(["bench", "--suite", "layers", "--only", "winograd"]) == 1
     assert "--only 'winograd' matches no case" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", layer_cases(), ids=lambda c: f"{c.name}-N{c.batch}")
+def test_every_benchmark_layer_runs_correctly_on_every_peer(case):
+    peers = select_peers(None)
+    [result] = run_cases([case], peers, threads=1, repeat=1, block_s=0.0)
+    assert {name: r.note for name, r in result.peers.items() if r.note} == {}
