@@ -409,7 +409,7 @@ def test_printer_is_readable_index_notation():
         "y[n, o, i, j] = Σ_{c<3, a<5, b<5} w[o, c, a, b]*x[n, c, a + 2*i - 1, b + 2*j - 1]"
         "  where 0 <= a + 2*i - 1 < 32 and 0 <= b + 2*j - 1 < 32\n\n"
         "# r (relu)\n"
-        "r[n, c, i, j] = Max(0, y[n, c, i, j])\n"
+        "r[n, c, i, j] = max(0, y[n, c, i, j])\n"
     )
 
 

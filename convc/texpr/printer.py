@@ -41,6 +41,12 @@ class _IndexPrinter(StrPrinter):
     def _print_Unequality(self, expr):
         return f"{self._print(expr.lhs)} != {self._print(expr.rhs)}"
 
+    def _print_Max(self, expr):
+        return f"max({', '.join(self._print(a) for a in expr.args)})"
+
+    def _print_Min(self, expr):
+        return f"min({', '.join(self._print(a) for a in expr.args)})"
+
     def _print_Mod(self, expr):
         return f"({self._print(expr.args[0])}) mod {self._print(expr.args[1])}"
 
