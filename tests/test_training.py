@@ -351,6 +351,16 @@ def test_wrong_label_dtype_is_reported():
         step(x, y.astype(np.float32))
 
 
+@pytest.mark.parametrize("interpret", [True, False])
+def test_labels_outside_the_classes_are_reported(interpret):
+    _, step = make_step("sgd", interpret=interpret)
+    x, y = batches(1)[0]
+    y[3] = CLASSES
+    with pytest.raises(convc.InputError, match=r"'target': label 4 at index \(3,\) is not a class"):
+        step(x, y)
+    assert step.step_count == 0
+
+
 @pytest.mark.parametrize(
     "make, message",
     [

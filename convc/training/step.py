@@ -5,7 +5,8 @@ compiler. A `TrainStep` owns the step graph and one engine: the native code of
 `convc.compile` (default) or `convc.interpret`. Each call
 
 1. checks the batch against the loss graph's inputs (`ir.binding.bind_inputs`:
-   a wrong label dtype or shape raises InputError naming the input);
+   a wrong label dtype or shape raises InputError naming the input) and the
+   cross-entropy labels against the number of classes;
 2. feeds the batch, the variables (optimized parameters, running statistics),
    the optimizer's state and scalars for step t and fresh dropout masks;
 3. runs forward, backward and update in ONE call of the engine;
@@ -85,6 +86,7 @@ class TrainStep:
         self.engine = Engine(self.graph, interpret, threads)
         self.predictor: Predictor | None = None
         self.bessel = bessel_inputs(self.graph)
+        self.labels = _label_inputs(graph)
         self._batches: dict[tuple, tuple] = {}
 
     @property
@@ -94,6 +96,8 @@ class TrainStep:
     def run(self, inputs: Mapping) -> dict[str, np.ndarray]:
         """One step on a batch given by input name; returns every output of the step graph."""
         shapes, unbias = self._per_batch(inputs)
+        for name, classes, ignored in self.labels:
+            _check_labels(name, inputs[name], classes, ignored)
         step = self.optimizer.step_count + 1
         feeds = dict(inputs)
         feeds.update(self.variables)
@@ -162,6 +166,33 @@ class TrainStep:
     def __repr__(self) -> str:
         engine = "interpreted" if self.engine.interpret else "compiled"
         return f"<TrainStep {self.loss_graph.name}: {self.optimizer!r}, {engine}>"
+
+
+def _label_inputs(graph: Graph) -> list[tuple[str, int, int]]:
+    """(input, classes, ignore_index) for each cross-entropy reading its labels from an input.
+
+    Native code cannot raise, and a label outside the classes would silently
+    count for nothing there, so the step checks labels before running.
+    """
+    found = []
+    for node in graph.topological_nodes():
+        labels = node.inputs[1] if node.op == "softmax_cross_entropy" else None
+        if labels in graph.inputs:
+            classes = int(graph.values[node.inputs[0]].type.shape[1])
+            found.append((labels, classes, node.attrs["ignore_index"]))
+    return found
+
+
+def _check_labels(name: str, labels: np.ndarray, classes: int, ignored: int | None) -> None:
+    bad = (labels < 0) | (labels >= classes)
+    if ignored is not None:
+        bad &= labels != ignored
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InputError(
+            f"input '{name}': label {int(labels[where])} at index {where} is not a class in "
+            f"[0, {classes})" + ("" if ignored is None else f" nor ignore_index={ignored}")
+        )
 
 
 def _unbias(name: str, shape: tuple) -> np.ndarray:
