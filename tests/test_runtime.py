@@ -267,3 +267,21 @@ def test_parallel_loops_run_serially_without_libgomp():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert float(proc.stdout.strip()) < 1e-6
+
+
+def test_concurrent_runs_from_python_threads_are_correct():
+    from concurrent.futures import ThreadPoolExecutor
+
+    exe = runtime.load(tanh_rows("concurrent"))
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((6, 45)).astype(np.float32) for _ in range(8)]
+
+    def one(x):
+        y = np.empty_like(x)
+        exe.run({"x": x}, {"y": y}, {"N": 6})
+        return y
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, xs))
+    for x, y in zip(xs, results):
+        np.testing.assert_allclose(y, np.tanh(x.astype(np.float64)) * 2, rtol=3e-7)

@@ -132,6 +132,7 @@ class Executable:
         self._io = [(k, b) for k, b in enumerate(self._external) if b.role != "param"]
         self._last: list = [None] * len(self._external)
         self._scratch: list = [None] * len(self._external)
+        self._lock = threading.Lock()
 
     def _pack_param(self, buf) -> np.ndarray:
         if buf.name not in self.program.params:
@@ -168,7 +169,12 @@ class Executable:
         """Execute: read `inputs`, write `outputs` in place (arrays by buffer name).
 
         An array passed again in the same slot (same object) skips the checks and pointer
-        lookup (~1.5 us each); it stays referenced until the slot gets another array."""
+        lookup (~1.5 us each); it stays referenced until the slot gets another array. Runs
+        of one executable from several Python threads take turns: they share the arena."""
+        with self._lock:
+            self._run(inputs, outputs, symbols, threads)
+
+    def _run(self, inputs: Mapping, outputs: Mapping, symbols: Mapping, threads) -> None:
         _, shapes, arena, syms = self._binding(symbols)
         copy_back = []
         for k, buf in self._io:
