@@ -36,6 +36,7 @@ changing a momentum does.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -68,7 +69,7 @@ class Optimizer:
 
     def __init__(self, params, lr: float):
         self.entries = _entries(params, type(self).__name__)
-        _check_positive(type(self).__name__, "lr", lr, allow_zero=True)
+        _check_non_negative(type(self).__name__, "lr", lr)
         self.lr = float(lr)
         self.step_count = 0
         self.state: dict[str, dict[str, np.ndarray]] = {}
@@ -155,8 +156,8 @@ class SGD(Optimizer):
         nesterov: bool = False,
     ):
         super().__init__(params, lr)
-        _check_positive("SGD", "momentum", momentum, allow_zero=True)
-        _check_positive("SGD", "weight_decay", weight_decay, allow_zero=True)
+        _check_non_negative("SGD", "momentum", momentum)
+        _check_non_negative("SGD", "weight_decay", weight_decay)
         if nesterov and momentum == 0:
             raise InputError("SGD: nesterov=True needs a momentum > 0 (as in PyTorch)")
         self.momentum, self.weight_decay, self.nesterov = momentum, weight_decay, nesterov
@@ -200,8 +201,8 @@ class Adam(Optimizer):
         for k, beta in enumerate(betas):
             if not 0.0 <= beta < 1.0:
                 raise InputError(f"Adam: betas[{k}]={beta!r} must lie in [0, 1)")
-        _check_positive("Adam", "eps", eps, allow_zero=True)
-        _check_positive("Adam", "weight_decay", weight_decay, allow_zero=True)
+        _check_non_negative("Adam", "eps", eps)
+        _check_non_negative("Adam", "weight_decay", weight_decay)
         self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
 
     def scalars(self, step: int) -> dict[str, np.ndarray]:
@@ -254,9 +255,9 @@ def _fresh_input(graph: Graph, name: str, shape, dtype: str) -> None:
     graph.add_input(name, shape, dtype)
 
 
-def _check_positive(owner: str, what: str, value, allow_zero: bool) -> None:
-    ok = isinstance(value, (int, float)) and (value >= 0 if allow_zero else value > 0)
-    if not ok or not math.isfinite(value):
+def _check_non_negative(owner: str, what: str, value) -> None:
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value < 0:
         raise InputError(f"{owner}: {what}={value!r} must be a finite number >= 0")
 
 

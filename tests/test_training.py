@@ -15,6 +15,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import convc
 from convc import nn
@@ -97,6 +99,42 @@ def test_sgd_matches_numpy(options):
 @pytest.mark.parametrize("options", ADAM_CASES)
 def test_adam_matches_numpy(options):
     history, grads = run_updates(Adam(["w"], **options), steps=4, compiled=False)
+    p = history[0].astype(np.float64)
+    m = v = np.zeros_like(p)
+    for t, (g, got) in enumerate(zip(grads, history[1:]), start=1):
+        p, m, v = numpy_adam(p, g, m, v, t, **options)
+        np.testing.assert_allclose(got, p, rtol=RTOL, atol=ATOL)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    lr=st.floats(1e-4, 1.0),
+    momentum=st.floats(0.0, 0.99),
+    weight_decay=st.sampled_from([0.0, 1e-4, 0.05]),
+    nesterov=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_sgd_hyperparameters(lr, momentum, weight_decay, nesterov, seed):
+    options = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
+    options["nesterov"] = nesterov and momentum > 0
+    history, grads = run_updates(SGD(["w"], **options), steps=3, compiled=False, seed=seed)
+    p, buf = history[0].astype(np.float64), None
+    for g, got in zip(grads, history[1:]):
+        p, buf = numpy_sgd(p, g, buf, **options)
+        np.testing.assert_allclose(got, p, rtol=RTOL, atol=ATOL)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    lr=st.floats(1e-4, 0.1),
+    beta1=st.floats(0.0, 0.99),
+    beta2=st.floats(0.5, 0.9999),
+    eps=st.sampled_from([1e-8, 1e-6, 1e-3]),
+    seed=st.integers(0, 2**16),
+)
+def test_adam_hyperparameters(lr, beta1, beta2, eps, seed):
+    options = {"lr": lr, "betas": (beta1, beta2), "eps": eps}
+    history, grads = run_updates(Adam(["w"], **options), steps=3, compiled=False, seed=seed)
     p = history[0].astype(np.float64)
     m = v = np.zeros_like(p)
     for t, (g, got) in enumerate(zip(grads, history[1:]), start=1):
