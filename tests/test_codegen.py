@@ -499,3 +499,17 @@ def test_blocked_conv_speed_and_result():
             f"blocked conv 3x3 64->64 @56, {threads} thread(s): best {best:.0f}, median {median:.0f} GFLOP/s"
         )
         assert best > 20, "the register-blocked kernel is no longer vectorised"
+
+
+def test_parallel_body_captures_lets_and_outer_loop_variables():
+    # for r: let s = scale[0] * r;  parallel for c: y[r, c] = x[r, c] * s
+    r, c = loop_var("r"), loop_var("c")
+    inner = For(c, 0, N, [Store("y", (r, c), Load("x", (r, c)) * Ref("s"))], "parallel")
+    body = For(r, 0, 3, [Let("s", Load("scale", (0,)) * Cast(Index(r), "float32")), inner])
+    bufs = [Buffer("x", "float32", (3, N), "input"), Buffer("scale", "float32", (1,), "input"),
+            Buffer("y", "float32", (3, N), "output")]  # fmt: skip
+    x = np.random.default_rng(9).standard_normal((3, 7)).astype(np.float32)
+    scale = np.array([1.5], np.float32)
+    prog = Program("capture", bufs, [Kernel("capture", [body])], ("N",))
+    y = run(prog, {"x": x, "scale": scale}, {"y": (3, 7)}, {"N": 7})["y"]
+    np.testing.assert_allclose(y, x * (1.5 * np.arange(3, dtype=np.float32))[:, None], rtol=1e-6)

@@ -39,38 +39,14 @@ NUM_THREADS = "omp_get_num_threads"
 def emit_parallel_loop(em, s: L.For) -> None:
     """Outline `s` (a parallel For) out of the emitter `em`'s function and dispatch it."""
     mctx, b = em.mctx, em.b
-    buffers = sorted(em.buffers)
-    indices = sorted(em.env)
-    lets = sorted(n for n, loc in em.locals.items() if loc.ptr is None and loc.width is None)
-    values = [em.buffers[n] for n in buffers] + [em.env[n] for n in indices]
-    values += [em.locals[n].value for n in lets]
-    name = mctx.fresh_name(f"{em.fn.name}.par")
-
-    body_fn = ir.Function(
-        mctx.module, ir.FunctionType(VOID, [v.type for v in values] + [I64, I64]), name
-    )
-    body_fn.linkage = "internal"
-    args = list(body_fn.args)
-    for arg, buf in zip(args, buffers):
-        mctx.annotate_buffer_arg(arg, buf)
-    let_args = args[len(buffers) + len(indices) :]
-    sub = em.spawn(
-        body_fn,
-        dict(zip(buffers, args)),
-        dict(zip(indices, args[len(buffers) :])),
-        {n: (em.locals[n].dtype, a) for n, a in zip(lets, let_args)},
-    )
-    sub.in_parallel = True
-    sub.serial_loop(s.var.name, args[-2], args[-1], s.body)
-    sub.b.ret_void()
-
+    values, body_fn = _outline_body(em, s)
     start, stop = em.index(s.start), em.index(s.stop)
     struct = ir.LiteralStructType([v.type for v in values] + [I64, I64])
-    thunk = _thunk(mctx.module, f"{name}.thunk", struct, body_fn)
+    thunk = _thunk(mctx.module, f"{body_fn.name}.thunk", struct, body_fn)
     with b.goto_block(em.entry):
         b.position_at_start(em.entry)
-        ctx = b.alloca(struct, name=f"{name}.ctx")
-    for k, v in enumerate(values + [start, stop]):
+        ctx = b.alloca(struct, name=f"{body_fn.name}.ctx")
+    for k, v in enumerate([*values, start, stop]):
         b.store(v, b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, k)]))
     extent = b.sub(stop, start)
     threads = b.trunc(smin(b, b.sext(em.nthreads, I64), extent), I32)
@@ -80,6 +56,33 @@ def emit_parallel_loop(em, s: L.For) -> None:
             b.call(gomp, [thunk, ctx, threads, ir.Constant(I32, 0)])
         with one:
             b.call(thunk, [ctx])
+
+
+def _outline_body(em, s: L.For) -> tuple[list[ir.Value], ir.Function]:
+    """(captured values, the body function running ``s.var`` over its ``lo..hi`` args)."""
+    mctx = em.mctx
+    buffers = sorted(em.buffers)
+    indices = sorted(em.env)
+    lets = sorted(n for n, loc in em.locals.items() if loc.ptr is None and loc.width is None)
+    values = [em.buffers[n] for n in buffers] + [em.env[n] for n in indices]
+    values += [em.locals[n].value for n in lets]
+    fnty = ir.FunctionType(VOID, [v.type for v in values] + [I64, I64])
+    body_fn = ir.Function(mctx.module, fnty, mctx.fresh_name(f"{em.fn.name}.par"))
+    body_fn.linkage = "internal"
+    args = list(body_fn.args)
+    for arg, buf in zip(args, buffers):
+        mctx.annotate_buffer_arg(arg, buf)
+    let_args = args[len(buffers) + len(indices) : -2]
+    sub = em.spawn(
+        body_fn,
+        dict(zip(buffers, args)),
+        dict(zip(indices, args[len(buffers) :])),
+        {n: (em.locals[n].dtype, a) for n, a in zip(lets, let_args)},
+    )
+    sub.in_parallel = True
+    sub.serial_loop(s.var.name, args[-2], args[-1], s.body)
+    sub.b.ret_void()
+    return values, body_fn
 
 
 def _thunk(module: ir.Module, name: str, struct: ir.LiteralStructType, body_fn) -> ir.Function:
