@@ -30,7 +30,8 @@ codegen exploits:
 - ``vectorized`` (``width`` W): the body is evaluated for W consecutive values of the loop
   variable at once with explicit ``<W x T>`` vectors. Loads/stores whose index has
   coefficient 1 in the variable become contiguous vector accesses, invariant loads become
-  broadcasts, anything else a gather/scatter. Locals declared inside become vectors. `If`
+  broadcasts, loads with a constant stride of 2-4 one wide load and a shuffle, anything else
+  a gather/scatter. Locals declared inside become vectors. `If`
   conditions inside must not depend on the variable (use `Select`). The one allowed write to
   a local declared outside is a reduction ``Assign(acc, (), Binary(op, Ref(acc), e))`` with
   op in add/mul/max/min (lanes are combined at the end, so float sums are reassociated).
