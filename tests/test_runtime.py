@@ -118,6 +118,9 @@ def test_one_and_two_threads_agree():
 def test_thread_count_from_environment(monkeypatch):
     monkeypatch.setenv("CONVC_NUM_THREADS", "1")
     assert runtime.default_threads() == 1
+    monkeypatch.setenv("CONVC_NUM_THREADS", "two")
+    with pytest.raises(InputError, match="CONVC_NUM_THREADS='two'"):
+        runtime.default_threads()
     monkeypatch.delenv("CONVC_NUM_THREADS")
     assert runtime.default_threads() == len(os.sched_getaffinity(0))
     assert runtime.parallel_runtime() in ("libgomp", "serial")

@@ -60,7 +60,9 @@ def is_aligned(a: np.ndarray, align: int = ALIGN) -> bool:
 def default_threads() -> int:
     env = os.environ.get("CONVC_NUM_THREADS")
     if env:
-        return max(int(env), 1)
+        if not env.strip().isdigit() or int(env) < 1:
+            raise InputError(f"CONVC_NUM_THREADS={env!r} is not a positive integer")
+        return int(env)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
