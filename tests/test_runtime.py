@@ -121,6 +121,9 @@ def test_thread_count_from_environment(monkeypatch):
     monkeypatch.setenv("CONVC_NUM_THREADS", "two")
     with pytest.raises(InputError, match="CONVC_NUM_THREADS='two'"):
         runtime.default_threads()
+    monkeypatch.setenv("CONVC_COMPILE_JOBS", "0")
+    with pytest.raises(InputError, match="CONVC_COMPILE_JOBS='0'"):
+        objects.compile_jobs()
     monkeypatch.delenv("CONVC_NUM_THREADS")
     assert runtime.default_threads() == len(os.sched_getaffinity(0))
     assert runtime.parallel_runtime() in ("libgomp", "serial")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from ir.errors import CodegenError
+from ir.errors import CodegenError, InputError
 
 from ..codegen import generate
 from ..loops import ir as L
@@ -31,7 +31,9 @@ def compile_jobs() -> int:
     """``CONVC_COMPILE_JOBS`` or the number of cores this process may use."""
     env = os.environ.get("CONVC_COMPILE_JOBS")
     if env:
-        return max(int(env), 1)
+        if not env.strip().isdigit() or int(env) < 1:
+            raise InputError(f"CONVC_COMPILE_JOBS={env!r} is not a positive integer")
+        return int(env)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
 
 
