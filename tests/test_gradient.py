@@ -547,3 +547,23 @@ def test_compiled_gradients_equal_interpreted():
     assert list(got) == list(expected)
     for name in expected:
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_gradient_of_a_loss_whose_weights_share_a_temporary_name():
+    rng = np.random.default_rng(23)
+    g = ir.Graph("named")
+    g.add_input("x", (3, 4))
+    g.add_input("labels", (3,), "int64")
+    g.add_param("loss.weight", rand(rng, 4, positive=True))
+    g.add_node("softmax_cross_entropy", ["x", "labels", "loss.weight"], name="loss")
+    g.set_outputs("loss")
+    inputs = {"x": rand(rng, (3, 4)), "labels": np.array([0, 3, 1])}
+    check_gradient(g, inputs, ["x", "loss.weight"])
+
+
+def test_derived_temporaries_never_take_a_graph_value_name():
+    g = single("max_pool", (1, 1, 4), {"kernel_shape": [2]}, params=[])
+    g.add_param("y.first", np.zeros(1, np.float32))
+    gg = check_gradient(g, {"x": rand(np.random.default_rng(24), (1, 1, 4))}, ["x"])
+    names = [e.name for e in texpr_of(gg, gg.nodes["d_y.x"])]
+    assert "y.first" not in names and "y.first_1" in names

@@ -434,3 +434,16 @@ def test_evaluation_in_blocks_matches(monkeypatch):
     attrs = {"kernel_shape": [2, 3], "pads": [1, 1, 1, 1], "ceil_mode": 1, "strides": [2, 2]}
     g, inputs = one_node("avg_pool", [(4, 2, 5, 5)], attrs)
     check_node(g, "node", inputs)
+
+
+def test_temporaries_never_take_a_graph_value_name():
+    """A cross-entropy node 'loss' with class weights named 'loss.weight' (as a DSL names them)
+    keeps its own `loss.weight` temporary apart from the parameter."""
+    rng = np.random.default_rng(10)
+    g = ir.Graph("named")
+    g.add_input("scores", (3, 4), F64)
+    g.add_input("labels", (3,), "int64")
+    g.add_param("loss.weight", rand(rng, 4, positive=True))
+    g.add_node("softmax_cross_entropy", ["scores", "labels", "loss.weight"], name="loss")
+    exprs = check_node(g, "loss", {"scores": rand(rng, (3, 4)), "labels": np.array([0, 3, 1])})
+    assert "loss.weight_1" in [e.name for e in exprs]

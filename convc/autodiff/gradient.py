@@ -18,6 +18,7 @@ from __future__ import annotations
 import sympy
 
 from convc.texpr import TensorExpr, texpr_of
+from convc.texpr.expr import rename_tensors
 from convc.texpr.rules import axis_indices
 from convc.texpr.serialize import program_formula, program_to_str
 from ir import ConvcError, Graph, GraphError
@@ -136,6 +137,7 @@ def _add_texpr(g: Graph, name: str, program: list[TensorExpr]) -> None:
     """Add a texpr node running `program`; its inputs are the values it reads, plus graph
     inputs that carry any dim symbol (such as a symbolic H inside ceil(H/2)) that those
     values' shapes do not bind by themselves."""
+    program = _private_names(g, program)
     defined = {e.name for e in program}
     reads = sorted({r for e in program for r in e.reads} - defined)
     reads += _dim_carriers(g, reads, program)
@@ -153,6 +155,20 @@ def _add_texpr(g: Graph, name: str, program: list[TensorExpr]) -> None:
         name=name,
         outputs=[name],
     )
+
+
+def _private_names(g: Graph, program: list[TensorExpr]) -> list[TensorExpr]:
+    """Rename the program's temporaries that share a name with a value or node of g."""
+    taken = set(g.values) | set(g.nodes) | {e.name for e in program}
+    mapping = {}
+    for e in program[:-1]:
+        if e.name in g.values or e.name in g.nodes:
+            k = 1
+            while f"{e.name}_{k}" in taken:
+                k += 1
+            mapping[e.name] = f"{e.name}_{k}"
+            taken.add(mapping[e.name])
+    return rename_tensors(program, mapping) if mapping else program
 
 
 def _dim_carriers(g: Graph, reads: list[str], program: list[TensorExpr]) -> list[str]:

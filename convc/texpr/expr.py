@@ -40,7 +40,7 @@ op-specific values (e.g. "group", "strides" for conv schedules).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 
 import sympy
@@ -84,6 +84,33 @@ def accesses(expr) -> list[sympy.Indexed]:
     """The tensor accesses in `expr`, in a deterministic order (by printed form)."""
     found = expr.atoms(sympy.Indexed) if isinstance(expr, sympy.Basic) else set()
     return sorted(found, key=sympy.srepr)
+
+
+def rename_tensors(exprs, mapping: dict) -> list:
+    """The expressions with tensors renamed per `mapping`: definitions and every access."""
+
+    def swap(part):
+        if part is None or not isinstance(part, sympy.Basic):
+            return part
+        bases = {b for b in part.atoms(sympy.IndexedBase) if str(b) in mapping}
+        return part.xreplace(
+            {
+                b: tensor(mapping[str(b)], "int64" if b.label.is_integer else "float32")
+                for b in bases
+            }
+        )
+
+    return [
+        replace(
+            e,
+            name=mapping.get(e.name, e.name),
+            body=swap(e.body),
+            condition=swap(e.condition),
+            otherwise=swap(e.otherwise),
+            epilogue=swap(e.epilogue),
+        )
+        for e in exprs
+    ]
 
 
 @dataclass(frozen=True)

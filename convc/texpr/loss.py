@@ -21,7 +21,7 @@ from __future__ import annotations
 import sympy
 
 from .expr import ACC, TensorExpr, access, index
-from .rules import axis_indices, dtype_of, out_value, rule, shape_of
+from .rules import axis_indices, dtype_of, out_value, rule, shape_of, temp_name
 
 
 def _expr(node, name, idx, shape, body, dtype, role="output", attrs=None, **kwargs):
@@ -39,7 +39,7 @@ def _expr(node, name, idx, shape, body, dtype, role="output", attrs=None, **kwar
     )
 
 
-def softmax_steps(node, x, shape, axis, dtype, out_name, log: bool) -> list[TensorExpr]:
+def softmax_steps(graph, node, x, shape, axis, dtype, out_name, log: bool) -> list[TensorExpr]:
     """max, exp-sum and the normalised (or log-normalised) output along `axis`.
 
     The max only shifts the exponent for range: the result does not depend on it,
@@ -50,7 +50,7 @@ def softmax_steps(node, x, shape, axis, dtype, out_name, log: bool) -> list[Tens
     kept_idx = idx[:axis] + idx[axis + 1 :]
     kept_shape = shape[:axis] + shape[axis + 1 :]
     along = (*idx[:axis], r, *idx[axis + 1 :])
-    mx, total = f"{node.name}.max", f"{node.name}.sum"
+    mx, total = temp_name(graph, node, "max"), temp_name(graph, node, "sum")
     reduce = {"reduce_indices": (r,), "reduce_shape": (shape[axis],)}
     shifted = access(x, along) - access(mx, kept_idx)
     steps = [
@@ -92,6 +92,7 @@ def softmax_steps(node, x, shape, axis, dtype, out_name, log: bool) -> list[Tens
 def softmax_texpr(graph, node):
     x, y = node.inputs[0], node.outputs[0]
     return softmax_steps(
+        graph,
         node,
         x,
         shape_of(graph, x),
@@ -116,15 +117,15 @@ def softmax_cross_entropy_texpr(graph, node):
     scores, labels = node.inputs[0], node.inputs[1]
     weights = node.inputs[2] if len(node.inputs) > 2 else None
     shape, dtype = shape_of(graph, scores), dtype_of(graph, scores)
-    log_prob = out_value(node, 1) or f"{node.name}.log_prob"
-    steps = softmax_steps(node, scores, shape, 1, dtype, log_prob, log=True)
+    log_prob = out_value(node, 1) or temp_name(graph, node, "log_prob")
+    steps = softmax_steps(graph, node, scores, shape, 1, dtype, log_prob, log=True)
     idx = axis_indices(len(shape))
     c, n_idx = idx[1], (idx[0], *idx[2:])
     n_shape = (shape[0], *shape[2:])
     w = sympy.Integer(1) if weights is None else access(weights, (c,), dtype_of(graph, weights))
     picked = {"reduction": "sum", "reduce_indices": (c,), "reduce_shape": (shape[1],)}
     picked["condition"] = _picked(graph, node, labels, n_idx, c)
-    weight, terms = f"{node.name}.weight", f"{node.name}.terms"
+    weight, terms = temp_name(graph, node, "weight"), temp_name(graph, node, "terms")
     loss, reduction = node.outputs[0], node.attrs["reduction"]
     steps.append(_expr(node, weight, n_idx, n_shape, w, dtype, "temp", **picked))
     terms_name = loss if reduction == "none" else terms
@@ -134,7 +135,7 @@ def softmax_cross_entropy_texpr(graph, node):
     if reduction != "none":
         total = {"reduction": "sum", "reduce_indices": n_idx, "reduce_shape": n_shape}
         if reduction == "mean":
-            mean_weight = f"{node.name}.total_weight"
+            mean_weight = temp_name(graph, node, "total_weight")
             steps.append(
                 _expr(node, mean_weight, (), (), access(weight, n_idx), dtype, "temp", **total)
             )

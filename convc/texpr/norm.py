@@ -21,7 +21,7 @@ from ir import UnsupportedError
 
 from .dense import number
 from .expr import ACC, TensorExpr, access, index
-from .rules import axis_indices, dtype_of, out_value, rule, shape_of
+from .rules import axis_indices, dtype_of, out_value, rule, shape_of, temp_name
 
 
 def _normalise(x, scale, bias, mean, var, idx, eps):
@@ -32,13 +32,13 @@ def _normalise(x, scale, bias, mean, var, idx, eps):
     )
 
 
-def _batch_statistics(node, x, x_shape, dtype):
+def _batch_statistics(graph, node, x, x_shape, dtype):
     """The batch mean and biased variance per channel, as two reductions."""
     c = index("c")
     reduce_idx = tuple(index(s) for s in ("n", "i", "j", "k")[: len(x_shape) - 1])
     at = (reduce_idx[0], c, *reduce_idx[1:])
     count = x_shape[0] * sympy.Mul(*x_shape[2:])
-    mean, var = f"{node.name}.mean", f"{node.name}.var"
+    mean, var = temp_name(graph, node, "mean"), temp_name(graph, node, "var")
     common = {
         "reduction": "sum",
         "reduce_indices": reduce_idx,
@@ -82,7 +82,7 @@ def batch_norm_texpr(graph, node):
     exprs = []
     stats = (mean, var)
     if node.attrs["training_mode"]:
-        exprs = _batch_statistics(node, x, x_shape, dtype)
+        exprs = _batch_statistics(graph, node, x, x_shape, dtype)
         stats = (exprs[0].name, exprs[1].name)
     body = _normalise(x, scale, bias, *stats, idx, eps)
     exprs.append(

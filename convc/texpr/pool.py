@@ -21,7 +21,7 @@ from ir.ops.window import resolve_pads
 
 from .conv import SPATIAL, TAPS
 from .expr import ACC, TensorExpr, access, index
-from .rules import bound_condition, dtype_of, rule, shape_of
+from .rules import bound_condition, dtype_of, rule, shape_of, temp_name
 
 
 def _window(graph, node):
@@ -82,7 +82,7 @@ def pool_texpr(graph, node):
                 y, (n, c, *out_sp), y_shape, body, "max", condition=inside, attrs=attrs, **common
             )
         ]
-    count = f"{node.name}.count"
+    count = temp_name(graph, node, "count")
     counted = _window_condition(
         positions, pads, x_shape[2:], ranges, include_pad=bool(node.attrs["count_include_pad"])
     )

@@ -126,6 +126,20 @@ def simplify_condition(cond, ranges: dict) -> sympy.Boolean:
     return sympy.And(*kept)
 
 
+def temp_name(graph: Graph, node: Node, what: str) -> str:
+    """`<node>.<what>` for a temporary of the node, never the name of a graph value.
+
+    The temporaries live beside graph values (a program reads both, the lowering
+    gives both buffers), so a clash, e.g. with a parameter the DSL named
+    `loss.weight`, is avoided with a numeric suffix.
+    """
+    name, k = f"{node.name}.{what}", 0
+    while name in graph.values:
+        k += 1
+        name = f"{node.name}.{what}_{k}"
+    return name
+
+
 def out_value(node: Node, k: int = 0) -> str | None:
     """The name of the node's output `k`, or None when that output is not requested."""
     return node.outputs[k] if k < len(node.outputs) else None
