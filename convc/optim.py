@@ -69,10 +69,19 @@ class Optimizer:
 
     def __init__(self, params, lr: float):
         self.entries = _entries(params, type(self).__name__)
-        _check_non_negative(type(self).__name__, "lr", lr)
-        self.lr = float(lr)
+        self.lr = lr
         self.step_count = 0
         self.state: dict[str, dict[str, np.ndarray]] = {}
+
+    @property
+    def lr(self) -> float:
+        """The learning rate: a run-time input, so it may change between steps."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        _check_non_negative(type(self).__name__, "lr", value)
+        self._lr = float(value)
 
     def bind(self, graph: Graph) -> dict[str, np.ndarray]:
         """The optimized parameters as {graph name: array}; state arrays are created here.
@@ -129,9 +138,9 @@ class Optimizer:
             for state in self.state_names:
                 _fresh_input(graph, f"{param}:{state}", value.type.shape, value.dtype)
 
-    def state_inputs(self) -> dict[str, np.ndarray]:
-        """The state arrays by graph input name (`<param>:<state>`)."""
-        return {f"{p}:{s}": a for p, states in self.state.items() for s, a in states.items()}
+    def state_inputs(self, params: Iterable[str]) -> dict[str, np.ndarray]:
+        """The state arrays of `params` by graph input name (`<param>:<state>`)."""
+        return {f"{p}:{s}": a for p in params for s, a in self.state[p].items()}
 
     def formulas(self, param: str, grad: str, idx) -> list[tuple[str, sympy.Expr]]:
         """(updated tensor, its element at `idx`) in the order they must be computed."""

@@ -407,6 +407,7 @@ def test_labels_outside_the_classes_are_reported(interpret):
         (lambda: Adam(["w"], betas=(0.9, 1.0)), r"betas\[1\]=1.0"),
         (lambda: SGD([], lr=0.1), "empty"),
         (lambda: SGD([3.0], lr=0.1), "float 3.0"),
+        (lambda: setattr(SGD(["w"], lr=0.1), "lr", float("nan")), "lr=nan"),
     ],
 )
 def test_bad_optimizer_arguments(make, message):

@@ -79,6 +79,7 @@ class TrainStep:
         self.loss_graph, self.optimizer, self.seed = graph, optimizer, int(seed)
         self.loss = _loss_name(graph, loss)
         params = optimizer.bind(graph)
+        self.params = list(params)
         masked, self.masks = masked_dropout(graph)
         self.graph = step_graph(masked, self.loss, optimizer, list(params))
         stats = {n: graph.values[n].data for n in running_statistics(graph)}
@@ -101,7 +102,7 @@ class TrainStep:
         step = self.optimizer.step_count + 1
         feeds = dict(inputs)
         feeds.update(self.variables)
-        feeds.update(self.optimizer.state_inputs())
+        feeds.update(self.optimizer.state_inputs(self.params))
         feeds.update(self.optimizer.scalars(step))
         feeds.update(unbias)
         feeds.update(self._masks(shapes, step))
