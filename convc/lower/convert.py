@@ -124,6 +124,9 @@ def _as_int64(expr, scope: Scope) -> loops.Expr:
 
 def _integer_sides(difference) -> tuple:
     """`difference op 0` as integer index values: a positive denominator is multiplied out."""
+    difference = sympy.expand(difference)
+    if all(r.is_Integer for r in difference.atoms(sympy.Rational)):
+        return loops.Index(difference), loops.Index(sympy.Integer(0))
     numer, denom = sympy.fraction(sympy.together(difference))
     if not (denom.is_Integer and denom > 0):
         numer = difference

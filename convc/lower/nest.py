@@ -158,7 +158,7 @@ def _innermost(nest: Nest, atoms) -> loops.Stmt:
     ]
     stmts = []
     for start, stop, kind, kept in parts:
-        if sympy.simplify(stop - start) == 0:
+        if _empty(start, stop):
             continue
         width = 16 if kind == "vectorized" else 1
         body = _point(nest, kept) if kind == "vectorized" else _scalar_point(nest, kept)
@@ -282,7 +282,7 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
         return _wrap(loops_, _columns(nest, tile, var_j, 0, extent, atoms))
     lo, hi = split
     inside = [a for a in atoms if j not in a.free_symbols]
-    span = sympy.simplify(hi - lo)
+    span = sympy.sympify(hi - lo)
     if span.is_number and 1 < int(span) <= MAX_COLUMN_BLOCK:
         block = int(span)  # a narrow row is one register block
     blocks = sympy.floor((hi - lo) / block)
@@ -303,7 +303,7 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
 
 
 def _empty(start, stop) -> bool:
-    return sympy.simplify(sympy.sympify(stop) - start) == 0
+    return (sympy.sympify(stop) - start).is_zero is True
 
 
 def _columns(nest: Nest, tile, var_j, start, stop, atoms) -> loops.Stmt:
