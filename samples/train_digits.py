@@ -130,9 +130,35 @@ def train(
     interpret: bool = False,
     threads: int | None = None,
     out=sys.stdout,
+    save: str | None = None,
 ) -> list[Epoch]:
-    """Train DigitsNet and print per-epoch loss and accuracy; returns the epochs' records."""
+    """Train DigitsNet and print per-epoch loss and accuracy; returns the epochs' records.
+
+    `save` names an .npz file that receives the trained state_dict.
+    """
     x_train, y_train, x_test, y_test = load_data(seed)
+    print(f"{len(x_train)} training / {len(x_test)} test images", file=out)
+    model, opt, step = _training_step(optimizer, lr, seed, interpret, threads, out)
+    order = np.random.default_rng(seed)
+    history, base_lr = [], opt.lr
+    for number in range(1, epochs + 1):
+        opt.lr = cosine_lr(base_lr, number, epochs)
+        record = _epoch(step, number, epochs, x_train, y_train, batch_size, order, out)
+        record.test_accuracy = accuracy(step.predict(x_test), y_test)
+        print(
+            f"  loss {record.loss:.4f}  train acc {record.train_accuracy:.2%}  "
+            f"test acc {record.test_accuracy:.2%}  ({record.seconds:.2f} s)",
+            file=out,
+        )
+        history.append(record)
+    if save:
+        np.savez(save, **model.state_dict())
+        print(f"trained weights written to {save}", file=out)
+    return history
+
+
+def _training_step(optimizer: str, lr: float | None, seed: int, interpret, threads, out):
+    """(model, optimizer, convc.TrainStep) for a freshly initialised DigitsNet."""
     nn.manual_seed(seed)
     model = DigitsNet()
     opt = _optimizer(optimizer, model, lr)
@@ -147,22 +173,8 @@ def train(
         seed=seed,
     )
     engine = "interpreted" if interpret else "compiled"
-    print(f"{len(x_train)} training / {len(x_test)} test images; {opt!r}", file=out)
-    print(f"training step {engine} in {time.perf_counter() - start:.2f} s", file=out)
-    order = np.random.default_rng(seed)
-    history = []
-    base_lr = opt.lr
-    for number in range(1, epochs + 1):
-        opt.lr = cosine_lr(base_lr, number, epochs)
-        history.append(_epoch(step, number, epochs, x_train, y_train, batch_size, order, out))
-        record = history[-1]
-        record.test_accuracy = accuracy(step.predict(x_test), y_test)
-        print(
-            f"  loss {record.loss:.4f}  train acc {record.train_accuracy:.2%}  "
-            f"test acc {record.test_accuracy:.2%}  ({record.seconds:.2f} s)",
-            file=out,
-        )
-    return history
+    print(f"{opt!r}; step {engine} in {time.perf_counter() - start:.2f} s", file=out)
+    return model, opt, step
 
 
 def cosine_lr(base: float, epoch: int, epochs: int) -> float:
@@ -212,6 +224,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="split, weights, order and dropout")
     parser.add_argument("--threads", type=_positive_int, help="threads of the compiled step")
     parser.add_argument("--interpret", action="store_true", help="use the reference interpreter")
+    parser.add_argument("--save", metavar="OUT.npz", help="write the trained weights (state_dict)")
 
 
 def run(args: argparse.Namespace, out=sys.stdout) -> list[Epoch]:
@@ -225,6 +238,7 @@ def run(args: argparse.Namespace, out=sys.stdout) -> list[Epoch]:
         args.interpret,
         args.threads,
         out,
+        args.save,
     )
     if history:
         print(f"final test accuracy: {history[-1].test_accuracy:.2%}", file=out)

@@ -458,7 +458,7 @@ def test_convc_train_runs_a_short_training(capsys):
 
     assert main(["train", "--epochs", "3", "--optimizer", "sgd"]) == 0
     out = capsys.readouterr().out
-    assert "SGD(lr=0.05, momentum=0.9" in out
+    assert "SGD(lr=0.05, momentum=0.9" in out and "step compiled in" in out
     assert out.count("train acc") == 3 and "epoch 3/3 [" in out
     final = float(out.split("final test accuracy: ")[1].split("%")[0])
     assert final > 85.0
