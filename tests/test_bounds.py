@@ -110,6 +110,18 @@ IN_BOUNDS = textwrap.dedent(
     x = rng.standard_normal(2 * 19).astype(np.float32)
     check(Program("pairs", bufs, [Kernel("pairs", [body])], ("N",)), {"x": x}, {"y": (19,)}, {"N": 19},
           {"y": x[0::2] + x[1::2]})
+
+    # 6. the same convolution guarded by a lane-varying If instead of clamping: masked lanes
+    body = For(i, 0, N, [Alloc("acc", "float32", (), 0.0),
+                         For(kw, 0, 3, [If(inside, Assign("acc", (), Fma(Load("x", (iw,)), Load("w", (kw,)),
+                                                                          Ref("acc"))))], "unrolled"),
+                         Store("y", (i,), Ref("acc"))], "vectorized", 16, "masked")
+    bufs = [Buffer("x", "float32", (N,), "input", align=A), Buffer("w", "float32", (3,), "input", align=A),
+            Buffer("y", "float32", (N,), "output", align=A)]
+    x, w = rng.standard_normal(35).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    ref = np.convolve(np.pad(x, 1), w[::-1], mode="valid")
+    check(Program("guarded", bufs, [Kernel("guarded", [body])], ("N",)), {"x": x, "w": w}, {"y": (35,)}, {"N": 35},
+          {"y": ref})
     print("ok")
     """
 )

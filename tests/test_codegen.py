@@ -513,3 +513,39 @@ def test_parallel_body_captures_lets_and_outer_loop_variables():
     prog = Program("capture", bufs, [Kernel("capture", [body])], ("N",))
     y = run(prog, {"x": x, "scale": scale}, {"y": (3, 7)}, {"N": 7})["y"]
     np.testing.assert_allclose(y, x * (1.5 * np.arange(3, dtype=np.float32))[:, None], rtol=1e-6)
+
+
+def test_lane_varying_if_guards_padding_and_splits_lanes():
+    # 3x3 conv, padding 1, columns guarded by an If on the vector variable ow (no clamping):
+    # the masked loads never touch x[..., -1] or x[..., size]; and an If/else storing per lane.
+    size = 19
+    ih, iw = oh + kh - 1, ow + kw - 1
+    inside = Binary(
+        "and", Cmp("ge", Index(iw), Const(0, "int64")), Cmp("lt", Index(iw), Const(size, "int64"))
+    )
+    tap = If(
+        inside,
+        Assign("acc", (), Fma(Load("x", (n, ic, ih, iw)), Load("w", (oc, ic, kh, kw)), Ref("acc"))),
+    )
+    row_ok = Binary(
+        "and", Cmp("ge", Index(ih), Const(0, "int64")), Cmp("lt", Index(ih), Const(size, "int64"))
+    )
+    taps = For(ic, 0, 2, [For(kh, 0, 3, [If(row_ok, For(kw, 0, 3, [tap]))])])
+    sign = If(Cmp("gt", Ref("acc"), Const(0.0)), Store("y", (n, oc, oh, ow), Ref("acc")),
+              Store("y", (n, oc, oh, ow), Ref("acc") * -2.0))  # fmt: skip
+    inner = For(
+        ow, 0, size, [Alloc("acc", "float32", (), 0.0), taps, sign], "vectorized", 16, "masked"
+    )
+    body = For(n, 0, N, [For(oc, 0, 3, [For(oh, 0, size, [inner])])])
+    bufs = [Buffer("x", "float32", (N, 2, size, size), "input"), Buffer("w", "float32", (3, 2, 3, 3), "input"),
+            Buffer("y", "float32", (N, 3, size, size), "output")]  # fmt: skip
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((2, 2, size, size), dtype=np.float32)
+    w = rng.standard_normal((3, 2, 3, 3), dtype=np.float32)
+    prog = Program("predicated", bufs, [Kernel("predicated", [body])], ("N",))
+    y = run(prog, {"x": x, "w": w}, {"y": (2, 3, size, size)}, {"N": 2})["y"]
+    # conv_reference applies relu; relu(z) - relu(-z) recovers the plain convolution z
+    plain = conv_reference(x, w, np.zeros(3, np.float32)) - conv_reference(
+        -x, w, np.zeros(3, np.float32)
+    )
+    np.testing.assert_allclose(y, np.where(plain > 0, plain, -2 * plain), rtol=1e-5, atol=1e-5)

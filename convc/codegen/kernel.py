@@ -10,6 +10,8 @@ by the parallel runtime (`convc.codegen.parallel`).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import sympy
 from llvmlite import ir
 
@@ -102,12 +104,18 @@ class FunctionEmitter:
             raise ValueError(f"'{s.name}' is a let binding and cannot be assigned")
         value, _ = self.expr_as(s.value, local.dtype)
         value = widen(self.b, value, local.width)
-        self.b.store(value, self._element_ptr(local, s.name, s.index))
+        ptr = self._element_ptr(local, s.name, s.index)
+        if self.vec is not None and self.vec.mask is not None and local.width is not None:
+            value = self.b.select(self.vec.mask, value, self.b.load(ptr, typ=value.type))
+        self.b.store(value, ptr)
 
     def _if(self, s: L.If) -> None:
         cond, dtype = self.expr(s.cond)
-        if dtype != "bool" or isinstance(cond.type, ir.VectorType):
-            raise ValueError("an If condition must be a bool invariant in the vector loop")
+        if dtype != "bool":
+            raise ValueError(f"an If condition must be a bool, got {dtype}")
+        if isinstance(cond.type, ir.VectorType):
+            self._predicated_if(s, cond)
+            return
         if s.orelse is None:
             with self.b.if_then(cond), self.ix.scope():
                 self.stmt(s.then)
@@ -117,6 +125,25 @@ class FunctionEmitter:
                 self.stmt(s.then)
             with orelse, self.ix.scope():
                 self.stmt(s.orelse)
+
+    def _predicated_if(self, s: L.If, cond: ir.Value) -> None:
+        """A condition that varies across the lanes: each branch runs under the lanes where
+        it holds (masked memory accesses, blended local updates) and is skipped when no lane
+        is live, so a guard that keeps an index in bounds protects every access under it."""
+        b, vec = self.b, self.vec
+        branches = [(cond, s.then)]
+        if s.orelse is not None:
+            branches.append((b.xor(cond, const(cond.type, 1)), s.orelse))
+        for lanes_on, body in branches:
+            mask = lanes_on if vec.mask is None else b.and_(vec.mask, lanes_on)
+            bits = ir.IntType(vec.width)
+            live = b.icmp_unsigned("!=", b.bitcast(mask, bits), ir.Constant(bits, 0))
+            with b.if_then(live), self.ix.scope():
+                self.vec = replace(vec, mask=mask)
+                try:
+                    self.stmt(body)
+                finally:
+                    self.vec = vec
 
     def _for(self, s: L.For) -> None:
         if self.vec is not None and (
@@ -183,7 +210,7 @@ class FunctionEmitter:
             active = b.sub(stop, main_stop)
             with b.if_then(b.icmp_signed(">", active, i64(0))), self.ix.scope():
                 mask = b.icmp_signed("<", lanes(width), splat(b, active, width))
-                ctx = VecCtx(var, width, main_stop, multiple, active, mask, reductions)
+                ctx = VecCtx(var, width, main_stop, multiple, mask, reductions)
                 self._vector_body(s, ctx)
         self._finish_reductions(reductions)
         self._restore(var, saved)

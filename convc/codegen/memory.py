@@ -5,8 +5,9 @@ stride 1 in ``v`` is one contiguous ``<W x T>`` load/store (masked in a masked t
 alignment that the index provably has); stride 0 is a scalar load (broadcast by the user);
 a constant stride of 2-4 is one wider masked load plus a shuffle (loads only); any other
 stride or a non-affine index is a gather/scatter through ``llvm.masked.gather`` /
-``llvm.masked.scatter`` of per-lane pointers. In a masked tail, inactive gather lanes point
-at lane 0 (always in bounds), so no lane ever touches memory outside the iteration space.
+``llvm.masked.scatter`` of per-lane pointers. Every vector access honours the context's
+lane mask (a masked tail, or a lane-varying `If`): inactive lanes touch no memory, so a
+condition that keeps an index inside its buffer protects the access as it would in scalar code.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ MAX_SHUFFLE_STRIDE = 4  # constant strides up to this load contiguously and shuf
 
 @dataclass
 class VecCtx:
-    """The vectorized loop being emitted: `base` is the first lane's value of `var`,
-    a multiple of `multiple`; `active` (scalar) and `mask` (vector) are set in a masked tail."""
+    """The vectorized loop being emitted: `base` is the first lane's value of `var`, a
+    multiple of `multiple`; `mask` (``<W x i1>``) marks the live lanes in a masked tail or
+    under a lane-varying `If` (None: all lanes)."""
 
     var: str
     width: int
     base: ir.Value
     multiple: int
-    active: ir.Value | None = None
     mask: ir.Value | None = None
     reductions: dict = field(default_factory=dict)
 
@@ -96,14 +97,10 @@ class Memory:
                 b, self._strided_load(node.buffer, etype, flat, int(stride), vec), buf.dtype
             )
         ptrs = self._lane_pointers(node.buffer, etype, flat, stride, vec)
-        true = const(ir.VectorType(I1, vec.width), 1)
-        fn = declare(
-            b.module,
-            f"llvm.masked.gather.{type_suffix(vt)}.v{vec.width}p0",
-            vt,
-            [ptrs.type, true.type, vt],
-        )
-        return to_value(b, b.call(fn, [ptrs, true, const(vt, 0)]), buf.dtype)
+        mask = vec.mask if vec.mask is not None else const(ir.VectorType(I1, vec.width), 1)
+        name = f"llvm.masked.gather.{type_suffix(vt)}.v{vec.width}p0"
+        fn = declare(b.module, name, vt, [ptrs.type, mask.type, vt])
+        return to_value(b, b.call(fn, [ptrs, mask, const(vt, 0)]), buf.dtype)
 
     def store(self, node: L.Store, value: ir.Value, vec: VecCtx | None) -> None:
         buf = self.decl[node.buffer]
@@ -180,7 +177,7 @@ class Memory:
         return align
 
     def _lane_pointers(self, name, etype, flat, stride, vec: VecCtx) -> ir.Value:
-        """``<W x ptr>`` of the lanes' addresses; inactive lanes of a masked tail use lane 0."""
+        """``<W x ptr>`` of the lanes' addresses (the gather/scatter mask guards their use)."""
         b, saved = self.b, self.env[vec.var]
         first = self.ix.emit(flat)
         step = None if stride is None else self.ix.emit(stride)
@@ -192,8 +189,6 @@ class Memory:
                 self.env[vec.var] = b.add(vec.base, i64(lane))
                 idx = self.ix.emit(flat)
                 self.env[vec.var] = saved
-            if vec.active is not None and lane > 0:
-                idx = b.select(b.icmp_signed("<", i64(lane), vec.active), idx, first)
             ptr = b.gep(self.buffers[name], [idx], inbounds=True, source_etype=etype)
             out = b.insert_element(out, ptr, ir.Constant(I64, lane))
         return out

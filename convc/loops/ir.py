@@ -31,8 +31,10 @@ codegen exploits:
   variable at once with explicit ``<W x T>`` vectors. Loads/stores whose index has
   coefficient 1 in the variable become contiguous vector accesses, invariant loads become
   broadcasts, loads with a constant stride of 2-4 one wide load and a shuffle, anything else
-  a gather/scatter. Locals declared inside become vectors. `If`
-  conditions inside must not depend on the variable (use `Select`). The one allowed write to
+  a gather/scatter. Locals declared inside become vectors. An `If` whose condition depends
+  on the variable runs each branch under the lanes where it holds (masked loads and stores,
+  blended local updates; skipped when no lane holds), so a bound check guards the accesses
+  under it exactly as in scalar code. The one allowed write to
   a local declared outside is a reduction ``Assign(acc, (), Binary(op, Ref(acc), e))`` with
   op in add/mul/max/min (lanes are combined at the end, so float sums are reassociated).
   A store to an address that does not depend on the variable is an error. ``tail`` says how
@@ -321,7 +323,7 @@ class Assign(Stmt):
 
 @dataclass(frozen=True)
 class If(Stmt):
-    """``if cond: then else: orelse``; `cond` is a bool value (invariant in a vector loop)."""
+    """``if cond: then else: orelse``; `cond` is a bool value (per lane in a vector loop)."""
 
     cond: Expr
     then: Stmt
