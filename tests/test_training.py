@@ -207,7 +207,7 @@ def batches(count: int, seed: int = 1):
     ]
 
 
-def make_step(optimizer: str, interpret: bool, seed: int = 0):
+def make_step(optimizer: str, interpret: bool, seed: int = 0, threads: int | None = None):
     nn.manual_seed(seed)
     model = Small()
     opt = (
@@ -221,13 +221,14 @@ def make_step(optimizer: str, interpret: bool, seed: int = 0):
         optimizer=opt,
         inputs=convc.Input("x", ("N", 1, 6, 6)),
         interpret=interpret,
+        threads=threads,
         seed=7,
     )
     return model, step
 
 
-def train_losses(optimizer: str, interpret: bool, steps: int = 3):
-    model, step = make_step(optimizer, interpret)
+def train_losses(optimizer: str, interpret: bool, steps: int = 3, threads: int | None = None):
+    model, step = make_step(optimizer, interpret, threads=threads)
     losses = [step(x, y) for x, y in batches(steps)]
     return losses, {k: v.copy() for k, v in model.state_dict().items()}
 
@@ -237,9 +238,9 @@ def interpreted():
     return {opt: train_losses(opt, interpret=True) for opt in ("sgd", "adam")}
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_compiled_step_equals_interpreted(interpreted, optimizer):
-    losses, state = train_losses(optimizer, interpret=False)
+@pytest.mark.parametrize("optimizer, threads", [("sgd", 2), ("adam", 2), ("sgd", 1)])
+def test_compiled_step_equals_interpreted(interpreted, optimizer, threads):
+    losses, state = train_losses(optimizer, interpret=False, threads=threads)
     ref_losses, ref_state = interpreted[optimizer]
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
     for name, array in ref_state.items():
