@@ -340,6 +340,37 @@ def test_step_matches_pytorch(interpreted, optimizer):
     )
 
 
+def test_regression_with_mse_matches_pytorch():
+    torch = pytest.importorskip("torch")
+    nn.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.Tanh(), nn.Conv1d(4, 1, 3, padding=1))
+    twin = torch.nn.Sequential(
+        torch.nn.Conv1d(2, 4, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv1d(4, 1, 3, padding=1)
+    )
+    twin.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.state_dict().items()})
+    options = {"lr": 0.1, "momentum": 0.9, "nesterov": True}
+    reference = torch.optim.SGD(twin.parameters(), **options)
+    step = convc.train_step(
+        model,
+        nn.MSELoss(),
+        SGD(model.named_parameters(), **options),
+        inputs=convc.Input("x", ("N", 2, 16)),
+        interpret=True,
+    )
+    assert str(step.loss_graph.values["target"].type) == "f32[N,1,16]"  # the output's type
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        x = rng.standard_normal((5, 2, 16), dtype=np.float32)
+        target = rng.standard_normal((5, 1, 16), dtype=np.float32)
+        loss = torch.nn.functional.mse_loss(twin(torch.from_numpy(x)), torch.from_numpy(target))
+        reference.zero_grad()
+        loss.backward()
+        reference.step()
+        np.testing.assert_allclose(step(x, target), float(loss.detach()), rtol=1e-5)
+    for name, array in twin.state_dict().items():
+        np.testing.assert_allclose(model.state_dict()[name], array.numpy(), rtol=1e-4, atol=1e-6)
+
+
 # ----- dropout ------------------------------------------------------------------------------
 
 
