@@ -215,16 +215,23 @@ def _signature(inputs: Mapping) -> tuple | None:
 
 
 class Predictor:
-    """An inference graph whose variables are inputs fed from live arrays at every call."""
+    """An inference graph whose variables are inputs fed from live arrays at every call.
+
+    It is compiled at its first call, so a training run that never evaluates
+    does not pay for it.
+    """
 
     def __init__(self, graph: Graph, variables: Mapping[str, np.ndarray], engine_options: dict):
         present = [n for n in variables if n in graph.values and graph.values[n].kind == "param"]
         self.graph = rebuild(graph, as_inputs=present)
         self.variables = {n: variables[n] for n in present}
         self.data_inputs = list(graph.inputs)
-        self.engine = Engine(self.graph, **engine_options)
+        self.engine_options = engine_options
+        self.engine: Engine | None = None
 
     def __call__(self, *arrays: np.ndarray) -> np.ndarray:
+        if self.engine is None:
+            self.engine = Engine(self.graph, **self.engine_options)
         feeds = dict(zip(self.data_inputs, arrays), **self.variables)
         return self.engine(feeds)[self.graph.outputs[0]]
 
