@@ -134,7 +134,8 @@ def conv_configs(draw):
     kind = draw(st.sampled_from(["plain", "grouped", "depthwise"]))
     groups = {"plain": 1, "grouped": 2, "depthwise": draw(st.integers(1, 5))}[kind]
     cin = groups * (1 if kind == "depthwise" else draw(st.integers(1, 3)))
-    cout = groups * draw(st.integers(1, 3 if rank == 3 else 19))
+    per_group = [1, 2, 3] if rank == 3 else [1, 2, 3, 5, 16, 19, 32]  # 16k: channel vectors
+    cout = groups * draw(st.sampled_from(per_group))
     kernel = [draw(st.integers(1, 3)) for _ in range(rank)]
     strides = [draw(st.integers(1, 3)) for _ in range(rank)]
     dilations = [draw(st.integers(1, 2)) for _ in range(rank)]
