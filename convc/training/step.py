@@ -81,7 +81,7 @@ class TrainStep:
         params = optimizer.bind(graph)
         self.params = list(params)
         masked, self.masks = masked_dropout(graph)
-        self.graph = step_graph(masked, self.loss, optimizer, list(params))
+        self.graph = step_graph(masked, self.loss, optimizer, self.params)
         stats = {n: graph.values[n].data for n in running_statistics(graph)}
         self.variables: dict[str, np.ndarray] = {**params, **stats}
         self.engine = Engine(self.graph, interpret, threads)
@@ -115,7 +115,7 @@ class TrainStep:
 
     def __call__(self, *arrays: np.ndarray) -> float:
         """One step on the batch `arrays` (in the order of the loss graph's inputs); the loss."""
-        names = [n for n in self.loss_graph.inputs]
+        names = list(self.loss_graph.inputs)
         if len(arrays) != len(names):
             raise InputError(
                 f"training step of '{self.loss_graph.name}': got {len(arrays)} arrays for "
