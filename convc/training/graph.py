@@ -7,7 +7,8 @@ Built in three rewrites of the loss graph:
    with a new float input holding keep / (1 - ratio). The mask is drawn in NumPy
    per step (see `step.dropout_masks`), so the interpreted and the compiled step
    see the same mask and their losses can be compared exactly; the op's own
-   `seed` attribute only numbers the node.
+   `seed` attribute is not used (the step's base seed, the step number and the
+   mask's position pick the draw).
 2. `convc.gradient` with respect to the optimized parameters.
 3. `step_graph`: the optimized parameters and the batch-norm running
    statistics turn from parameters into inputs (they change every step, and
