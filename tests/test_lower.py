@@ -107,13 +107,16 @@ def test_big_kernels_get_one_collapsed_parallel_loop():
 
 
 def test_windowed_convs_with_16k_channels_vectorize_over_channels():
-    (kernel,) = kernels(conv_graph(channels=32, size=14))
+    (kernel,) = kernels(conv_graph(channels=32, size=20))
     text = loops.format_kernel(kernel)
     assert "vector(16, tail=masked) for o_i in 0..16:" in text
     assert "alloc acc1: f32[6] = 0.0" in text and "unrolled for j_i in 0..6:" in text
     assert "w.oc16[" in text and ", o_i]" in text
     (narrow,) = kernels(conv_graph(channels=32, size=7))
-    assert "unrolled for j_i in 0..5:" in loops.format_kernel(narrow)  # the whole interior
+    text = loops.format_kernel(narrow)
+    assert "alloc acc: f32[7] = 0.0" in text  # the whole row is one register block
+    per_copy = "unrolled for j_i in 0..7:\n                    if (idx(-b - j_i + 1) <= idx(0))"
+    assert per_copy in text  # border checks inside each copy, folded where j_i is interior
 
 
 def test_default_schedules_by_family():

@@ -34,6 +34,8 @@ from .regions import conjuncts, interior
 
 UPDATE = {"sum": "add", "max": "max"}
 MAX_COLUMN_BLOCK = 8
+#: Rows up to this width are one register block, border columns included (checked per copy).
+MAX_ROW_BLOCK = 14
 
 
 @dataclass
@@ -199,13 +201,21 @@ def _point(nest: Nest, atoms) -> loops.Stmt:
 
 
 def _reduce_loops(nest: Nest, atoms, acc: str) -> loops.Stmt:
-    """The reduction loops, each bound check placed after the loop binding its last index."""
+    """The reduction loops, each bound check placed after the loop binding its last index.
+
+    Checks on the register-blocked axis sit inside each unrolled copy, where that axis is
+    a constant: LLVM folds them away for every copy but the ones at the borders.
+    """
     te, scope = nest.te, nest.scope
+    blocked = nest.block[0] if nest.block else None
+    per_copy = [a for a in atoms if blocked in a.free_symbols]
+    atoms = [a for a in atoms if a not in per_copy]
     depth = {a: _depth(a, te.reduce_indices) for a in atoms}
 
     def update(k):
         term = convert(te.body, scope)
-        return loops.Assign(acc, k, loops.Binary(UPDATE[te.reduction], loops.Ref(acc, k), term))
+        value = loops.Binary(UPDATE[te.reduction], loops.Ref(acc, k), term)
+        return _guard(loops.Assign(acc, k, value), per_copy, scope)
 
     stmt = _block_loop(nest, update)
     for level in range(len(te.reduce_indices) - 1, -1, -1):
@@ -278,6 +288,14 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
     reduce_ranges = dict(zip(te.reduce_indices, te.reduce_shape))
     split = interior(atoms, j, extent, reduce_ranges, te.indices)
     var_j = loops.loop_var(str(j))
+    var_o, var_i = loops.loop_var(f"{j}_o"), loops.loop_var(f"{j}_i")
+    if extent.is_number and int(extent) <= MAX_ROW_BLOCK and not _mixed(atoms, j, te.indices):
+        row = replace(
+            nest,
+            block=(j, int(extent), var_o, var_i),
+            scope=replace(nest.scope, subs={**nest.scope.subs, j: var_i}),
+        )
+        return _wrap(loops_, _vector_channels(row, tile, atoms))  # the whole row, checked
     if split is None:
         return _wrap(loops_, _columns(nest, tile, var_j, 0, extent, atoms))
     lo, hi = split
@@ -286,7 +304,6 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
     if span.is_number and 1 < int(span) <= MAX_COLUMN_BLOCK:
         block = int(span)  # a narrow row is one register block
     blocks = sympy.floor((hi - lo) / block)
-    var_o, var_i = loops.loop_var(f"{j}_o"), loops.loop_var(f"{j}_i")
     blocked = replace(
         nest,
         block=(j, block, var_o, var_i),
@@ -300,6 +317,11 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
     ]
     kept = [p for p in parts if not (isinstance(p, loops.For) and _empty(p.start, p.stop))]
     return _wrap(loops_, loops.Block(tuple(kept)))
+
+
+def _mixed(atoms, j, out_vars) -> bool:
+    """Whether a bound check ties `j` to another output index (it cannot sit per copy)."""
+    return any(j in a.free_symbols and (a.free_symbols & set(out_vars)) - {j} for a in atoms)
 
 
 def _empty(start, stop) -> bool:
