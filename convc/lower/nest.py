@@ -33,7 +33,7 @@ from .convert import Scope, condition, convert
 from .regions import conjuncts, interior
 
 UPDATE = {"sum": "add", "max": "max"}
-MAX_COLUMN_BLOCK = 8
+MIN_COLUMN_BLOCK, MAX_COLUMN_BLOCK = 6, 13
 #: Rows up to this width are one register block, border columns included (checked per copy).
 MAX_ROW_BLOCK = 14
 
@@ -301,8 +301,8 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
     lo, hi = split
     inside = [a for a in atoms if j not in a.free_symbols]
     span = sympy.sympify(hi - lo)
-    if span.is_number and 1 < int(span) <= MAX_COLUMN_BLOCK:
-        block = int(span)  # a narrow row is one register block
+    if span.is_number and int(span) > 1:
+        block = _column_block(int(span))
     blocks = sympy.floor((hi - lo) / block)
     blocked = replace(
         nest,
@@ -317,6 +317,16 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
     ]
     kept = [p for p in parts if not (isinstance(p, loops.For) and _empty(p.start, p.stop))]
     return _wrap(loops_, loops.Block(tuple(kept)))
+
+
+def _column_block(span: int) -> int:
+    """Columns per register block for an interior of `span` columns: the size in
+    [MIN_COLUMN_BLOCK, MAX_COLUMN_BLOCK] leaving the fewest columns over (larger on ties),
+    or the whole interior when it is narrower."""
+    if span <= MAX_COLUMN_BLOCK:
+        return span
+    sizes = range(MIN_COLUMN_BLOCK, MAX_COLUMN_BLOCK + 1)
+    return min(sizes, key=lambda r: (span % r, -r))
 
 
 def _mixed(atoms, j, out_vars) -> bool:
