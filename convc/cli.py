@@ -348,6 +348,7 @@ def _native(graph: Graph, inputs: dict) -> dict:
 
 
 for _stage, _help in (
+    ("passes", "the graph after each graph pass (;; after <pass>)"),
     ("fused", "the fusion decisions: which nodes each kernel computes"),
     ("loops", "the loop IR of every kernel, buffers and arena plan"),
     ("llvm", "the generated LLVM IR"),

@@ -23,7 +23,15 @@ import numpy as np
 
 from convc import loops, runtime
 from convc.lower import assemble
-from convc.passes import PIPELINE, dump, dump_requested, fused_text, plan_fusion, run_passes
+from convc.passes import (
+    PIPELINE,
+    dump,
+    dump_requested,
+    fused_text,
+    plan_fusion,
+    run_passes,
+    trace_text,
+)
 from ir import Graph, GraphError, InputError
 from ir.binding import bind_inputs
 
@@ -167,7 +175,14 @@ def lower_graph(graph: Graph):
 
 
 def stage_source(graph: Graph, stage: str) -> str:
-    """One stage's text for `graph`; stages before LLVM are produced without compiling."""
+    """One stage's text for `graph`; stages before LLVM are produced without compiling.
+
+    `passes` gives the graph after each graph pass (`;; after <pass>` dumps)."""
+    if stage == "passes":
+        _check_graph(graph)
+        trace: list = []
+        run_passes(graph, PIPELINE, trace)
+        return trace_text(trace)
     if stage in ("llvm", "llvm-opt", "asm"):
         return compile(graph).source(stage)
     optimized, groups, program = lower_graph(graph)

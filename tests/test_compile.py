@@ -468,6 +468,7 @@ def cli(capsys, *argv):
 @pytest.mark.parametrize(
     "stage, marker",
     [
+        ("passes", ";; after fold-batch-norm\ngraph tiny("),
         ("fused", "kernel "),
         ("loops", "vector(16, tail=masked)"),
         ("llvm", 'define void @"convc_main"('),

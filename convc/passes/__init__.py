@@ -6,7 +6,7 @@
 
 from .fold_bn import FOLD_BATCH_NORM, fold_batch_norm
 from .fusion import FusedGroup, fused_text, plan_fusion
-from .manager import Pass, dump, dump_requested, run_passes
+from .manager import Pass, dump, dump_requested, run_passes, trace_text
 from .reorder import REORDER_ACTIVATION_POOL, reorder_activation_pool
 from .simplify import DCE, REMOVE_NOOPS, eliminate_dead_code, remove_noops
 
@@ -29,4 +29,5 @@ __all__ = [
     "remove_noops",
     "reorder_activation_pool",
     "run_passes",
+    "trace_text",
 ]

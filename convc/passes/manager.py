@@ -44,10 +44,21 @@ class Pass:
         return result
 
 
-def run_passes(graph: ir.Graph, passes: Sequence[Pass]) -> ir.Graph:
-    """Apply `passes` in order; the input graph is left untouched."""
+def run_passes(graph: ir.Graph, passes: Sequence[Pass], trace: list | None = None) -> ir.Graph:
+    """Apply `passes` in order; the input graph is left untouched.
+
+    `trace`, when given, receives `(pass name, graph text)` after every pass (the
+    `passes` stage of `convc show`).
+    """
     for p in passes:
         graph = p.run(graph)
         if dump_requested(p.name) or dump_requested("passes"):
             dump(p.name, graph.to_text())
+        if trace is not None:
+            trace.append((p.name, graph.to_text()))
     return graph
+
+
+def trace_text(trace: list) -> str:
+    """The `;; after <pass>` dumps of a trace, in order."""
+    return "\n\n".join(f";; after {name}\n{text}" for name, text in trace)
