@@ -2,22 +2,27 @@
 
 Stage: (TensorExpr, Schedule, fused epilogue) -> `convc.loops` statement.
 
-Shape of the result, for a reduction such as conv (`y = epi(Sum x*w)`):
+Two shapes, chosen by the schedule. Width vectors (`vector_axis` an output
+index, e.g. "j"; elementwise, pooling, depthwise and 1x1 convs):
 
     parallel for n*o_o:                     # schedule.parallel_axis "n*o"
       for i:
-        for j in border:  (scalar, every bound checked)
-        vector(16) for j in interior:       # schedule.vector_axis, checks dropped
+        for j in border:  (one at a time, every bound checked)
+        vector(16) for j in interior:       # checks on j dropped
           alloc acc[B] = 0                  # B = schedule.tiles["o"], "o.i" unrolled
           for c: for a: [if row bound] for b:
             unrolled for o_i: acc[o_i] += x[...] * w[o_o*B + o_i, ...]
           unrolled for o_i: y[...] = epilogue(acc[o_i])
 
+Channel vectors (`vector_axis` a tile's inner part, "o.i"; windowed convs and
+dense layers): 16 output channels (features) a vector and a register block of
+output columns (rows), see `_channel_vector_nest`.
+
 Invariants: an access runs only where its expression's condition holds (bounds
 are either checked by an `if` placed right after the loop that binds their last
-index, or proven by the interior split); the epilogue (the op's own, then the
-fused chain as `let`s) is applied to the accumulator in registers, so only the
-group's final value is stored.
+index or inside the unrolled copy of a register block, or proven by the interior
+split); the epilogue (the op's own, then the fused chain as `let`s) is applied
+to the accumulator in registers, so only the group's final value is stored.
 """
 
 from __future__ import annotations
