@@ -291,3 +291,17 @@ def test_concurrent_runs_from_python_threads_are_correct():
         results = list(pool.map(one, xs))
     for x, y in zip(xs, results):
         np.testing.assert_allclose(y, np.tanh(x.astype(np.float64)) * 2, rtol=3e-7)
+
+
+def test_disk_cache_keeps_the_most_recently_used_entries(monkeypatch, tmp_path):
+    from convc.runtime import cache
+
+    monkeypatch.setattr(cache, "MAX_ENTRIES", 2)
+    monkeypatch.setenv("CONVC_CACHE_DIR", str(tmp_path / "lru"))
+    for k, key in enumerate(["a", "b", "c"]):
+        cache.disk_put(key, [bytes([k]) * 10])
+        os.utime(tmp_path / "lru" / f"{key}.o", (k, k))  # distinct, increasing times
+    assert sorted(p.stem for p in (tmp_path / "lru").glob("*.o")) == ["b", "c"]
+    assert cache.disk_get("b") == [bytes([1]) * 10]
+    cache.disk_put("d", [b"d"])
+    assert sorted(p.stem for p in (tmp_path / "lru").glob("*.o")) == ["b", "d"]

@@ -10,8 +10,9 @@ Disk layout: ``$CONVC_CACHE_DIR`` (default ``~/.cache/convc``), one ``<key>.o`` 
 program: 32 bytes of sha256 over the rest, then each object file of the program (PIC, from
 ``TargetMachine.emit_object``; several when it was compiled in parallel parts) as an 8-byte
 little-endian length and the bytes. Files are written atomically (temp file + rename) and checked
-on read, so a torn or corrupted file is a miss, never a crash. ``CONVC_CACHE=0`` disables the
-disk cache. `STATS` counts what happened, so tests can prove a hit skipped LLVM.
+on read, so a torn or corrupted file is a miss, never a crash. A hit refreshes the file's
+time; past `MAX_ENTRIES` files the least recently used are deleted. ``CONVC_CACHE=0``
+disables the disk cache. `STATS` counts what happened, so tests can prove a hit skipped LLVM.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from ..loops import Program, program_hash
 from .llvm import cache_key_parts
 
+MAX_ENTRIES = 256
 STATS = {"llvm_compiles": 0, "memory_hits": 0, "disk_hits": 0, "disk_writes": 0}
 
 
@@ -76,6 +78,10 @@ def disk_get(key: str) -> list[bytes] | None:
     if hashlib.sha256(payload).digest() != digest:
         return None
     STATS["disk_hits"] += 1
+    try:
+        os.utime(directory / f"{key}.o")
+    except OSError:
+        pass
     return _unpack(payload)
 
 
@@ -92,5 +98,13 @@ def disk_put(key: str, objects: list[bytes]) -> None:
             f.write(hashlib.sha256(payload).digest() + payload)
         os.replace(tmp, directory / f"{key}.o")
         STATS["disk_writes"] += 1
+        _evict(directory)
     except OSError:
         return
+
+
+def _evict(directory: Path) -> None:
+    """Delete the least recently used entries beyond `MAX_ENTRIES`."""
+    entries = sorted(directory.glob("*.o"), key=lambda path: path.stat().st_mtime)
+    for path in entries[: max(len(entries) - MAX_ENTRIES, 0)]:
+        path.unlink(missing_ok=True)
