@@ -39,6 +39,7 @@ from convc.loops import (
     Select,
     Store,
     Unary,
+    format_expr,
     loop_var,
 )
 from convc.runtime import llvm as rllvm
@@ -549,3 +550,95 @@ def test_lane_varying_if_guards_padding_and_splits_lanes():
         -x, w, np.zeros(3, np.float32)
     )
     np.testing.assert_allclose(y, np.where(plain > 0, plain, -2 * plain), rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- random expressions
+
+LEAVES = ("a", "b", "c")
+BINARY = {
+    "add": np.add,
+    "sub": np.subtract,
+    "mul": np.multiply,
+    "max": np.maximum,
+    "min": np.minimum,
+}
+UNARY = {
+    "neg": np.negative,
+    "abs": np.abs,
+    "tanh": np.tanh,
+    "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
+}
+
+
+def _tree(draw, depth: int):
+    """A random expression: (loop-IR value, NumPy float64 evaluator, magnitude bound, op count)."""
+    from hypothesis import strategies as st
+
+    kind = draw(
+        st.sampled_from(["leaf", "const"] + ["unary", "binary", "fma", "select"] * (depth > 0))
+    )
+    if kind == "leaf":
+        name = draw(st.sampled_from(LEAVES))
+        return Load(name, (i,)), lambda env: env[name], lambda env: np.abs(env[name]), 0
+    if kind == "const":
+        value = draw(st.sampled_from([-1.5, 0.0, 0.25, 2.0]))
+        return Const(value), lambda env: value, lambda env: abs(value), 0
+    parts = [
+        _tree(draw, depth - 1)
+        for _ in range({"unary": 1, "binary": 2, "fma": 3, "select": 4}[kind])
+    ]
+    (e0, f0, m0, n0), rest = parts[0], parts[1:]
+    count = n0 + sum(p[3] for p in rest) + 1
+    if kind == "unary":
+        op = draw(st.sampled_from(sorted(UNARY)))
+        mag = (lambda env: np.maximum(m0(env), 1.0)) if op in ("tanh", "sigmoid") else m0
+        return Unary(op, e0), lambda env: UNARY[op](f0(env)), mag, count
+    (e1, f1, m1, _) = rest[0]
+    if kind == "binary":
+        op = draw(st.sampled_from(sorted(BINARY)))
+        mag = (lambda env: m0(env) * m1(env)) if op == "mul" else (lambda env: m0(env) + m1(env))
+        return Binary(op, e0, e1), lambda env: BINARY[op](f0(env), f1(env)), mag, count
+    (e2, f2, m2, _) = rest[1]
+    if kind == "fma":
+        return (Fma(e0, e1, e2), lambda env: f0(env) * f1(env) + f2(env),
+                lambda env: m0(env) * m1(env) + m2(env), count)  # fmt: skip
+    e3, f3, m3, _ = rest[2]
+    return (Select(Cmp("lt", e0, e1), e2, e3), lambda env: np.where(f0(env) < f1(env), f2(env), f3(env)),
+            lambda env: np.maximum(m2(env), m3(env)), count)  # fmt: skip
+
+
+def test_random_expressions_match_numpy():
+    """Random value trees, vectorized with a masked tail, against NumPy in float64: the error
+    may reach one float32 rounding (plus the vmath bound) per op, relative to the magnitude
+    of the operands (so cancellation is allowed its absolute error, no more)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    rng = np.random.default_rng(11)
+    env = {name: rng.uniform(-2, 2, 37).astype(np.float32) for name in LEAVES}
+    env64 = {k: v.astype(np.float64) for k, v in env.items()}
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.data())
+    def check(data):
+        expr, reference, magnitude, ops = _tree(data.draw, 3)
+        body = For(i, 0, N, [Store("y", (i,), expr)], "vectorized", 16, "masked")
+        bufs = [Buffer(nm, "float32", (N,), "input") for nm in LEAVES] + [
+            Buffer("y", "float32", (N,), "output")
+        ]
+        y = run(
+            Program("random", bufs, [Kernel("random", [body])], ("N",)),
+            env,
+            {"y": (37,)},
+            {"N": 37},
+        )["y"]
+        expected = np.broadcast_to(reference(env64), (37,))
+        bound = (ops + 1) * 3e-7 * np.broadcast_to(magnitude(env64), (37,)) + 1e-30
+        worst = np.argmax(np.abs(y - expected) - bound)
+        assert abs(y[worst] - expected[worst]) <= bound[worst], (
+            format_expr(expr),
+            y[worst],
+            expected[worst],
+        )
+
+    check()
