@@ -185,7 +185,11 @@ def test_params_are_checked_and_packed_aligned():
     y = np.empty(20, np.float32)
     runtime.load(prog).run({"x": np.ones(20, np.float32)}, {"y": y}, {})
     np.testing.assert_array_equal(y, w + 1)
-    bad = Program("params", bufs, [Kernel("k", [body])], params={"w": w[:10]})
+    packed = runtime.aligned_empty((20,), np.float32)
+    packed[...] = w
+    shared = runtime.load(Program("params", bufs, [Kernel("k", [body])], params={"w": packed}))
+    assert np.shares_memory(shared._params["w"], packed)  # aligned params are not copied
+        bad = Program("params", bufs, [Kernel("k", [body])], params={"w": w[:10]})
     with pytest.raises(CodegenError, match="param 'w'"):
         runtime.load(bad)
 

@@ -137,6 +137,8 @@ class Executable:
         self._lock = threading.Lock()
 
     def _pack_param(self, buf) -> np.ndarray:
+        """The parameter's storage: shared when it is already 64-byte aligned and contiguous
+        (pack weights with `aligned_empty` to keep one copy), else an aligned copy."""
         if buf.name not in self.program.params:
             raise CodegenError(f"param buffer '{buf.name}' has no value in the program")
         value = np.asarray(self.program.params[buf.name])
@@ -145,6 +147,8 @@ class Executable:
             raise CodegenError(
                 f"param '{buf.name}' is {value.dtype}{list(value.shape)}, buffer is {buf.dtype}{list(shape)}"
             )
+        if is_aligned(value, max(buf.align, ALIGN)):
+            return value.reshape(shape)  # already packed aligned: share it, no second copy
         out = aligned_empty(shape, buf.dtype)
         out[...] = value.reshape(shape)
         return out
