@@ -189,7 +189,7 @@ def test_params_are_checked_and_packed_aligned():
     packed[...] = w
     shared = runtime.load(Program("params", bufs, [Kernel("k", [body])], params={"w": packed}))
     assert np.shares_memory(shared._params["w"], packed)  # aligned params are not copied
-        bad = Program("params", bufs, [Kernel("k", [body])], params={"w": w[:10]})
+    bad = Program("params", bufs, [Kernel("k", [body])], params={"w": w[:10]})
     with pytest.raises(CodegenError, match="param 'w'"):
         runtime.load(bad)
 
