@@ -218,10 +218,11 @@ def test_parallel_compile_links_parts(monkeypatch):
     monkeypatch.setenv("CONVC_COMPILE_JOBS", "2")
     monkeypatch.setenv("CONVC_CACHE", "0")
     exe = runtime.load(prog)
-    x = np.arange(37, dtype=np.float32)
-    y = np.empty_like(x)
+    x, y = runtime.aligned_empty((37,), np.float32), runtime.aligned_empty((37,), np.float32)
+    x[...] = np.arange(37)
     exe.run({"x": x}, {"y": y}, {"N": 37})
     np.testing.assert_array_equal(y, (x + 1) * 3 - x)
+    assert exe.memory({"N": 37}) == {"params": 0, "arena": 2 * 64 * 3, "scratch": 0}
 
 
 def test_parallel_compile_reports_a_failing_part(monkeypatch):

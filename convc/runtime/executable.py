@@ -225,6 +225,15 @@ class Executable:
             raise InputError(f"output '{buf.name}' must be C-contiguous")
         return array
 
+    def memory(self, symbols: Mapping) -> dict[str, int]:
+        """Bytes this executable holds for one binding of the symbols: ``params`` (its own
+        copies; shared packed arrays count too), ``arena`` (all temps) and ``scratch``
+        (aligned copies of misaligned arrays made so far)."""
+        arena = self._binding(symbols)[2]
+        scratch = sum(a.nbytes for a in self._scratch if a is not None)
+        params = sum(a.nbytes for a in self._params.values())
+        return {"params": params, "arena": arena.block.nbytes, "scratch": scratch}
+
     def source(self, stage: str) -> str:
         """``llvm``, ``llvm-opt`` or ``asm`` text of this program."""
         if stage not in self._sources:
