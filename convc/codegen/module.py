@@ -39,12 +39,10 @@ KERNEL_ERRORS = (ValueError, TypeError, KeyError, IndexError, IndexCodegenError,
 
 @dataclass
 class GeneratedModule:
-    """The module and what the runtime needs to call it."""
+    """The module and the names of the kernels defined in it (the entry point, when
+    generated, is `ENTRY`; its calling convention is in the module docstring)."""
 
     module: ir.Module
-    entry: str
-    external: tuple[L.Buffer, ...]
-    symbols: tuple[str, ...]
     kernels: tuple[str, ...]
 
 
@@ -182,10 +180,4 @@ def generate(
             emitted[kernel.name] = _emit_kernel(mctx, kernel)
     if entry:
         _emit_entry(mctx, dict(emitted))
-    return GeneratedModule(
-        module=mctx.module,
-        entry=ENTRY,
-        external=program.external_buffers(),
-        symbols=program.symbols,
-        kernels=tuple(emitted),
-    )
+    return GeneratedModule(module=mctx.module, kernels=tuple(emitted))

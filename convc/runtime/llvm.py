@@ -69,7 +69,7 @@ def parse_verified(gen: GeneratedModule, program: Program) -> llvm.ModuleRef:
         mod = llvm.parse_assembly(str(gen.module))
         mod.verify()
     except RuntimeError as err:
-        culprits = _failing_kernels(program) or ["<entry point>"]
+        culprits = _failing_kernels(program, gen.kernels) or ["<entry point>"]
         raise CodegenError(
             f"LLVM rejected the code of kernel(s) {', '.join(culprits)} in program "
             f"'{program.name}': {str(err).strip()}"
@@ -80,14 +80,14 @@ def parse_verified(gen: GeneratedModule, program: Program) -> llvm.ModuleRef:
     return mod
 
 
-def _failing_kernels(program: Program) -> list[str]:
-    """Verify each kernel in a module of its own to find which ones are invalid."""
+def _failing_kernels(program: Program, kernels: tuple[str, ...]) -> list[str]:
+    """Verify each of `kernels` in a module of its own to find which ones are invalid."""
     bad = []
-    for kernel in program.kernels:
+    for name in kernels:
         try:
-            llvm.parse_assembly(str(generate(program, [kernel.name], entry=False).module)).verify()
+            llvm.parse_assembly(str(generate(program, [name], entry=False).module)).verify()
         except RuntimeError:
-            bad.append(f"'{kernel.name}'")
+            bad.append(f"'{name}'")
     return bad
 
 
