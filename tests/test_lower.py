@@ -93,7 +93,7 @@ def test_epilogue_is_applied_in_registers_and_only_the_group_output_is_stored():
     assert stores == {"act"}
     assert "conv" not in {b.name for b in program.buffers}
     assert "max(0.0, v" in loops.format_kernel(kernel)
-    assert kernel.comment == "conv + act"
+    assert kernel.comment.startswith("conv + act | tiles o=8 order n,o,i,j vector j/16")
 
 
 def test_big_kernels_get_one_collapsed_parallel_loop():

@@ -36,7 +36,6 @@ class LoweredGroup:
     reads: tuple[str, ...]
     writes: tuple[str, ...]
     scratch: tuple[TensorExpr, ...]
-    schedules: tuple[str, ...]
     packed: dict  # packed parameter name -> array (see `packing`)
     view_of: str | None = None  # the value this group's output re-indexes in place (a view)
 
@@ -74,21 +73,22 @@ def lower_group(graph: Graph, group: FusedGroup) -> LoweredGroup:
         packs.update(packed)
         scope = Scope(dtype=te.dtype, where=f"{anchor.op} '{anchor.name}'")
         nests.append(lower_nest(te, schedule, store, steps, scope, names))
-        described.append(f"{te.name}: {schedule.describe()}")
+        described.append(
+            f"{te.name}: {schedule.describe()}" if len(exprs) > 1 else schedule.describe()
+        )
         reads.update(te.reads)
         for name, expr in steps:
             reads.update(str(a.base) for a in expr.atoms(sympy.Indexed))
             chained.add(name)
         writes.append(store)
     internal = {te.name for te in exprs} | chained | set(writes)
-    comment = " + ".join(group.nodes)
+    comment = " + ".join(group.nodes) + " | " + "; ".join(described)
     kernel = loops.Kernel(kernel_name(group.name), loops.Block(tuple(nests)), comment)
     return LoweredGroup(
         kernel,
         tuple(sorted(reads - internal)),
         tuple(writes),
         tuple(te for te in exprs if te.role == "temp"),
-        tuple(described),
         packs,
         _view_source(graph, group, exprs),
     )

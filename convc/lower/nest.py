@@ -38,9 +38,6 @@ from .convert import Scope, condition, convert
 from .regions import conjuncts, interior
 
 UPDATE = {"sum": "add", "max": "max"}
-MIN_COLUMN_BLOCK, MAX_COLUMN_BLOCK = 6, 13
-#: Rows up to this width are one register block, border columns included (checked per copy).
-MAX_ROW_BLOCK = 14
 
 
 @dataclass
@@ -294,7 +291,8 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
     split = interior(atoms, j, extent, reduce_ranges, te.indices)
     var_j = loops.loop_var(str(j))
     var_o, var_i = loops.loop_var(f"{j}_o"), loops.loop_var(f"{j}_i")
-    if extent.is_number and int(extent) <= MAX_ROW_BLOCK and not _mixed(atoms, j, te.indices):
+    whole_row = extent.is_number and block == int(extent)
+    if whole_row and not _mixed(atoms, j, te.indices):
         row = replace(
             nest,
             block=(j, int(extent), var_o, var_i),
@@ -305,9 +303,6 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
         return _wrap(loops_, _columns(nest, tile, var_j, 0, extent, atoms))
     lo, hi = split
     inside = [a for a in atoms if j not in a.free_symbols]
-    span = sympy.sympify(hi - lo)
-    if span.is_number and int(span) > 1:
-        block = _column_block(int(span))
     blocks = sympy.floor((hi - lo) / block)
     blocked = replace(
         nest,
@@ -322,16 +317,6 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
     ]
     kept = [p for p in parts if not (isinstance(p, loops.For) and _empty(p.start, p.stop))]
     return _wrap(loops_, loops.Block(tuple(kept)))
-
-
-def _column_block(span: int) -> int:
-    """Columns per register block for an interior of `span` columns: the size in
-    [MIN_COLUMN_BLOCK, MAX_COLUMN_BLOCK] leaving the fewest columns over (larger on ties),
-    or the whole interior when it is narrower."""
-    if span <= MAX_COLUMN_BLOCK:
-        return span
-    sizes = range(MIN_COLUMN_BLOCK, MAX_COLUMN_BLOCK + 1)
-    return min(sizes, key=lambda r: (span % r, -r))
 
 
 def _mixed(atoms, j, out_vars) -> bool:

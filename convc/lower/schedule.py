@@ -31,6 +31,8 @@ import sympy
 from convc.loops import Schedule
 from convc.texpr import TensorExpr
 
+from .regions import conjuncts, interior
+
 VECTOR_WIDTH = 16
 #: Multiply-adds below which a kernel stays on one thread (a wake-up costs ~5-10 us).
 PARALLEL_MIN_WORK = 1 << 17
@@ -38,7 +40,11 @@ CHANNEL_BLOCKS = (8, 6, 4, 3, 2)
 #: Output rows narrower than this vectorize over channels; R columns share each weight vector.
 NARROW_WIDTH = 32
 DEEP_REDUCTION = 64
-COLUMN_BLOCK = 6
+#: Register blocks of output columns: rows up to MAX_ROW_BLOCK wide are one block (border
+#: columns checked inside each unrolled copy); wider rows split their interior (the columns
+#: that need no bound check) into blocks of MIN..MAX_COLUMN_BLOCK, leaving the fewest over.
+MAX_ROW_BLOCK = 14
+MIN_COLUMN_BLOCK, MAX_COLUMN_BLOCK = 6, 13
 #: Rows of a dense layer sharing each weight vector (a batch below it runs row by row).
 ROW_BLOCK = 4
 
@@ -83,6 +89,22 @@ def _channel_vector(te: TensorExpr) -> bool:
     return narrow or window or deep or any(s > 1 for s in te.attrs["strides"])
 
 
+def _column_block(te: TensorExpr) -> int:
+    """Output columns per register block of a channel-vector conv (see the constants)."""
+    extent = sympy.sympify(te.shape[-1])
+    if extent.is_number and int(extent) <= MAX_ROW_BLOCK:
+        return int(extent)
+    reduce_ranges = dict(zip(te.reduce_indices, te.reduce_shape))
+    split = interior(conjuncts(te.condition), te.indices[-1], extent, reduce_ranges, te.indices)
+    span = sympy.sympify(split[1] - split[0] if split else extent)
+    if not span.is_number:
+        return MIN_COLUMN_BLOCK
+    if int(span) <= MAX_COLUMN_BLOCK:
+        return max(int(span), 1)
+    sizes = range(MIN_COLUMN_BLOCK, MAX_COLUMN_BLOCK + 1)
+    return min(sizes, key=lambda r: (int(span) % r, -r))
+
+
 def _dense_panels(te: TensorExpr) -> bool:
     """A 2-D dense layer: vector over output features, rows blocked, weights in panels."""
     return te.attrs.get("family") == "dense" and te.reduction == "sum" and len(te.indices) == 2
@@ -107,7 +129,7 @@ def default_schedule(te: TensorExpr) -> Schedule:
         )
     if _channel_vector(te):
         return Schedule(
-            tiles={names[1]: VECTOR_WIDTH, names[-1]: COLUMN_BLOCK},
+            tiles={names[1]: VECTOR_WIDTH, names[-1]: _column_block(te)},
             order=tuple(names),
             vector_axis=f"{names[1]}.i",
             vector_width=VECTOR_WIDTH,
