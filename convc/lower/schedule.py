@@ -34,8 +34,9 @@ from convc.texpr import TensorExpr
 from .regions import conjuncts, interior
 
 VECTOR_WIDTH = 16
-#: Multiply-adds below which a kernel stays on one thread (a wake-up costs ~5-10 us).
-PARALLEL_MIN_WORK = 1 << 17
+#: Multiply-adds (or elements) below which a kernel stays on one thread: a parallel region
+#: costs ~7 us to open and join, about 1M multiply-adds of vectorized work.
+PARALLEL_MIN_WORK = 1 << 20
 CHANNEL_BLOCKS = (8, 6, 4, 3, 2)
 #: Output rows narrower than this vectorize over channels; R columns share each weight vector.
 NARROW_WIDTH = 32
