@@ -1,12 +1,33 @@
 """Lowering: fused groups of tensor expressions + schedules -> a loop-IR Program.
 
-`assemble(graph, groups)` is the entry point (see `program`);
-`lower_group` lowers one group to one kernel, `default_schedule` picks each
-op family's schedule, `lower_nest` applies a schedule to one expression.
+Stage: (graph after passes, fused groups) -> `convc.loops.Program`. Entry point
+`assemble(graph, groups)` (module `program`); `lower_group` lowers one group to
+one kernel, `default_schedule` picks each op family's schedule (plain data,
+`convc.loops.Schedule`), `lower_nest` applies a schedule to one expression,
+`pack_weights` repacks constant weights once at compile time.
+
+Decisions worth knowing:
+
+- Every kernel is derived from the op's tensor expression; the fused epilogue
+  (bias, activation, residual add, folded batch norm) is applied to the
+  accumulator in registers and only the group's last value is stored.
+- Padding never reaches the vectorized interior: the vector (or register-
+  blocked) axis is split into borders, where every bound is checked, and an
+  interior where the bounds are proven (`regions`).
+- Convs with 16k output channels and a window, a stride, narrow rows or a deep
+  reduction vectorize over output channels with a register block of output
+  columns; 2-D dense layers over output features with a block of rows; the
+  rest (elementwise, pooling, depthwise, shallow 1x1) over the innermost output
+  axis with a block of output channels.
+- Schedules do not depend on the thread count (it is an argument of the entry
+  point): one program serves every count, with identical results.
+- The arena is planned once, symbolically in the run-time sizes (N): see
+  `program`.
 """
 
 from .group import LoweredGroup, lower_group
 from .nest import lower_nest
+from .packing import pack_weights
 from .program import assemble, plan_arena
 from .schedule import default_schedule
 
@@ -16,5 +37,6 @@ __all__ = [
     "default_schedule",
     "lower_group",
     "lower_nest",
+    "pack_weights",
     "plan_arena",
 ]
