@@ -642,3 +642,29 @@ def test_random_expressions_match_numpy():
         )
 
     check()
+
+
+@pytest.mark.parametrize("batch", [0, 1, 3])
+def test_nested_parallel_loops_are_collapsed(batch):
+    # parallel for n: parallel for c: y[n, c, :] = x[n, c, :] + c  (one region over n*c)
+    c = loop_var("c")
+    inner = For(
+        i,
+        0,
+        20,
+        [Store("y", (n, c, i), Load("x", (n, c, i)) + Cast(Index(c), "float32"))],
+        "vectorized",
+        16,
+    )
+    body = For(n, 0, N, [For(c, 0, 5, [inner], "parallel")], "parallel")
+    bufs = [
+        Buffer("x", "float32", (N, 5, 20), "input"),
+        Buffer("y", "float32", (N, 5, 20), "output"),
+    ]
+    prog = Program("collapse", bufs, [Kernel("collapse", [body])], ("N",))
+    text = runtime.load(prog).source("llvm")
+    assert text.count('call void @"GOMP_parallel"') == 1 and "kernel.collapse.par1" not in text
+    x = np.random.default_rng(12).standard_normal((batch, 5, 20)).astype(np.float32)
+    for threads in (1, 2):
+        y = run(prog, {"x": x}, {"y": (batch, 5, 20)}, {"N": batch}, threads=threads)["y"]
+        np.testing.assert_array_equal(y, x + np.arange(5, dtype=np.float32)[None, :, None])

@@ -1,6 +1,7 @@
 """Parallel loops: outlining into a body function dispatched through the OpenMP runtime.
 
-Stage: codegen. A ``parallel`` loop ``for v in start..stop: body`` becomes
+Stage: codegen. A ``parallel`` loop ``for v in start..stop: body`` (together with the
+parallel loops perfectly nested in it, collapsed into one flat iteration space) becomes
 
 - ``<kernel>.parK(ptr noalias bufs..., i64 indices..., lets..., i64 lo, i64 hi)``: the serial
   loop over ``lo..hi`` (noalias survives: when inlined into the thunk LLVM turns it into
@@ -29,7 +30,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ..loops import ir as L
-from .llvmutil import I32, I64, PTR, VOID, declare, i64, smin
+from .llvmutil import I32, I64, PTR, VOID, declare, for_range, i64, smax, smin
 
 GOMP_PARALLEL = "GOMP_parallel"
 THREAD_NUM = "omp_get_thread_num"
@@ -37,19 +38,25 @@ NUM_THREADS = "omp_get_num_threads"
 
 
 def emit_parallel_loop(em, s: L.For) -> None:
-    """Outline `s` (a parallel For) out of the emitter `em`'s function and dispatch it."""
+    """Outline `s` (a parallel For, with the parallel loops perfectly nested in it) out of
+    the emitter `em`'s function and dispatch it."""
     mctx, b = em.mctx, em.b
-    values, body_fn = _outline_body(em, s)
-    start, stop = em.index(s.start), em.index(s.stop)
-    struct = ir.LiteralStructType([v.type for v in values] + [I64, I64])
+    nest = parallel_nest(s)
+    starts = [em.index(loop.start) for loop in nest]
+    extents = [smax(b, b.sub(em.index(loop.stop), st), i64(0)) for loop, st in zip(nest, starts)]
+    total = extents[0]
+    for extent in extents[1:]:
+        total = b.mul(total, extent)
+    values, body_fn = _outline_body(em, nest)
+    fields = [*values, *starts, *extents, total]
+    struct = ir.LiteralStructType([v.type for v in fields])
     thunk = _thunk(mctx.module, f"{body_fn.name}.thunk", struct, body_fn)
     with b.goto_block(em.entry):
         b.position_at_start(em.entry)
         ctx = b.alloca(struct, name=f"{body_fn.name}.ctx")
-    for k, v in enumerate([*values, start, stop]):
+    for k, v in enumerate(fields):
         b.store(v, b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, k)]))
-    extent = b.sub(stop, start)
-    threads = b.trunc(smin(b, b.sext(em.nthreads, I64), extent), I32)
+    threads = b.trunc(smin(b, b.sext(em.nthreads, I64), total), I32)
     gomp = declare(mctx.module, GOMP_PARALLEL, VOID, [PTR, PTR, I32, I32])
     with b.if_else(b.icmp_signed(">", threads, ir.Constant(I32, 1))) as (many, one):
         with many:
@@ -58,21 +65,40 @@ def emit_parallel_loop(em, s: L.For) -> None:
             b.call(thunk, [ctx])
 
 
-def _outline_body(em, s: L.For) -> tuple[list[ir.Value], ir.Function]:
-    """(captured values, the body function running ``s.var`` over its ``lo..hi`` args)."""
+def parallel_nest(s: L.For) -> list[L.For]:
+    """`s` and the parallel loops perfectly nested in it whose bounds do not use the outer
+    variables: they are collapsed into one iteration space, so ``parallel for n: parallel
+    for oc:`` keeps both cores busy at batch 1."""
+    nest = [s]
+    while True:
+        body = nest[-1].body
+        if isinstance(body, L.Block) and len(body.stmts) == 1:
+            body = body.stmts[0]
+        outer = {loop.var.name for loop in nest}
+        if not (isinstance(body, L.For) and body.kind == "parallel"):
+            return nest
+        used = {sym.name for e in (body.start, body.stop) for sym in e.free_symbols}
+        if used & outer or body.var.name in outer:
+            return nest
+        nest.append(body)
+
+
+def _outline_body(em, nest: list[L.For]) -> tuple[list[ir.Value], ir.Function]:
+    """(captured values, the body function): ``body(captured..., starts..., extents..., lo,
+    hi)`` runs the flattened iterations ``lo..hi`` of the nest."""
     mctx = em.mctx
     buffers = sorted(em.buffers)
     indices = sorted(em.env)
     lets = sorted(n for n, loc in em.locals.items() if loc.ptr is None and loc.width is None)
     values = [em.buffers[n] for n in buffers] + [em.env[n] for n in indices]
     values += [em.locals[n].value for n in lets]
-    fnty = ir.FunctionType(VOID, [v.type for v in values] + [I64, I64])
+    fnty = ir.FunctionType(VOID, [v.type for v in values] + [I64] * (2 * len(nest) + 2))
     body_fn = ir.Function(mctx.module, fnty, mctx.fresh_name(f"{em.fn.name}.par"))
     body_fn.linkage = "internal"
     args = list(body_fn.args)
     for arg, buf in zip(args, buffers):
         mctx.annotate_buffer_arg(arg, buf)
-    let_args = args[len(buffers) + len(indices) : -2]
+    let_args = args[len(buffers) + len(indices) : len(values)]
     sub = em.spawn(
         body_fn,
         dict(zip(buffers, args)),
@@ -80,13 +106,28 @@ def _outline_body(em, s: L.For) -> tuple[list[ir.Value], ir.Function]:
         {n: (em.locals[n].dtype, a) for n, a in zip(lets, let_args)},
     )
     sub.in_parallel = True
-    sub.serial_loop(s.var.name, args[-2], args[-1], s.body)
+    bounds = args[len(values) : -2]
+    _flat_loop(sub, nest, bounds[: len(nest)], bounds[len(nest) :], args[-2], args[-1])
     sub.b.ret_void()
     return values, body_fn
 
 
+def _flat_loop(sub, nest: list[L.For], starts, extents, lo, hi) -> None:
+    """``for f in lo..hi``: recover each loop variable from f (row-major), run the body."""
+    b = sub.b
+    with for_range(b, lo, hi, name="flat") as flat, sub.ix.scope():
+        rest = flat
+        for k in reversed(range(len(nest))):
+            offset = rest if k == 0 else b.urem(rest, extents[k])
+            if k > 0:
+                rest = b.udiv(rest, extents[k])
+            sub.env[nest[k].var.name] = b.add(starts[k], offset)
+        sub.stmt(nest[-1].body)
+
+
 def _thunk(module: ir.Module, name: str, struct: ir.LiteralStructType, body_fn) -> ir.Function:
-    """``void thunk(ptr ctx)``: unpack, take this thread's chunk, call the body."""
+    """``void thunk(ptr ctx)``: unpack, take this thread's chunk of ``0..total`` (the last
+    field), call the body with the other fields and the chunk."""
     fn = ir.Function(module, ir.FunctionType(VOID, [PTR]), name)
     fn.linkage = "internal"
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -94,13 +135,13 @@ def _thunk(module: ir.Module, name: str, struct: ir.LiteralStructType, body_fn) 
     for k, t in enumerate(struct.elements):
         ptr = b.gep(fn.args[0], [ir.Constant(I32, 0), ir.Constant(I32, k)], source_etype=struct)
         fields.append(b.load(ptr, typ=t))
-    start, stop = fields[-2], fields[-1]
+    total = fields[-1]
     tid = b.sext(b.call(declare(module, THREAD_NUM, I32, []), []), I64)
     nt = b.sext(b.call(declare(module, NUM_THREADS, I32, []), []), I64)
-    per = b.sdiv(b.add(b.sub(stop, start), b.sub(nt, i64(1))), nt)
-    lo = b.add(start, b.mul(tid, per))
-    hi = smin(b, b.add(lo, per), stop)
+    per = b.sdiv(b.add(total, b.sub(nt, i64(1))), nt)
+    lo = b.mul(tid, per)
+    hi = smin(b, b.add(lo, per), total)
     with b.if_then(b.icmp_signed("<", lo, hi)):
-        b.call(body_fn, fields[:-2] + [lo, hi])
+        b.call(body_fn, fields[:-1] + [lo, hi])
     b.ret_void()
     return fn
