@@ -25,8 +25,10 @@ codegen exploits:
 
 - ``serial``: an ordinary loop.
 - ``parallel``: iterations are independent (no two write the same element, none reads what
-  another writes); the range is split statically over the threads. A parallel loop nested
-  in another parallel loop runs serially inside its thread.
+  another writes); the range is split statically over the threads. Parallel loops nested
+  perfectly (the inner one the only statement of the outer, its bounds free of the outer
+  variable) share one region over the product of their ranges; any other parallel loop
+  inside a parallel loop runs serially inside its thread.
 - ``vectorized`` (``width`` W): the body is evaluated for W consecutive values of the loop
   variable at once with explicit ``<W x T>`` vectors. Loads/stores whose index has
   coefficient 1 in the variable become contiguous vector accesses, invariant loads become
