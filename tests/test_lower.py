@@ -238,3 +238,15 @@ def test_views_share_their_source_memory_instead_of_copying():
     temps = {b.name: b for b in program.buffers if b.role == "temp"}
     assert temps["flat"].offset == temps["r"].offset
     assert temps["flat"].shape != temps["r"].shape
+
+
+def test_kernel_names_are_unique_c_identifiers():
+    g = ir.Graph("names")
+    g.add_input("x", ("N", 3))
+    g.add_node("relu", ["x"], name="a.b")
+    g.add_node("tanh", ["x"], name="a_b")
+    g.add_node("add", ["a.b", "a_b"], name="sum")
+    g.set_outputs("sum", "a.b")
+    _, _, program = lower_graph(g)
+    names = [k.name for k in program.kernels]
+    assert len(set(names)) == len(names) and all(n.isidentifier() for n in names)

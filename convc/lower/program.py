@@ -25,7 +25,7 @@ order), whose lifetime then extends to the view's last reader.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import sympy
@@ -180,6 +180,19 @@ def _check_symbols(graph: Graph) -> tuple[str, ...]:
     return tuple(sorted(str(s) for s in known))
 
 
+def _unique_names(kernels: list) -> tuple:
+    """Kernels renamed `name_1`, ... where two graph names map to one C identifier."""
+    seen, result = set(), []
+    for kernel in kernels:
+        name, k = kernel.name, 0
+        while name in seen:
+            k += 1
+            name = f"{kernel.name}_{k}"
+        seen.add(name)
+        result.append(replace(kernel, name=name))
+    return tuple(result)
+
+
 def assemble(graph: Graph, groups: list[FusedGroup]):
     """(Program, lowered groups) for `graph` partitioned into `groups` (in execution order)."""
     symbols = _check_symbols(graph)
@@ -191,7 +204,7 @@ def assemble(graph: Graph, groups: list[FusedGroup]):
     program = loops.Program(
         name=re.sub(r"\W", "_", graph.name),
         buffers=tuple(buffers),
-        kernels=tuple(group.kernel for group in lowered),
+        kernels=_unique_names([group.kernel for group in lowered]),
         symbols=symbols,
         arena_size=arena,
         params=params,
