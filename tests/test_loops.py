@@ -135,7 +135,9 @@ MISALIGNED_TEMP = Buffer("t", "float32", (N, 6), "temp", 8)
 BROKEN = {
     "duplicate buffer": lambda p: replace(p, buffers=(*p.buffers, p.buffers[0])),
     "unknown kernel 'nope'": lambda p: replace(p, calls=("nope",)),
-    "not 64-aligned": lambda p: replace(p, buffers=(*p.buffers[:2], MISALIGNED_TEMP, p.buffers[3])),
+    "not provably 64-aligned": lambda p: replace(
+        p, buffers=(*p.buffers[:2], MISALIGNED_TEMP, p.buffers[3])
+    ),
     "unknown symbol": lambda p: replace(p, symbols=()),
     "unknown name": lambda p: replace(p, kernels=_kernel(Store("y", (n, 0, 0, 0), 1.0))),
     "rank 2": lambda p: replace(p, kernels=_kernel(For(n, 0, 2, [Store("w", (n,), 1.0)]))),
@@ -150,3 +152,13 @@ def test_verifier_names_the_broken_invariant(message):
     verify_program(conv_like())
     with pytest.raises(CodegenError, match=message):
         verify_program(BROKEN[message](conv_like()))
+
+
+def test_arena_offsets_must_be_64_aligned_for_every_binding():
+    def with_offset(offset):
+        return replace(conv_like(), buffers=(*conv_like().buffers[:2],
+                       Buffer("t", "float32", (N, 6), "temp", offset), conv_like().buffers[3]))  # fmt: skip
+
+    verify_program(with_offset(sympy.Max(64 * sympy.ceiling(N / 16), 128 * N) + 64))
+    with pytest.raises(CodegenError, match="not provably 64-aligned"):
+        verify_program(with_offset(64 * N + 32 * sympy.floor(N / 2)))  # 64 at N=1, 96 at N=2

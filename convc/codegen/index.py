@@ -9,7 +9,6 @@ exponent. Anything else (a rational that is not integral, an unknown symbol) rai
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from functools import lru_cache
 
@@ -145,22 +144,3 @@ def stride_in(e: sympy.Expr, var: str) -> sympy.Expr | None:
         return None
     d = sympy.expand(sympy.diff(e, sym))
     return None if depends_on(d, var) else d
-
-
-@lru_cache(maxsize=65536)
-def known_multiple(e: sympy.Expr, var: str, var_multiple: int) -> int:
-    """A positive integer that divides `e` for all values of its symbols, given that `var`
-    is always a multiple of `var_multiple` (0 stands for "any multiple": e == 0)."""
-    e = sympy.expand(e)
-    if e.is_Integer:
-        return abs(int(e))
-    if e.is_Symbol:
-        return var_multiple if e.name == var else 1
-    if isinstance(e, sympy.Add):
-        return math.gcd(*(known_multiple(t, var, var_multiple) for t in e.args))
-    if isinstance(e, sympy.Mul):
-        out = 1
-        for f in e.args:
-            out *= known_multiple(f, var, var_multiple)
-        return out
-    return 1

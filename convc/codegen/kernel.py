@@ -16,7 +16,8 @@ import sympy
 from llvmlite import ir
 
 from ..loops import ir as L
-from .index import IndexEmitter, depends_on, known_multiple
+from ..loops.analysis import known_multiple
+from .index import IndexEmitter, depends_on
 from .llvmutil import const, for_range, i64, lanes, smax, splat, value_type, vector_fma
 from .memory import Memory, VecCtx
 from .parallel import emit_parallel_loop

@@ -19,7 +19,8 @@ import sympy
 from llvmlite import ir
 
 from ..loops import ir as L
-from .index import IndexEmitter, depends_on, known_multiple, stride_in
+from ..loops.analysis import known_multiple
+from .index import IndexEmitter, depends_on, stride_in
 from .llvmutil import I1, I32, I64, MEMORY_TYPES, PTR, const, declare, i64, type_suffix
 
 MAX_SHUFFLE_STRIDE = 4  # constant strides up to this load contiguously and shuffle

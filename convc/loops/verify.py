@@ -13,6 +13,7 @@ import sympy
 from ir.errors import CodegenError
 
 from . import ir as L
+from .analysis import known_multiple
 
 
 def verify_program(p: L.Program) -> None:
@@ -45,16 +46,14 @@ def _check_buffers(p: L.Program) -> dict[str, L.Buffer]:
         if b.role == "temp":
             if b.offset is None:
                 raise CodegenError(f"temp buffer '{b.name}' has no arena offset")
-            if int(b.offset.subs(_ones(b.offset))) % 64:
-                raise CodegenError(f"temp buffer '{b.name}': offset {b.offset} is not 64-aligned")
+            if known_multiple(b.offset) % 64:
+                raise CodegenError(
+                    f"temp buffer '{b.name}': offset {b.offset} is not provably 64-aligned"
+                )
         unknown = {s.name for d in b.shape for s in d.free_symbols} - set(p.symbols)
         if unknown:
             raise CodegenError(f"buffer '{b.name}': shape uses unknown symbol(s) {sorted(unknown)}")
     return {b.name: b for b in p.buffers}
-
-
-def _ones(e: sympy.Expr) -> dict:
-    return {s: 1 for s in e.free_symbols}
 
 
 class _Checker:
