@@ -68,6 +68,7 @@ class CompiledModel:
         self.threads = threads
         self._executable = executable
         self._bound: dict = {}
+        self._input_names = tuple(graph.inputs)
         #: outputs that are inputs or constants of the graph: copied, not computed
         self._passthrough = [n for n in optimized.outputs if optimized.values[n].producer is None]
 
@@ -80,27 +81,31 @@ class CompiledModel:
         return list(self.graph.outputs)
 
     def run(self, inputs: Mapping) -> dict[str, np.ndarray]:
-        """Outputs by name (fresh C-contiguous arrays), for `inputs` checked like the interpreter's."""
-        symbols, specs = self._bind(inputs)
-        outputs = {name: _fresh_output(*spec) for name, *spec in specs}
-        arrays = {name: np.ascontiguousarray(inputs[name]) for name in self.graph.inputs}
-        computed = {k: v for k, v in outputs.items() if k not in self._passthrough}
-        self._executable.run(arrays, computed, symbols)
-        for name in self._passthrough:
-            value = self.optimized.values[name]
-            outputs[name][...] = arrays[name] if value.kind == "input" else value.data
-        return outputs
+        """Outputs by name (fresh C-contiguous arrays), for `inputs` checked like the interpreter's.
 
-    def _bind(self, inputs: Mapping) -> tuple[dict, list]:
-        """(symbol values, output specs) for `inputs`, validated by `ir.binding.bind_inputs`.
-
-        Validation depends only on the names, shapes and dtypes of the arrays, so its result
-        is cached by that signature: a repeated call skips the symbolic checks.
-        """
+        A repeated input signature (names, shapes, dtypes) reuses its validation and output
+        plan: the per-call Python path is the signature, one aligned allocation per output
+        and `Executable.run` (a few microseconds in all)."""
         signature = self._signature(inputs)
         hit = self._bound.get(signature) if signature is not None else None
-        if hit is not None:
-            return hit
+        symbols, specs, computed = hit or self._bind(inputs, signature)
+        outputs = {name: _fresh_output(*spec) for name, *spec in specs}
+        if signature is None:
+            inputs = {name: np.ascontiguousarray(inputs[name]) for name in self.graph.inputs}
+        computed = {name: outputs[name] for name in computed} if self._passthrough else outputs
+        self._executable.run(inputs, computed, symbols)
+        for name in self._passthrough:
+            value = self.optimized.values[name]
+            outputs[name][...] = inputs[name] if value.kind == "input" else value.data
+        return outputs
+
+    def _bind(self, inputs: Mapping, signature: tuple | None) -> tuple[dict, list, list]:
+        """(symbol values, output specs, computed output names) for `inputs`, validated by
+        `ir.binding.bind_inputs`.
+
+        Validation depends only on the names, shapes and dtypes of the arrays, so its result
+        is cached by that signature (`_signature`): a repeated call skips the symbolic checks.
+        """
         bindings = bind_inputs(self.graph, inputs)
         symbols = {str(s): int(v) for s, v in bindings.items()}
         specs = []
@@ -109,17 +114,21 @@ class CompiledModel:
             shape = tuple(int(d) for d in value_type.subs(bindings).shape)
             dtype = np.dtype(value_type.dtype)
             specs.append((name, shape, dtype, int(np.prod(shape)) * dtype.itemsize))
+        computed = [name for name in self.graph.outputs if name not in self._passthrough]
         if signature is not None:
-            self._bound[signature] = (symbols, specs)
-        return symbols, specs
+            self._bound[signature] = (symbols, specs, computed)
+        return symbols, specs, computed
 
     def _signature(self, inputs: Mapping) -> tuple | None:
-        if not isinstance(inputs, Mapping) or len(inputs) != len(self.graph.inputs):
+        """The arrays' shapes and dtypes in input order, None unless every input is an
+        `np.ndarray` (others go through full validation on every call)."""
+        try:
+            arrays = [inputs[name] for name in self._input_names]
+        except (KeyError, TypeError):
             return None
-        arrays = [inputs.get(name) for name in self.graph.inputs]
-        if not all(type(a) is np.ndarray for a in arrays):
+        if len(inputs) != len(arrays) or any(type(a) is not np.ndarray for a in arrays):
             return None
-        return tuple((a.shape, a.dtype.str) for a in arrays)
+        return tuple([(a.shape, a.dtype) for a in arrays])
 
     __call__ = run
 
@@ -149,12 +158,11 @@ class CompiledModel:
 def _fresh_output(shape: tuple, dtype: np.dtype, nbytes: int) -> np.ndarray:
     """A new 64-byte-aligned C-contiguous array (the layout the generated code assumes).
 
-    On the per-call path with the size precomputed: ~1.7 us against ~5 us for a general
-    aligned allocator, a fifth of LeNet-5's whole batch-1 run.
+    On the per-call path with the size precomputed: ~0.8 us (one allocation, its address
+    through the buffer protocol, one array constructor).
     """
     raw = np.empty(nbytes + ALIGN, np.uint8)
-    start = -raw.__array_interface__["data"][0] % ALIGN
-    return raw[start : start + nbytes].view(dtype).reshape(shape)
+    return np.ndarray(shape, dtype, raw, -runtime.address(raw) % ALIGN)
 
 
 def _check_graph(graph) -> None:

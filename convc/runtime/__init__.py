@@ -15,12 +15,13 @@ serial stand-in), `executable` (buffers, arenas, the ctypes call).
 """
 
 from .cache import STATS, cache_dir, cache_key
-from .executable import Executable, aligned_empty, default_threads, is_aligned, load
+from .executable import Executable, address, aligned_empty, default_threads, is_aligned, load
 from .parallel import ensure_loaded as parallel_runtime
 
 __all__ = [
     "STATS",
     "Executable",
+    "address",
     "aligned_empty",
     "cache_dir",
     "cache_key",

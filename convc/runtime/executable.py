@@ -42,6 +42,8 @@ ENTRY_TYPE = ctypes.CFUNCTYPE(
 )
 _MEMORY: dict[str, llvm.LoadedCode] = {}
 _MEMORY_LOCK = threading.Lock()
+_from_buffer = ctypes.c_char.from_buffer
+_addressof = ctypes.addressof
 
 
 def aligned_empty(shape, dtype, align: int = ALIGN) -> np.ndarray:
@@ -53,8 +55,17 @@ def aligned_empty(shape, dtype, align: int = ALIGN) -> np.ndarray:
     return raw[start : start + (count + 1) * dtype.itemsize].view(dtype)[:count].reshape(shape)
 
 
+def address(array: np.ndarray) -> int:
+    """The data pointer of `array`: ~0.2 us through the buffer protocol for a writable
+    C-contiguous array, against ~1 us for ``array.ctypes.data`` (used for the others)."""
+    try:
+        return _addressof(_from_buffer(array))
+    except (TypeError, ValueError, BufferError):
+        return array.ctypes.data
+
+
 def is_aligned(a: np.ndarray, align: int = ALIGN) -> bool:
-    return a.ctypes.data % align == 0 and a.flags.c_contiguous
+    return a.flags.c_contiguous and address(a) % align == 0
 
 
 def default_threads() -> int:
@@ -131,7 +142,11 @@ class Executable:
                 self._params[buf.name] = self._pack_param(buf)
                 self._slots[k] = self._params[buf.name].ctypes.data
         self._bindings: dict[tuple, tuple] = {}
-        self._io = [(k, b) for k, b in enumerate(self._external) if b.role != "param"]
+        self._io = [
+            (k, b, b.role == "input", np.dtype(b.dtype))
+            for k, b in enumerate(self._external)
+            if b.role != "param"
+        ]
         self._last: list = [None] * len(self._external)
         self._scratch: list = [None] * len(self._external)
         self._lock = threading.Lock()
@@ -156,7 +171,7 @@ class Executable:
     def _binding(self, symbols: Mapping) -> tuple:
         """(symbol tuple, {buffer: shape}, arena) for one binding of the run-time symbols."""
         try:
-            values = tuple(int(symbols[s]) for s in self.program.symbols)
+            values = tuple([int(symbols[s]) for s in self.program.symbols])
         except KeyError as err:
             raise InputError(f"program '{self.program.name}': no value for symbol {err}") from None
         hit = self._bindings.get(values)
@@ -183,23 +198,26 @@ class Executable:
     def _run(self, inputs: Mapping, outputs: Mapping, symbols: Mapping, threads) -> None:
         _, shapes, arena, syms = self._binding(symbols)
         copy_back = []
-        for k, buf in self._io:
-            array = (inputs if buf.role == "input" else outputs).get(buf.name)
+        for k, buf, is_input, dtype in self._io:
+            array = (inputs if is_input else outputs).get(buf.name)
+            size = arena.sizes[buf.name]
             last = self._last[k]
-            if last is not None and array is last and array.size == arena.sizes[buf.name]:
+            if array is last and last is not None and array.size == size:
                 continue
-            array = self._argument(buf, array, shapes[buf.name])
-            if is_aligned(array, buf.align):
+            self._argument(buf, array, dtype, size, shapes[buf.name])
+            contiguous = array.flags.c_contiguous
+            pointer = address(array)
+            if contiguous and pointer % buf.align == 0:
                 self._last[k] = array
             else:
                 self._last[k] = None
                 scratch = self._scratch_for(k, array, buf.align)
-                if buf.role == "input":
+                if is_input:
                     scratch[...] = array
                 else:
                     copy_back.append((array, scratch))
-                array = scratch
-            self._slots[k] = array.ctypes.data
+                pointer = address(scratch)
+            self._slots[k] = pointer
         self._entry(self._slots, arena.pointer, syms, threads or self.threads)
         for target, scratch in copy_back:
             target[...] = scratch
@@ -213,17 +231,16 @@ class Executable:
             self._scratch[slot] = scratch
         return scratch
 
-    def _argument(self, buf, array, shape: tuple) -> np.ndarray:
+    def _argument(self, buf, array, dtype: np.dtype, size: int, shape: tuple) -> None:
         if array is None:
             raise InputError(f"program '{self.program.name}': missing {buf.role} '{buf.name}'")
-        if not isinstance(array, np.ndarray) or array.dtype != np.dtype(buf.dtype):
+        if not isinstance(array, np.ndarray) or array.dtype != dtype:
             got = getattr(array, "dtype", type(array).__name__)
             raise InputError(f"{buf.role} '{buf.name}' must be a {buf.dtype} array, got {got}")
-        if array.size != int(np.prod(shape)):
+        if array.size != size:
             raise InputError(f"{buf.role} '{buf.name}' has shape {array.shape}, expected {shape}")
         if buf.role == "output" and not array.flags.c_contiguous:
             raise InputError(f"output '{buf.name}' must be C-contiguous")
-        return array
 
     def memory(self, symbols: Mapping) -> dict[str, int]:
         """Bytes this executable holds for one binding of the symbols: ``params`` (its own
