@@ -3,8 +3,8 @@
 Stage: runtime. The key is the sha256 of (program hash, triple, CPU name, CPU features,
 llvmlite version, code-generator version). The program hash covers the program's complete
 text but not parameter values (code does not depend on them), so the same architecture with
-new weights reuses its code; the code-generator version is a hash of convc's codegen and
-runtime sources, so changing the compiler invalidates old entries.
+new weights reuses its code; the code-generator version is a hash of convc's loops, codegen
+and runtime sources, so changing the compiler invalidates old entries.
 
 Disk layout: ``$CONVC_CACHE_DIR`` (default ``~/.cache/convc``), one ``<key>.o`` per
 program: 32 bytes of sha256 over the rest, then each object file of the program (PIC, from
@@ -35,7 +35,10 @@ def code_version() -> str:
     """Hash of the sources that decide what code a program becomes."""
     root = Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
-    for path in sorted((root / "codegen").glob("*.py")) + sorted((root / "runtime").glob("*.py")):
+    sources = [
+        path for part in ("loops", "codegen", "runtime") for path in (root / part).glob("*.py")
+    ]
+    for path in sorted(sources):
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()
