@@ -135,7 +135,7 @@ def test_default_schedules_by_family():
     dense.set_outputs("fc")
     te = texpr_of(dense, dense.nodes["fc"])[0]
     schedule = default_schedule(te)
-    assert schedule.vector_axis == "j.i" and schedule.tiles == {"j": 16, "i": 4}
+    assert schedule.vector_axis == "j.i" and schedule.tiles == {"j": 32, "i": 8}
     assert schedule.unroll == ("i.i",)
 
 
@@ -198,21 +198,22 @@ def test_weights_are_packed_once_per_output_channel_block():
     assert "w.oc8[o_o, c, a, b, o_i]" in text
 
 
-def test_linear_weights_are_packed_in_panels_of_16_outputs():
+def test_linear_weights_are_packed_in_panels_of_32_outputs():
     g = ir.Graph("linear")
     g.add_input("x", ("N", 20))
-    weight = randn(18, 20)
+    weight = randn(40, 20)
     g.add_param("w", weight)
     g.add_node("gemm", ["x", "w"], {"transB": 1}, name="fc")
     g.set_outputs("fc")
     _, _, program = lower_graph(g)
-    panels = program.params["w.p16"]
-    assert panels.shape == (2, 20, 16) and panels.flags.c_contiguous
-    np.testing.assert_array_equal(panels[1, 7, :2], weight[16:, 7])
-    assert not panels[1, :, 2:].any()  # zero padding past the 18 outputs
+    panels = program.params["w.p32"]
+    assert panels.shape == (2, 20, 32) and panels.flags.c_contiguous
+    np.testing.assert_array_equal(panels[1, 7, :8], weight[32:, 7])
+    assert not panels[1, :, 8:].any()  # zero padding past the 40 outputs
     text = loops.format_program(program)
-    assert "w.p16[j_o, k, j_i]" in text
-    assert "vector(16, tail=masked) for j_i in 0..Min(16, 18 - 16*j_o):" in text
+    assert "w.p32[j_o, k, j_i]" in text
+    assert "vector(32, tail=masked) for j_i in 0..Min(32, 40 - 32*j_o):" in text
+    assert "unrolled for i_i in 0..8:" in text  # 8 rows share each weight vector
 
 
 def test_batched_matmul_reads_its_row_major_weights_directly():

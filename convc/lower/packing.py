@@ -9,8 +9,8 @@ and the packed arrays (new `param` buffers named after the layout:
   weights an input vector is multiplied with sit in one cache line
   (`w[o, c, a, b]` becomes `w.oc8[o // 8, c, a, b, o % 8]`, which the nest's
   block substitution `o = o_o*B + o_i` reduces to `[o_o, c, a, b, o_i]`);
-- 2-D dense with the output features tiled by 16: weights (either orientation,
-  e.g. Linear's `w[j, k]` with transB=1) as [P/16][K][16] panels, streamed
+- 2-D dense with the output features tiled by P0 (the schedule's tile, 32): weights (either
+  orientation, e.g. Linear's `w[j, k]` with transB=1) as [P/P0][K][P0] panels, streamed
   contiguously by each vector of outputs instead of gathered with stride K.
   (Batched matmuls read `w[.., k, j]`, already contiguous along j.)
 """
@@ -59,8 +59,8 @@ def _conv_block(graph, te, schedule, packs):
 
 
 def _dense_panels(graph, te, schedule, packs):
-    """Constant 2-D weights read along the tiled output axis j -> [ceil(P/16)][K][16] panels
-    (zero padded), so a vector of 16 outputs streams its weights contiguously over k."""
+    """Constant 2-D weights read along the tiled output axis j -> [ceil(P/P0)][K][P0] panels
+    (zero padded), so a vector of P0 outputs streams its weights contiguously over k."""
     axis = next(v for v in te.indices if str(v) == schedule.vector_axis[:-2])
     size = schedule.tiles[str(axis)]
     for a in te.body.atoms(sympy.Indexed):
