@@ -23,8 +23,10 @@ from convc.texpr import TensorExpr, texpr_of
 from ir import Graph, UnsupportedError
 
 from .convert import Scope
+from .grad_schedule import grad_schedule
 from .nest import Names, lower_nest
 from .packing import pack_weights
+from .relayout import pad_operand, transpose_for
 from .schedule import default_schedule
 
 
@@ -63,35 +65,56 @@ def lower_group(graph: Graph, group: FusedGroup) -> LoweredGroup:
     anchor = graph.nodes[group.anchor]
     exprs = texpr_of(graph, anchor)
     names = Names({})
-    nests, described, reads, writes, chained, packs = [], [], set(), [], set(), {}
-    for te in exprs:
+    nests, described, reads, writes, chained = [], [], set(), [], set()
+    planned, packs = _with_relayouts(graph, exprs)
+    for te, schedule in planned:
         fused = te.name == anchor.outputs[0] and group.epilogue
         steps = _chain(graph, group, te) if fused else []
         store = group.output if fused else te.name
-        schedule = default_schedule(te)
-        te, packed = pack_weights(graph, te, schedule)
-        packs.update(packed)
         scope = Scope(dtype=te.dtype, where=f"{anchor.op} '{anchor.name}'")
         nests.append(lower_nest(te, schedule, store, steps, scope, names))
         described.append(
-            f"{te.name}: {schedule.describe()}" if len(exprs) > 1 else schedule.describe()
+            f"{te.name}: {schedule.describe()}" if len(planned) > 1 else schedule.describe()
         )
         reads.update(te.reads)
         for name, expr in steps:
             reads.update(str(a.base) for a in expr.atoms(sympy.Indexed))
             chained.add(name)
         writes.append(store)
-    internal = {te.name for te in exprs} | chained | set(writes)
+    internal = {te.name for te, _ in planned} | chained | set(writes)
     comment = " + ".join(group.nodes) + " | " + "; ".join(described)
     kernel = loops.Kernel(kernel_name(group.name), loops.Block(tuple(nests)), comment)
     return LoweredGroup(
         kernel,
         tuple(sorted(reads - internal)),
         tuple(writes),
-        tuple(te for te in exprs if te.role == "temp"),
+        tuple(te for te, _ in planned if te.role == "temp"),
         packs,
         _view_source(graph, group, exprs),
     )
+
+
+def _with_relayouts(graph: Graph, exprs) -> tuple[list, dict]:
+    """([(expression, schedule)] in kernel order, packed weights): each expression's schedule (`grad_schedule`
+    for derived gradients, else the default), its compile-time packed weights, and the
+    run-time re-layout temporaries it reads (`relayout`) placed before it."""
+    shapes = {e.name: e.shape for e in exprs}
+    constants = set()
+    for name, value in graph.values.items():
+        shapes.setdefault(name, value.type.shape)
+        if value.is_constant:
+            constants.add(name)
+    planned, packs = [], {}
+    for te in exprs:
+        pads, te = pad_operand(te, shapes) if te.attrs.get("family") == "grad" else ([], te)
+        schedule = grad_schedule(te) or default_schedule(te)
+        te, packed = pack_weights(graph, te, schedule)
+        packs.update(packed)
+        copies, te = transpose_for(te, schedule, shapes, constants | set(packed))
+        planned += [(c, default_schedule(c)) for c in pads + copies]
+        planned.append((te, schedule))
+        shapes.update({c.name: c.shape for c in pads + copies})
+    return planned, packs
 
 
 def _view_source(graph: Graph, group: FusedGroup, exprs) -> str | None:

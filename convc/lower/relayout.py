@@ -1,0 +1,154 @@
+"""Run-time re-layouts: temporaries that let a kernel read its operands the fast way.
+
+Stage: part of lowering. Input: one tensor expression (and, for `transpose_for`, its
+schedule). Output: temporaries (reduction-"none" `TensorExpr`s with role "temp",
+computed first in the same kernel) and the expression rewritten to read them.
+Each temporary costs one pass over its source (O(weights) or O(activations)),
+against the O(MACs) kernel it speeds up.
+
+- `pad_operand`: a reduction whose whole condition is the bounds of one operand's
+  accesses (a gradient reading the upstream gradient or the input in a window, e.g.
+  the input gradient `dy[n, o, u - a, v - b]` where `0 <= u - a < H`) reads a
+  zero-padded copy instead: the condition disappears, so the kernel has no border
+  columns and no checks at all (compile-time `regions` can only move checks to the
+  borders; a copy removes them);
+- `transpose_for`: a channel-vector schedule (vector axis "o.i") whose operand
+  holds the vectorized index `o` as a plain index before its last axis (run-time
+  conv weights `w[o, c, a, b]`, the upstream gradient `dy[n, o, i, j]` of a weight
+  gradient) reads a copy with that axis moved last (`w[c, a, b, o]`): 16 lanes are
+  one contiguous vector load instead of a 16-element gather. Constant weights are
+  packed at compile time instead (`packing`); this is their run-time counterpart
+  for training steps, where the weights are inputs of the step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import sympy
+
+from convc.texpr import TensorExpr, access, index
+from convc.texpr.rules import bound_condition
+
+from .regions import _GE_ZERO, conjuncts
+
+
+def _ranges(te: TensorExpr) -> dict:
+    return dict(zip(te.indices, te.shape)) | dict(zip(te.reduce_indices, te.reduce_shape))
+
+
+def _extreme(expr, ranges: dict, low: bool):
+    """The minimum (`low`) or maximum of affine `expr` over `ranges`, or None."""
+    expr = sympy.expand(expr)
+    for sym in expr.free_symbols:
+        coeff = expr.coeff(sym)
+        if sym not in ranges or not coeff.is_number or sym in (expr - coeff * sym).free_symbols:
+            return None
+        at_zero = (coeff >= 0) == low
+        expr = expr.subs(sym, 0 if at_zero else ranges[sym] - 1)
+    return sympy.expand(expr)
+
+
+def _bounded_axis(atom, indices, extents):
+    """(axis, "lo" | "hi") when `atom` is 0 <= indices[axis] or indices[axis] < extent."""
+    if type(atom) not in _GE_ZERO:
+        return None
+    slack = sympy.expand(_GE_ZERO[type(atom)](*atom.args))
+    for axis, (f, extent) in enumerate(zip(indices, extents)):
+        if sympy.expand(slack - f) == 0:
+            return axis, "lo"
+        if sympy.expand(slack - (extent - 1 - f)) == 0:
+            return axis, "hi"
+    return None
+
+
+def pad_operand(te: TensorExpr, shapes: dict) -> tuple[list, TensorExpr]:
+    """([padded copy], te reading it without a condition), or ([], te) when the condition
+    is not exactly the bounds of a single access of one operand (`shapes`: name -> shape)."""
+    atoms = conjuncts(te.condition)
+    found = [a for a in te.body.atoms(sympy.Indexed) if str(a.base) in shapes]
+    if te.reduction != "sum" or not atoms or len(found) == 0:
+        return [], te
+    for a in found:
+        if sum(str(b.base) == str(a.base) for b in found) > 1:
+            continue
+        extents = shapes[str(a.base)]
+        matched = [_bounded_axis(atom, a.indices, extents) for atom in atoms]
+        if None not in matched:
+            return _padded(te, a, extents, {axis for axis, _ in matched})
+    return [], te
+
+
+def _padded(te: TensorExpr, a: sympy.Indexed, extents, axes) -> tuple[list, TensorExpr]:
+    ranges = _ranges(te)
+    lows, highs = [], []
+    for axis, (f, extent) in enumerate(zip(a.indices, extents)):
+        low, high = _extreme(f, ranges, True), _extreme(f, ranges, False)
+        if axis not in axes or low is None or high is None:
+            if axis in axes:
+                return [], te
+            low, high = sympy.Integer(0), sympy.sympify(extent) - 1
+        lows.append(sympy.Max(0, -low))
+        highs.append(sympy.Max(0, high - (extent - 1)))
+    idx = tuple(index(f"p{k}") for k in range(len(extents)))
+    source = tuple(i - lo for i, lo in zip(idx, lows))
+    shape = tuple(e + lo + hi for e, lo, hi in zip(extents, lows, highs))
+    name = f"{te.name}:{a.base}.pad"
+    ranges = dict(zip(idx, shape))
+    copy = TensorExpr(
+        name=name,
+        indices=idx,
+        shape=shape,
+        body=access(str(a.base), source, te.dtype),
+        condition=sympy.And(*(bound_condition(s, e, ranges) for s, e in zip(source, extents))),
+        dtype=te.dtype,
+        op=te.op,
+        node=te.node,
+        role="temp",
+        attrs={"family": "elementwise", "relayout": "pad"},
+    )
+    moved = access(name, tuple(f + lo for f, lo in zip(a.indices, lows)), te.dtype)
+    return [copy], replace(te, body=te.body.xreplace({a: moved}), condition=sympy.true)
+
+
+def transpose_for(
+    te: TensorExpr, schedule, shapes: dict, constants: set
+) -> tuple[list, TensorExpr]:
+    """([transposed copies], te reading them) for a channel-vector schedule; see module doc.
+    `shapes`: operand name -> shape; `constants` are left to compile-time packing."""
+    vector = schedule.vector_axis or ""
+    if not vector.endswith(".i") or te.reduction != "sum":
+        return [], te
+    v = next((i for i in te.indices if str(i) == vector[:-2]), None)
+    copies, swaps = [], {}
+    for a in sorted(te.body.atoms(sympy.Indexed), key=sympy.srepr):
+        name = str(a.base)
+        if name in constants or name not in shapes or v not in a.indices[:-1]:
+            continue
+        position = a.indices.index(v)
+        others = [f for k, f in enumerate(a.indices) if k != position]
+        if any(v in sympy.sympify(f).free_symbols for f in others):
+            continue
+        copy = _transposed(te, a, shapes[name], position, f"{te.name}:{name}.t{position}")
+        copies.append(copy)
+        swaps[a] = access(copy.name, (*others, v), te.dtype)
+    if not swaps:
+        return [], te
+    unique = list({c.name: c for c in copies}.values())
+    return unique, replace(te, body=te.body.xreplace(swaps))
+
+
+def _transposed(te: TensorExpr, a: sympy.Indexed, extents, position: int, name: str):
+    idx = [index(f"t{k}") for k in range(len(extents))]
+    order = [k for k in range(len(extents)) if k != position] + [position]
+    return TensorExpr(
+        name=name,
+        indices=tuple(idx[k] for k in order),
+        shape=tuple(extents[k] for k in order),
+        body=access(str(a.base), idx, te.dtype),
+        dtype=te.dtype,
+        op=te.op,
+        node=te.node,
+        role="temp",
+        attrs={"family": "elementwise", "relayout": "transpose"},
+    )
