@@ -36,8 +36,8 @@ codegen exploits:
   a gather/scatter. Locals declared inside become vectors. An `If` whose condition depends
   on the variable runs each branch under the lanes where it holds (masked loads and stores,
   blended local updates; skipped when no lane holds), so a bound check guards the accesses
-  under it exactly as in scalar code. The one allowed write to
-  a local declared outside is a reduction ``Assign(acc, (), Binary(op, Ref(acc), e))`` with
+  under it exactly as in scalar code. The one allowed write to a local declared outside is a
+  reduction ``Assign(acc, (), Binary(op, Ref(acc), e))`` with
   op in add/mul/max/min (lanes are combined at the end, so float sums are reassociated).
   A store to an address that does not depend on the variable is an error. ``tail`` says how
   an extent that is not a multiple of W finishes: ``"scalar"`` (the body once per leftover
@@ -48,10 +48,12 @@ codegen exploits:
 
 Invariants (checked by `convc.loops.verify_program` before codegen)
 -----------------------------------------------------------------
-Names are unique per program (buffers, kernels) and per kernel scope (locals, loop
-variables); every buffer an expression names exists; index tuples have the buffer's rank;
-temporaries have an arena ``offset`` that is a multiple of 64 bytes; the arena size covers
-them. The program's printed text (`convc.loops.printer.format_program`) determines its code
+Buffer and kernel names are unique; loop variables do not shadow enclosing ones or symbols;
+every buffer an expression names exists and index tuples have its rank; indices use only
+loop variables in scope and program symbols; temporaries have an arena ``offset`` that is
+provably a multiple of 64 bytes. Not checked (the lowering's promise): the arena size covers
+the temporaries, and no two buffers one kernel uses overlap (codegen marks them ``noalias``).
+The program's printed text (`convc.loops.printer.format_program`) determines its code
 completely, so its hash keys the code caches (parameter *values* are not part of it).
 """
 
