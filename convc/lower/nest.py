@@ -14,6 +14,9 @@ index, e.g. "j"; elementwise, pooling, depthwise and 1x1 convs):
             unrolled for o_i: acc[o_i] += x[...] * w[o_o*B + o_i, ...]
           unrolled for o_i: y[...] = epilogue(acc[o_i])
 
+The outer loops follow `schedule.order` (1x1 convs put the rows outside the channel
+blocks: order n,i,o,j, parallel over "n*i").
+
 Channel vectors (`vector_axis` a tile's inner part, "o.i"; windowed convs and
 dense layers): 16 output channels (features) a vector and a register block of
 output columns (rows), see `_channel_vector_nest`.
@@ -63,20 +66,27 @@ class Nest:
     names: Names
     vector: sympy.Symbol | None = None
     block: tuple | None = None  # (axis symbol, size, outer var, inner var)
+    width: int = 16  # lanes of the width vector (schedule.vector_width)
 
 
 def lower_nest(te, schedule, store, epilogue, scope, names) -> loops.Stmt:
     """The loop nest computing `te` (then `epilogue`) into buffer `store`."""
-    nest = Nest(te, store, tuple(epilogue), scope, names)
+    nest = Nest(te, store, tuple(epilogue), scope, names, width=schedule.vector_width)
     atoms = conjuncts(te.condition)
     if schedule.vector_axis and schedule.vector_axis.endswith(".i"):
         return _channel_vector_nest(nest, schedule, atoms)
     nest.vector = _symbol(te, schedule.vector_axis)
     nest.block = _block(te, schedule)
-    outer = [v for v in te.indices if v != nest.vector]
+    outer = _ordered([v for v in te.indices if v != nest.vector], schedule)
     loops_, subs = _outer_loops(nest.te, outer, schedule, nest.block)
     nest.scope = replace(scope, subs={**scope.subs, **subs}, rewrites=_tile_rewrites(nest.block))
     return _wrap(loops_, _innermost(nest, atoms))
+
+
+def _ordered(axes, schedule) -> list:
+    """`axes` in the schedule's loop order (axes it does not name keep their place after)."""
+    rank = {name: k for k, name in enumerate(schedule.order)}
+    return sorted(axes, key=lambda v: rank.get(str(v), len(rank)))
 
 
 def _wrap(loops_, inner) -> loops.Stmt:
@@ -164,7 +174,7 @@ def _innermost(nest: Nest, atoms) -> loops.Stmt:
     for start, stop, kind, kept in parts:
         if _empty(start, stop):
             continue
-        width = 16 if kind == "vectorized" else 1
+        width = nest.width if kind == "vectorized" else 1
         body = _point(nest, kept) if kind == "vectorized" else _scalar_point(nest, kept)
         stmts.append(loops.For(var, start, stop, body, kind=kind, width=width, tail="masked"))
     return loops.Block(tuple(stmts))
