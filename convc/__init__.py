@@ -21,6 +21,7 @@ from . import nn, optim
 from .autodiff import gradient
 from .compiler import CompiledModel, compile
 from .interpret import interpret
+from .memory import MemoryReport
 from .nn import Input
 from .onnx import from_onnx
 from .training import TrainStep, train_step
@@ -33,6 +34,7 @@ __all__ = [
     "GraphError",
     "Input",
     "InputError",
+    "MemoryReport",
     "OnnxError",
     "ShapeError",
     "TensorType",

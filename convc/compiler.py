@@ -23,6 +23,7 @@ import numpy as np
 
 from convc import loops, runtime
 from convc.lower import assemble
+from convc.memory import MemoryReport, memory_report, tensor_bytes
 from convc.passes import (
     PIPELINE,
     dump,
@@ -131,6 +132,24 @@ class CompiledModel:
         return tuple([(a.shape, a.dtype) for a in arrays])
 
     __call__ = run
+
+    def memory_report(self, **symbols: int) -> MemoryReport:
+        """Peak memory of a run by category (`convc.memory`), at the given run-time symbol
+        values (e.g. ``N=8``; symbols not given are 1)."""
+        unknown = set(symbols) - set(self.program.symbols)
+        if unknown:
+            raise InputError(
+                f"model '{self.graph.name}' has no symbol(s) {sorted(unknown)}; "
+                f"its symbols are {list(self.program.symbols)}"
+            )
+        values = {name: int(symbols.get(name, 1)) for name in self.program.symbols}
+        if any(v < 1 for v in values.values()):
+            raise InputError(f"model '{self.graph.name}': symbol values {values} must be >= 1")
+        copied = sum(
+            tensor_bytes(self.graph.values[name].type.shape, self.graph.values[name].dtype, values)
+            for name in self._passthrough
+        )
+        return memory_report(self.program, self._executable, values, copied)
 
     def source(self, stage: str) -> str:
         """The text of one stage: graph, fused, texpr, loops, llvm, llvm-opt or asm."""
