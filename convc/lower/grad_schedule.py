@@ -7,12 +7,14 @@ A conv's adjoints are convolutions too (autodiff derives them; nothing here
 knows about convs, only about the index shape):
 
 - weight gradient `dw[o, c, a, b] = Σ_{n,i,j} dy[n, o, i, j] * x[n, c, i + a, j + b]`:
-  every output index is a constant extent. Vectorize over the larger of the two
-  leading (channel) axes in tiles of 16, keep a register block of the last
-  (kernel column) axis, and reduce over batch and space inside: each loaded
-  `dy` vector (transposed to `[n, i, j, o]` at run time, `relayout`) feeds one
-  FMA per column of the block, each `x` element is a broadcast. The leading
-  axes are the parallel ones (output-channel blocks), as in a conv.
+  every output index is a constant extent and none leads an operand. Vectorize
+  over the larger of the two leading (channel) axes in tiles of 16 and keep a
+  register block over the other channel axis (4+ wide, up to 8) or else the last
+  (kernel column) axis; reduce over space inside. Each loaded `dy` vector (read
+  from a copy blocked as `[o/16][n][i][j][16]` at run time, `relayout`) feeds one
+  FMA per accumulator, each `x` element is a broadcast. The batch is first split
+  into a few chunks with partial sums (`split_batch`), so one chunk's operands
+  stay in cache across the output blocks; the leading axes are parallel.
 - input gradient `dx[n, c, u, v] = Σ_{o,a,b} w[o, c, a, b] * dy[n, o, u - a, v - b]`
   (a batch-leading output): with 16k channels it takes the forward conv's
   channel-vector schedule (weights transposed so `c` is contiguous); otherwise it
@@ -25,12 +27,27 @@ Either way the bounds are gone beforehand when the operand could be padded
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import sympy
 
 from convc.loops import Schedule
-from convc.texpr import TensorExpr
+from convc.texpr import TensorExpr, access, index
 
-from .schedule import PARALLEL_MIN_WORK, VECTOR_WIDTH, _channel_block, _column_block, work
+from .schedule import (
+    MAX_ROW_BLOCK,
+    PARALLEL_MIN_WORK,
+    VECTOR_WIDTH,
+    _channel_block,
+    _column_block,
+    work,
+)
+
+#: A weight gradient's register block runs over its second channel axis when that has at
+#: least MIN_CHANNEL_BLOCK channels (up to MAX_CHANNEL_BLOCK accumulators).
+MIN_CHANNEL_BLOCK, MAX_CHANNEL_BLOCK = 4, 8
+#: Partial sums a weight gradient's batch is split into (see `split_batch`).
+BATCH_CHUNKS = 8
 
 
 def _number(extent) -> int | None:
@@ -49,18 +66,70 @@ def _batch_leading(te: TensorExpr) -> bool:
     return any(a.indices[0] == first for a in te.body.atoms(sympy.Indexed))
 
 
+def _weight_like(te: TensorExpr) -> bool:
+    """A conv-shaped gradient whose outputs are all constant extents and not batch-led."""
+    return (
+        te.attrs.get("family") == "grad"
+        and te.reduction == "sum"
+        and len(te.indices) >= 3
+        and all(_number(e) is not None for e in te.shape)
+        and not _batch_leading(te)
+    )
+
+
+def split_batch(te: TensorExpr) -> tuple[list, TensorExpr]:
+    """([partial sums over batch chunks], te summing them) for a weight gradient reducing
+    over the batch first: `dw = Σ_g dw_g[g, ..]`, `dw_g[g, o, ..] = Σ_{n in chunk g, i, j} ..`
+    with at most BATCH_CHUNKS chunks. One chunk's slice of the operands stays in cache
+    while the output blocks run over it, instead of the whole batch streaming through the
+    cache once per output block (64->64 3x3 at 56x56, batch 8: 1.6 MB of dy a pass, 2.6x
+    faster split); the scratch is at most BATCH_CHUNKS copies of the weights. Else ([], te)."""
+    if not _weight_like(te) or not te.reduce_indices:
+        return [], te
+    n, batch = te.reduce_indices[0], sympy.sympify(te.reduce_shape[0])
+    if not all(a.indices[0] == n for a in te.body.atoms(sympy.Indexed)):
+        return [], te
+    chunks = min(BATCH_CHUNKS, int(batch)) if batch.is_number else BATCH_CHUNKS
+    size = sympy.ceiling(batch / chunks)
+    g = index(f"{n}_chunk")
+    sample = g * size + n
+    whole = batch.is_number and chunks * size == batch
+    inside = sympy.true if whole else sympy.Lt(sample, batch)
+    partial = replace(
+        te,
+        name=f"{te.name}:chunks",
+        indices=(g, *te.indices),
+        shape=(chunks, *te.shape),
+        body=te.body.xreplace({n: sample}),
+        reduce_shape=(size, *te.reduce_shape[1:]),
+        condition=sympy.And(te.condition.xreplace({n: sample}), inside),
+        epilogue=None,
+        role="temp",
+        attrs={**te.attrs, "chunks": True},
+    )
+    total = replace(
+        te,
+        body=access(partial.name, partial.indices, te.dtype),
+        reduce_indices=(g,),
+        reduce_shape=(chunks,),
+        condition=sympy.true,
+        attrs={**te.attrs, "family": "reduce"},
+    )
+    return [partial], total
+
+
 def grad_schedule(te: TensorExpr) -> Schedule | None:
     """The schedule of a conv-shaped gradient reduction (module doc), or None."""
     if te.attrs.get("family") != "grad" or te.reduction != "sum" or len(te.indices) < 3:
         return None
     names = [str(i) for i in te.indices]
+    if te.attrs.get("chunks"):
+        return _weight_schedule(te, names, 1)
+    if _weight_like(te):
+        return _weight_schedule(te, names, 0)
     lead = [_number(e) for e in te.shape[:2]]
-    if None not in lead and not _batch_leading(te):  # a weight gradient
-        axis = names[0] if lead[0] >= lead[1] else names[1]
-        return _channel_vectors(te, names, axis)
-    channels = lead[1]
-    if channels is not None and channels % VECTOR_WIDTH == 0:
-        return _channel_vectors(te, names, names[1])
+    if lead[1] is not None and lead[1] % VECTOR_WIDTH == 0:
+        return _channel_vectors(te, names, names[1], names[-1], _column_block(te))
     block = _channel_block(te.shape[1])
     atoms_use = te.indices[1] in te.condition.free_symbols
     tiles = {names[1]: block} if block > 1 and not atoms_use else {}
@@ -74,12 +143,26 @@ def grad_schedule(te: TensorExpr) -> Schedule | None:
     )
 
 
-def _channel_vectors(te: TensorExpr, names, axis: str) -> Schedule:
+def _weight_schedule(te: TensorExpr, names, first: int) -> Schedule:
+    """Vectors over the larger of the two channel axes (at `first`, `first + 1`); the
+    register block over the other one when it is at least 4 wide (then each loaded vector
+    feeds up to 8 accumulators), else over the last (kernel column) axis."""
+    sizes = [_number(e) for e in te.shape[first : first + 2]]
+    vector = 0 if sizes[0] >= sizes[1] else 1
+    other = sizes[1 - vector]
+    if other >= MIN_CHANNEL_BLOCK:
+        axis, block = names[first + 1 - vector], min(other, MAX_CHANNEL_BLOCK)
+    else:
+        axis, block = names[-1], min(_number(te.shape[-1]), MAX_ROW_BLOCK)
+    return _channel_vectors(te, names, names[first + vector], axis, block)
+
+
+def _channel_vectors(te: TensorExpr, names, axis: str, unrolled: str, block: int) -> Schedule:
     return Schedule(
-        tiles={axis: VECTOR_WIDTH, names[-1]: _column_block(te)},
+        tiles={axis: VECTOR_WIDTH, unrolled: block},
         order=tuple(names),
         vector_axis=f"{axis}.i",
         vector_width=VECTOR_WIDTH,
-        unroll=(f"{names[-1]}.i",),
+        unroll=(f"{unrolled}.i",),
         parallel_axis=_parallel(te, names),
     )

@@ -23,7 +23,7 @@ from convc.texpr import TensorExpr, texpr_of
 from ir import Graph, UnsupportedError
 
 from .convert import Scope
-from .grad_schedule import grad_schedule
+from .grad_schedule import grad_schedule, split_batch
 from .nest import Names, lower_nest
 from .packing import pack_weights
 from .relayout import pad_operand, transpose_for
@@ -107,13 +107,16 @@ def _with_relayouts(graph: Graph, exprs) -> tuple[list, dict]:
     planned, packs = [], {}
     for te in exprs:
         pads, te = pad_operand(te, shapes) if te.attrs.get("family") == "grad" else ([], te)
-        schedule = grad_schedule(te) or default_schedule(te)
-        te, packed = pack_weights(graph, te, schedule)
-        packs.update(packed)
-        copies, te = transpose_for(te, schedule, shapes, constants | set(packed))
-        planned += [(c, default_schedule(c)) for c in pads + copies]
-        planned.append((te, schedule))
-        shapes.update({c.name: c.shape for c in pads + copies})
+        shapes.update({c.name: c.shape for c in pads})
+        planned += [(c, default_schedule(c)) for c in pads]
+        partials, te = split_batch(te)
+        for part in [*partials, te]:
+            schedule = grad_schedule(part) or default_schedule(part)
+            part, packed = pack_weights(graph, part, schedule)
+            packs.update(packed)
+            copies, part = transpose_for(part, schedule, shapes, constants | set(packed))
+            shapes.update({c.name: c.shape for c in copies} | {part.name: part.shape})
+            planned += [(c, default_schedule(c)) for c in copies] + [(part, schedule)]
     return planned, packs
 
 

@@ -12,13 +12,15 @@ against the O(MACs) kernel it speeds up.
   zero-padded copy instead: the condition disappears, so the kernel has no border
   columns and no checks at all (compile-time `regions` can only move checks to the
   borders; a copy removes them);
-- `transpose_for`: a channel-vector schedule (vector axis "o.i") whose operand
-  holds the vectorized index `o` as a plain index before its last axis (run-time
-  conv weights `w[o, c, a, b]`, the upstream gradient `dy[n, o, i, j]` of a weight
-  gradient) reads a copy with that axis moved last (`w[c, a, b, o]`): 16 lanes are
-  one contiguous vector load instead of a 16-element gather. Constant weights are
-  packed at compile time instead (`packing`); this is their run-time counterpart
-  for training steps, where the weights are inputs of the step.
+- `transpose_for`: a channel-vector schedule (vector axis "o.i", tiles of 16) whose
+  operand holds the vectorized index `o` as a plain index before its last axis
+  (run-time conv or dense weights `w[o, c, a, b]`, the upstream gradient
+  `dy[n, o, i, j]` of a weight gradient) reads a copy blocked as
+  `[o/16][c][a][b][16]` (zero past the end): 16 lanes are one contiguous vector
+  load instead of a 16-element gather, and one tile's operand is one contiguous
+  slice. Constant weights are packed the same way at compile time instead
+  (`packing`); this is the run-time counterpart for training steps, where the
+  weights are inputs of the step.
 """
 
 from __future__ import annotations
@@ -114,13 +116,14 @@ def _padded(te: TensorExpr, a: sympy.Indexed, extents, axes) -> tuple[list, Tens
 def transpose_for(
     te: TensorExpr, schedule, shapes: dict, constants: set
 ) -> tuple[list, TensorExpr]:
-    """([transposed copies], te reading them) for a channel-vector schedule; see module doc.
+    """([blocked copies], te reading them) for a channel-vector schedule; see module doc.
     `shapes`: operand name -> shape; `constants` are left to compile-time packing."""
     vector = schedule.vector_axis or ""
     if not vector.endswith(".i") or te.reduction != "sum":
         return [], te
     v = next((i for i in te.indices if str(i) == vector[:-2]), None)
-    copies, swaps = [], {}
+    width = schedule.tiles.get(str(v))
+    copies, swaps = {}, {}
     for a in sorted(te.body.atoms(sympy.Indexed), key=sympy.srepr):
         name = str(a.base)
         if name in constants or name not in shapes or v not in a.indices[:-1]:
@@ -129,26 +132,32 @@ def transpose_for(
         others = [f for k, f in enumerate(a.indices) if k != position]
         if any(v in sympy.sympify(f).free_symbols for f in others):
             continue
-        copy = _transposed(te, a, shapes[name], position, f"{te.name}:{name}.t{position}")
-        copies.append(copy)
-        swaps[a] = access(copy.name, (*others, v), te.dtype)
-    if not swaps:
-        return [], te
-    unique = list({c.name: c for c in copies}.values())
-    return unique, replace(te, body=te.body.xreplace(swaps))
+        copy = _blocked(te, name, shapes[name], position, width)
+        copies[copy.name] = copy
+        block = (sympy.floor(v / width), *others, sympy.Mod(v, width))
+        swaps[a] = access(copy.name, block, te.dtype)
+    return list(copies.values()), replace(te, body=te.body.xreplace(swaps))
 
 
-def _transposed(te: TensorExpr, a: sympy.Indexed, extents, position: int, name: str):
-    idx = [index(f"t{k}") for k in range(len(extents))]
-    order = [k for k in range(len(extents)) if k != position] + [position]
+def _blocked(te: TensorExpr, source: str, extents, position: int, width: int) -> TensorExpr:
+    """`copy[q, .., r] = source[.., width*q + r, ..]` (axis `position` split and its inner
+    part moved last), zero past the axis' end so every block is whole."""
+    idx = [index(f"t{k}") for k in range(len(extents) + 1)]
+    outer, inner = idx[0], idx[-1]
+    rest = iter(idx[1:-1])
+    split = width * outer + inner
+    read = [split if k == position else next(rest) for k in range(len(extents))]
+    extent = sympy.sympify(extents[position])
+    shape = [sympy.ceiling(extent / width), *(e for k, e in enumerate(extents) if k != position)]
     return TensorExpr(
-        name=name,
-        indices=tuple(idx[k] for k in order),
-        shape=tuple(extents[k] for k in order),
-        body=access(str(a.base), idx, te.dtype),
+        name=f"{te.name}:{source}.b{width}",
+        indices=tuple(idx),
+        shape=(*shape, width),
+        body=access(source, read, te.dtype),
+        condition=sympy.true if (extent % width).is_zero else sympy.Lt(split, extent),
         dtype=te.dtype,
         op=te.op,
         node=te.node,
         role="temp",
-        attrs={"family": "elementwise", "relayout": "transpose"},
+        attrs={"family": "elementwise", "relayout": "block"},
     )
