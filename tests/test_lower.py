@@ -109,11 +109,13 @@ def test_big_kernels_get_one_collapsed_parallel_loop():
 def test_windowed_convs_with_16k_channels_vectorize_over_channels():
     (kernel,) = kernels(conv_graph(channels=32, size=20))
     text = loops.format_kernel(kernel)
-    assert "vector(16, tail=masked) for o_i in 0..16:" in text
+    assert "vector(32, tail=masked) for o_i in 0..32:" in text  # a multiple of 32: two registers
     # interior columns 1..19: two register blocks of 9 (none left over), then the borders
     assert "alloc acc1: f32[9] = 0.0" in text and "unrolled for j_i in 0..9:" in text
     assert "for j_o in 0..2:" in text
-    assert "w.oc16[" in text and ", o_i]" in text
+    assert "w.oc32[" in text and ", o_i]" in text
+    (odd,) = kernels(conv_graph(channels=48, size=20))
+    assert "vector(16, tail=masked) for o_i in 0..16:" in loops.format_kernel(odd)
     (narrow,) = kernels(conv_graph(channels=32, size=7))
     text = loops.format_kernel(narrow)
     assert "alloc acc: f32[7] = 0.0" in text  # the whole row is one register block
