@@ -111,22 +111,26 @@ def _channel_vector(te: TensorExpr) -> bool:
     return narrow or window or deep or any(s > 1 for s in te.attrs["strides"])
 
 
-def _channel_tile(te: TensorExpr) -> tuple[int, int]:
-    """(output channels per vector, largest column block) of a channel-vector conv."""
+def _channel_tile(te: TensorExpr) -> tuple[int, int, int]:
+    """(output channels per vector, widest row taken as one block, largest column block of
+    a split row) of a channel-vector conv."""
     channels, width = sympy.sympify(te.shape[1]), sympy.sympify(te.shape[-1])
+    narrow = VECTOR_WIDTH, MAX_ROW_BLOCK, MAX_COLUMN_BLOCK
     if not channels.is_number or int(channels) % WIDE_CHANNEL_TILE:  # no half-empty tiles
-        return VECTOR_WIDTH, MAX_COLUMN_BLOCK
+        return narrow
     window = any(k > 1 for k in te.attrs["kernel_shape"])
     whole_row = width.is_number and WIDE_MAX_COLUMN_BLOCK < int(width) <= MAX_ROW_BLOCK
     if window and whole_row:
-        return VECTOR_WIDTH, MAX_COLUMN_BLOCK
-    return WIDE_CHANNEL_TILE, WIDE_MAX_COLUMN_BLOCK
+        return narrow
+    return WIDE_CHANNEL_TILE, WIDE_MAX_COLUMN_BLOCK, WIDE_MAX_COLUMN_BLOCK
 
 
-def _column_block(te: TensorExpr, max_block: int = MAX_COLUMN_BLOCK) -> int:
+def _column_block(
+    te: TensorExpr, max_row: int = MAX_ROW_BLOCK, max_block: int = MAX_COLUMN_BLOCK
+) -> int:
     """Output columns per register block of a channel-vector conv (see the constants)."""
     extent = sympy.sympify(te.shape[-1])
-    if extent.is_number and int(extent) <= min(MAX_ROW_BLOCK, max_block + 1):
+    if extent.is_number and int(extent) <= max_row:
         return int(extent)
     reduce_ranges = dict(zip(te.reduce_indices, te.reduce_shape))
     split = interior(conjuncts(te.condition), te.indices[-1], extent, reduce_ranges, te.indices)
@@ -173,9 +177,9 @@ def default_schedule(te: TensorExpr) -> Schedule:
             parallel_axis=names[1] if parallel else None,
         )
     if _channel_vector(te):
-        width, cap = _channel_tile(te)
+        width, max_row, max_block = _channel_tile(te)
         return Schedule(
-            tiles={names[1]: width, names[-1]: _column_block(te, cap)},
+            tiles={names[1]: width, names[-1]: _column_block(te, max_row, max_block)},
             order=tuple(names),
             vector_axis=f"{names[1]}.i",
             vector_width=width,
