@@ -75,6 +75,33 @@ def test_compiled_conv_gradients_equal_interpreted(name):
         np.testing.assert_allclose(got[out], expected[out], rtol=RTOL, atol=ATOL, err_msg=out)
 
 
+@pytest.mark.parametrize(
+    "op, attrs",
+    [
+        ("avg_pool", {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]}),
+        ("avg_pool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 1, 0]}),
+        ("max_pool", {"kernel_shape": [2, 2], "strides": [1, 1], "pads": [1, 1, 0, 0]}),
+    ],
+)
+def test_compiled_pool_gradients_equal_interpreted(op, attrs):
+    """Pooling gradients read a divisor or the first maximum at the same positions as the
+    upstream gradient: the bounds that guard both must stay (no padded copy drops them)."""
+    g = ir.Graph("pool")
+    g.add_input("x", (2, 3, 7, 7), "float32")
+    extra = {"count_include_pad": 0} if op == "avg_pool" else {}
+    g.add_node(op, ["x"], attrs | extra, outputs=["y"])
+    g.set_outputs("y")
+    gg = convc.gradient(g, wrt=["x"])
+    rng = np.random.default_rng(5)
+    feeds = {"x": rng.standard_normal((2, 3, 7, 7)).astype(np.float32)}
+    shape = tuple(int(d) for d in gg.values["grad_y"].type.shape)
+    feeds["grad_y"] = rng.standard_normal(shape).astype(np.float32)
+    expected = convc.interpret(gg, feeds, dtype="float64")
+    got = convc.compile(gg, threads=1).run(feeds)
+    for out in ("y", "grad_x"):
+        np.testing.assert_allclose(got[out], expected[out], rtol=RTOL, atol=ATOL, err_msg=out)
+
+
 def _program(graph):
     return lower_graph(graph)[2]
 
@@ -161,3 +188,18 @@ def test_padded_gradients_run_their_vector_loops_without_checks():
         assert vectors, name
         for vector in vectors:
             assert not [s for s, _ in _walk(vector) if isinstance(s, loops.If)], name
+
+
+def test_bench_layer_case_checks_convc_against_the_interpreter():
+    """The training suite's forward+backward layer case, at a small size: convc's y, grad_x
+    and grad_w match the interpreted reference and convc is timed."""
+    from dataclasses import replace
+
+    from convc.bench.training import TRAINING, run_training_case
+
+    layer_case = next(c for c in TRAINING if c.layer is not None)
+    case = replace(layer_case, batch=2, input_shape=(16, 8, 8))
+    result = run_training_case(case, ["numpy", "convc"], threads=1, repeat=2, block_s=0.001)
+    assert result.peers["convc"].median_s > 0 and not result.peers["convc"].note
+    assert result.peers["numpy"].max_err == 0.0
+    assert result.peers["convc"].max_err < 1e-3

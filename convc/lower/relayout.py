@@ -76,9 +76,28 @@ def pad_operand(te: TensorExpr, shapes: dict) -> tuple[list, TensorExpr]:
             continue
         extents = shapes[str(a.base)]
         matched = [_bounded_axis(atom, a.indices, extents) for atom in atoms]
-        if None not in matched:
+        others = [b for b in te.body.atoms(sympy.Indexed) if b.base != a.base]
+        if None not in matched and all(_in_range(te, b, shapes) for b in others):
             return _padded(te, a, extents, {axis for axis, _ in matched})
     return [], te
+
+
+def _in_range(te: TensorExpr, b: sympy.Indexed, shapes: dict) -> bool:
+    """Whether every index of access `b` stays in its tensor's bounds without the condition
+    (the condition is dropped once the padded operand absorbs it)."""
+    extents = shapes.get(str(b.base))
+    if extents is None or len(extents) != len(b.indices):
+        return False
+    ranges = _ranges(te)
+    for f, extent in zip(b.indices, extents):
+        low, high = _extreme(f, ranges, True), _extreme(f, ranges, False)
+        if low is None or high is None:
+            return False
+        if not (
+            sympy.sympify(low >= 0) == sympy.true and sympy.sympify(high < extent) == sympy.true
+        ):
+            return False
+    return True
 
 
 def _padded(te: TensorExpr, a: sympy.Indexed, extents, axes) -> tuple[list, TensorExpr]:
@@ -150,7 +169,7 @@ def _blocked(te: TensorExpr, source: str, extents, position: int, width: int) ->
     extent = sympy.sympify(extents[position])
     shape = [sympy.ceiling(extent / width), *(e for k, e in enumerate(extents) if k != position)]
     return TensorExpr(
-        name=f"{te.name}:{source}.b{width}",
+        name=f"{te.name}:{source}.{position}b{width}",
         indices=tuple(idx),
         shape=(*shape, width),
         body=access(source, read, te.dtype),
