@@ -19,6 +19,12 @@ Decisions worth knowing:
   columns; 2-D dense layers over output features with a block of rows; the
   rest (elementwise, pooling, depthwise, shallow 1x1) over the innermost output
   axis with a block of output channels.
+- Derived gradients (family "grad") are scheduled like convs (`grad_schedule`):
+  weight gradients vectorize over output channels around a reduction over space,
+  summed over a few batch chunks; input gradients take a conv's schedule. They,
+  and forward kernels whose weights are run-time inputs (training steps), read
+  run-time copies made inside the kernel (`relayout`): operands blocked by 16
+  channels, and zero-padded operands that remove a gradient's bound checks.
 - Schedules do not depend on the thread count (it is an argument of the entry
   point): one program serves every count, with identical results.
 - The arena is planned once, symbolically in the run-time sizes (N): see
