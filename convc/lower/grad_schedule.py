@@ -14,7 +14,10 @@ knows about convs, only about the index shape):
   from a copy blocked as `[o/16][n][i][j][16]` at run time, `relayout`) feeds one
   FMA per accumulator, each `x` element is a broadcast. The batch is first split
   into a few chunks with partial sums (`split_batch`), so one chunk's operands
-  stay in cache across the output blocks; the leading axes are parallel.
+  stay in cache across the output blocks; the leading axes are parallel. With
+  fewer than 16 channels on both axes (a first layer: 1 -> 6) it vectorizes the
+  kernel columns instead, with a register block of channels and no copy of `dy`
+  (1.3-1.5x faster than 6-lane channel vectors for LeNet-5's conv1).
 - input gradient `dx[n, c, u, v] = Σ_{o,a,b} w[o, c, a, b] * dy[n, o, u - a, v - b]`
   (a batch-leading output): with 16k channels it takes the forward conv's
   channel-vector schedule (weights transposed so `c` is contiguous); otherwise it
@@ -146,9 +149,20 @@ def grad_schedule(te: TensorExpr) -> Schedule | None:
 def _weight_schedule(te: TensorExpr, names, first: int) -> Schedule:
     """Vectors over the larger of the two channel axes (at `first`, `first + 1`); the
     register block over the other one when it is at least 4 wide (then each loaded vector
-    feeds up to 8 accumulators), else over the last (kernel column) axis."""
+    feeds up to 8 accumulators), else over the last (kernel column) axis. Below 16
+    channels: vectors over the kernel columns, the block over the larger channel axis."""
     sizes = [_number(e) for e in te.shape[first : first + 2]]
     vector = 0 if sizes[0] >= sizes[1] else 1
+    if sizes[vector] < VECTOR_WIDTH:
+        channels = names[first + vector]
+        return Schedule(
+            tiles={channels: sizes[vector]},
+            order=tuple(names),
+            vector_axis=names[-1],
+            vector_width=VECTOR_WIDTH,
+            unroll=(f"{channels}.i",),
+            parallel_axis=_parallel(te, names),
+        )
     other = sizes[1 - vector]
     if other >= MIN_CHANNEL_BLOCK:
         axis, block = names[first + 1 - vector], min(other, MAX_CHANNEL_BLOCK)
