@@ -49,8 +49,10 @@ from .schedule import (
 #: A weight gradient's register block runs over its second channel axis when that has at
 #: least MIN_CHANNEL_BLOCK channels (up to MAX_CHANNEL_BLOCK accumulators).
 MIN_CHANNEL_BLOCK, MAX_CHANNEL_BLOCK = 4, 8
-#: Partial sums a weight gradient's batch is split into (see `split_batch`).
-BATCH_CHUNKS = 8
+#: Partial sums a weight gradient's batch is split into (see `split_batch`), at most, and
+#: the most elements they may hold together (large weights are not split: their slices
+#: of a sample are small enough already).
+BATCH_CHUNKS, CHUNK_SCRATCH = 8, 1 << 20
 
 
 def _number(extent) -> int | None:
@@ -86,13 +88,16 @@ def split_batch(te: TensorExpr) -> tuple[list, TensorExpr]:
     with at most BATCH_CHUNKS chunks. One chunk's slice of the operands stays in cache
     while the output blocks run over it, instead of the whole batch streaming through the
     cache once per output block (64->64 3x3 at 56x56, batch 8: 1.6 MB of dy a pass, 2.6x
-    faster split); the scratch is at most BATCH_CHUNKS copies of the weights. Else ([], te)."""
+    faster split); the scratch holds at most CHUNK_SCRATCH elements. Else ([], te)."""
     if not _weight_like(te) or not te.reduce_indices:
         return [], te
     n, batch = te.reduce_indices[0], sympy.sympify(te.reduce_shape[0])
     if not all(a.indices[0] == n for a in te.body.atoms(sympy.Indexed)):
         return [], te
-    chunks = min(BATCH_CHUNKS, int(batch)) if batch.is_number else BATCH_CHUNKS
+    chunks = min(BATCH_CHUNKS, CHUNK_SCRATCH // int(sympy.Mul(*te.shape)))
+    chunks = min(chunks, int(batch)) if batch.is_number else chunks
+    if chunks < 2:
+        return [], te
     size = sympy.ceiling(batch / chunks)
     g = index(f"{n}_chunk")
     sample = g * size + n
