@@ -66,10 +66,12 @@ def _bounded_axis(atom, indices, extents):
 
 def pad_operand(te: TensorExpr, shapes: dict) -> tuple[list, TensorExpr]:
     """([padded copy], te reading it without a condition), or ([], te) when the condition
-    is not exactly the bounds of a single access of one operand (`shapes`: name -> shape)."""
+    is not exactly the bounds of a single access of one operand, or when another access
+    relies on it too (an average pool's divisor read at the same positions) (`shapes`:
+    name -> shape)."""
     atoms = conjuncts(te.condition)
     found = [a for a in te.body.atoms(sympy.Indexed) if str(a.base) in shapes]
-    if te.reduction != "sum" or not atoms or len(found) == 0:
+    if te.reduction != "sum" or not atoms or not found:
         return [], te
     for a in found:
         if sum(str(b.base) == str(a.base) for b in found) > 1:
