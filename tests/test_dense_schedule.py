@@ -9,6 +9,7 @@ import pytest
 from compile_check import assert_compiled_matches
 
 import ir
+from convc.compiler import stage_source
 
 
 def dense_graph(features_in, features_out, trans_b, seed=0):
@@ -37,3 +38,11 @@ def test_dense_untransposed_weights_threads(threads):
     g = dense_graph(129, 45, trans_b=False)
     x = np.random.default_rng(2).standard_normal((9, 129)).astype(np.float32)
     assert_compiled_matches(g, {"x": x}, threads=threads)
+
+
+@pytest.mark.parametrize("batch", [1, 9])
+def test_deep_dense_uses_16_wide_panels(batch):
+    g = dense_graph(2100, 37, trans_b=True)
+    assert "vector j.i/16" in stage_source(g, "loops")
+    x = np.random.default_rng(batch).standard_normal((batch, 2100)).astype(np.float32)
+    assert_compiled_matches(g, {"x": x})

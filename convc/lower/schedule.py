@@ -7,8 +7,9 @@ Stage: (TensorExpr, thread count) -> `convc.loops.Schedule` (plain data that
   conv and pooling, output features for dense, the last axis for elementwise)
   with width 16 (`<16 x float>`, AVX-512), a masked tail, and splits that axis'
   range so padding checks stay out of the vectorized interior;
-- 2-D dense layers vectorize over output features in tiles of 32 with a block of
-  8 rows, reading weights packed as [P/32][K][32] panels (`packing`);
+- 2-D dense layers vectorize over output features in tiles of 32 (16 for deep
+  reductions) with a block of 8 rows, reading weights packed as [P/32][K][32]
+  panels (`packing`);
 - conv blocks the output channels (`tiles`, `unroll`): several
   accumulators per vector lane reuse each loaded input vector and hide the FMA
   latency; the block divides the extent exactly. Depthwise convs (one input
@@ -49,11 +50,14 @@ DEEP_REDUCTION = 64
 MAX_ROW_BLOCK = 14
 MIN_COLUMN_BLOCK, MAX_COLUMN_BLOCK = 6, 13
 #: Dense layers: output features per vector (`<32 x float>`, two registers, so a batch-1 row
-#: keeps two FMA chains in flight: LeNet-5's dense layers are FMA-latency bound) and rows
-#: sharing each weight vector (a batch below it runs row by row). A batch of 8 then streams
-#: the weights once: 4096->1000 at batch 8 measured 1.4-1.8 ms against 1.8-2.6 with (16, 4)
-#: on a busy machine; batch 1 is memory bound (16 MB of weights) whatever the tile.
+#: keeps two FMA chains in flight: LeNet-5's dense layers are FMA-latency bound; 16 for deep
+#: reductions, from DEEP_DENSE inputs) and rows sharing each weight vector (a batch below it
+#: runs row by row; 8 rows stream the weights once at batch 8). Measured side by side (ms,
+#: busy machine): 4096->1000 at batch 8 (16, 4) 2.27, (16, 8) 1.43, (32, 8) 1.70, ONNX Runtime
+#: 1.58; 512->1000 at batch 8 (16, 8) 0.106, (32, 8) 0.107; batch 1 memory bound (4096: all
+#: tiles 0.71-0.77) or close (512: 32-wide 0.071, 16-wide 0.070-0.077).
 DENSE_WIDTH, ROW_BLOCK = 32, 8
+DEEP_DENSE = 2048
 #: 1x1 stride-1 convs on width vectors: 32 columns (two registers) x the output-channel block
 #: of accumulators, so each input channel costs 2 vector loads and B weight broadcasts for 2B
 #: FMAs (16 columns: 1 + B loads for B FMAs, load bound); rows loop outside the channel blocks
@@ -168,11 +172,13 @@ def default_schedule(te: TensorExpr) -> Schedule:
     if work(te) >= PARALLEL_MIN_WORK and len(names) >= 2:
         parallel = "*".join(names[:2]) if len(names) > 2 else names[0]
     if _dense_panels(te):
+        depth = sympy.sympify(te.reduce_shape[0])
+        width = VECTOR_WIDTH if depth.is_number and int(depth) >= DEEP_DENSE else DENSE_WIDTH
         return Schedule(
-            tiles={names[1]: DENSE_WIDTH, names[0]: ROW_BLOCK},
+            tiles={names[1]: width, names[0]: ROW_BLOCK},
             order=tuple(names),
             vector_axis=f"{names[1]}.i",
-            vector_width=DENSE_WIDTH,
+            vector_width=width,
             unroll=(f"{names[0]}.i",),
             parallel_axis=names[1] if parallel else None,
         )
