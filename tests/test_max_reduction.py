@@ -1,0 +1,68 @@
+"""Max reductions (max pooling, global max pooling, softmax's row max) compiled as compares
+and selects: NaN propagates from any position (first, middle, last of a window, border or
+interior columns), -inf and ties behave, results equal the interpreter's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import convc
+import ir
+
+
+def pool_graph(op, attrs, channels, size):
+    g = ir.Graph("max_reduction")
+    g.add_input("x", ("N", channels, size, size))
+    g.add_node(op, ["x"], attrs, name="p")
+    g.set_outputs("p")
+    return g
+
+
+def special_input(batch, channels, size, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, channels, size, size)).astype(np.float32)
+    x[0, 0, 0, 0] = np.nan  # a corner: border column, first window element
+    x[0, 0, size // 2, size // 2] = np.nan  # interior
+    x[-1, -1, -1, -1] = np.nan  # last element of the last window
+    x[0, -1, 1:4, 1:4] = -np.inf
+    x[-1, 0, :, 2] = 7.0  # ties
+    return x
+
+
+def check(g, x):
+    got = convc.compile(g, threads=1).run({"x": x})["p"]
+    want = convc.interpret(g, {"x": x})["p"]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(want).any()
+    np.testing.assert_array_equal(np.nan_to_num(got), np.nan_to_num(want))
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
+        {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [0, 0, 0, 0]},
+        {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]},
+    ],
+)
+@pytest.mark.parametrize("size", [9, 37])
+def test_max_pool_nan_and_infinities(attrs, size):
+    check(pool_graph("max_pool", attrs, 3, size), special_input(2, 3, size))
+
+
+def test_global_max_pool_nan():
+    check(pool_graph("global_max_pool", {}, 4, 19), special_input(3, 4, 19))
+
+
+def test_softmax_row_with_nan_and_no_nan():
+    g = ir.Graph("softmax_nan")
+    g.add_input("x", ("N", 21))
+    g.add_node("softmax", ["x"], name="p")
+    g.set_outputs("p")
+    x = np.random.default_rng(0).standard_normal((3, 21)).astype(np.float32)
+    x[1, 20] = np.nan
+    got = convc.compile(g, threads=1).run({"x": x})["p"]
+    want = convc.interpret(g, {"x": x})["p"]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got[[0, 2]], want[[0, 2]], rtol=1e-5, atol=1e-6)
