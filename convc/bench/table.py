@@ -69,7 +69,11 @@ def _ratio(peer: PeerResult, subject: PeerResult) -> str:
     """Median over median, then min over min: the second resists noise that only slows."""
     if not (peer.median_s and subject.median_s):
         return "-"
-    return f"{peer.median_s / subject.median_s:.3g}x ({peer.min_s / subject.min_s:.3g}x)"
+    return f"{_times(peer.median_s / subject.median_s)} ({_times(peer.min_s / subject.min_s)})"
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:.3g}x" if ratio < 100 else f"{ratio:.0f}x"
 
 
 def _speed(results, peers, subject, peak) -> list[str]:
