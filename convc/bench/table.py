@@ -69,10 +69,10 @@ def _ratio(peer: PeerResult, subject: PeerResult) -> str:
     """Median over median, then min over min: the second resists noise that only slows."""
     if not (peer.median_s and subject.median_s):
         return "-"
-    return f"{_times(peer.median_s / subject.median_s)} ({_times(peer.min_s / subject.min_s)})"
+    return f"{_factor(peer.median_s / subject.median_s)} ({_factor(peer.min_s / subject.min_s)})"
 
 
-def _times(ratio: float) -> str:
+def _factor(ratio: float) -> str:
     return f"{ratio:.3g}x" if ratio < 100 else f"{ratio:.0f}x"
 
 
