@@ -8,7 +8,8 @@ knows about convs, only about the index shape):
 
 - weight gradient `dw[o, c, a, b] = Σ_{n,i,j} dy[n, o, i, j] * x[n, c, i + a, j + b]`:
   every output index is a constant extent and none leads an operand. Vectorize
-  over the larger of the two leading (channel) axes in tiles of 16 and keep a
+  over the larger of the two leading (channel) axes in tiles of 16 (32, two
+  registers, for multiples of 32, as forward convs do) and keep a
   register block over the other channel axis (4+ wide, up to 8) or else the last
   (kernel column) axis; reduce over space inside. Each loaded `dy` vector (read
   from a copy blocked as `[o/16][n][i][j][16]` at run time, `relayout`) feeds one
@@ -31,6 +32,7 @@ Either way the bounds are gone beforehand when the operand could be padded
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 import sympy
 
@@ -38,9 +40,11 @@ from convc.loops import Schedule
 from convc.texpr import TensorExpr, access, index
 
 from .schedule import (
-    MAX_ROW_BLOCK,
+    MAX_COLUMN_BLOCK,
     PARALLEL_MIN_WORK,
     VECTOR_WIDTH,
+    WIDE_CHANNEL_TILE,
+    WIDE_MAX_COLUMN_BLOCK,
     _channel_block,
     _column_block,
     work,
@@ -103,7 +107,7 @@ def split_batch(te: TensorExpr) -> tuple[list, TensorExpr]:
     sample = g * size + n
     whole = batch.is_number and chunks * size == batch
     inside = sympy.true if whole else sympy.Lt(sample, batch)
-    partial = replace(
+    part = replace(
         te,
         name=f"{te.name}:chunks",
         indices=(g, *te.indices),
@@ -117,13 +121,13 @@ def split_batch(te: TensorExpr) -> tuple[list, TensorExpr]:
     )
     total = replace(
         te,
-        body=access(partial.name, partial.indices, te.dtype),
+        body=access(part.name, part.indices, te.dtype),
         reduce_indices=(g,),
         reduce_shape=(chunks,),
         condition=sympy.true,
         attrs={**te.attrs, "family": "reduce"},
     )
-    return [partial], total
+    return [part], total
 
 
 def grad_schedule(te: TensorExpr) -> Schedule | None:
@@ -137,7 +141,7 @@ def grad_schedule(te: TensorExpr) -> Schedule | None:
         return _weight_schedule(te, names, 0)
     lead = [_number(e) for e in te.shape[:2]]
     if lead[1] is not None and lead[1] % VECTOR_WIDTH == 0:
-        return _channel_vectors(te, names, names[1], names[-1], _column_block(te))
+        return _channel_vectors(te, names, names[1], names[-1], partial(_column_block, te))
     block = _channel_block(te.shape[1])
     atoms_use = te.indices[1] in te.condition.free_symbols
     tiles = {names[1]: block} if block > 1 and not atoms_use else {}
@@ -172,16 +176,22 @@ def _weight_schedule(te: TensorExpr, names, first: int) -> Schedule:
     if other >= MIN_CHANNEL_BLOCK:
         axis, block = names[first + 1 - vector], min(other, MAX_CHANNEL_BLOCK)
     else:
-        axis, block = names[-1], min(_number(te.shape[-1]), MAX_ROW_BLOCK)
-    return _channel_vectors(te, names, names[first + vector], axis, block)
+        axis, block = names[-1], _number(te.shape[-1])
+    return _channel_vectors(te, names, names[first + vector], axis, partial(min, block))
 
 
-def _channel_vectors(te: TensorExpr, names, axis: str, unrolled: str, block: int) -> Schedule:
+def _channel_vectors(te: TensorExpr, names, axis: str, unrolled: str, block) -> Schedule:
+    """Channel vectors over `axis`: 32 channels (two registers, so each broadcast feeds two
+    FMAs) when the axis is a multiple of 32, as for forward convs, else 16; `block(cap)` is
+    the register block over `unrolled` for a given largest block."""
+    extent = _number(te.shape[names.index(axis)])
+    wide = extent is not None and extent % WIDE_CHANNEL_TILE == 0
+    width = WIDE_CHANNEL_TILE if wide else VECTOR_WIDTH
     return Schedule(
-        tiles={axis: VECTOR_WIDTH, unrolled: block},
+        tiles={axis: width, unrolled: block(WIDE_MAX_COLUMN_BLOCK if wide else MAX_COLUMN_BLOCK)},
         order=tuple(names),
         vector_axis=f"{axis}.i",
-        vector_width=VECTOR_WIDTH,
+        vector_width=width,
         unroll=(f"{unrolled}.i",),
         parallel_axis=_parallel(te, names),
     )
