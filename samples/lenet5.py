@@ -53,8 +53,7 @@ def build(batch="N", seed: int = 0) -> convc.Graph:
 
 
 def example_inputs(batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {"x": rng.standard_normal((batch, *INPUT_SHAPE)).astype(np.float32)}
+    return nn.sample_inputs({"x": (batch, *INPUT_SHAPE)}, seed)
 
 
 if __name__ == "__main__":

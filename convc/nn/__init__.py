@@ -25,6 +25,7 @@ from .activation import (
     Tanh,
 )
 from .conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
+from .examples import sample_inputs
 from .init import manual_seed
 from .linear import Flatten, Identity, Linear
 from .loss import CrossEntropyLoss, MSELoss
@@ -109,5 +110,6 @@ __all__ = [
     "init",
     "manual_seed",
     "running_stat_updates",
+    "sample_inputs",
     "trace",
 ]
