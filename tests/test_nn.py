@@ -1031,3 +1031,13 @@ def test_resnet_basic_block_with_batch_norm_matches_torch(torch):
     ours = load_sample("resnet18").BasicBlock(8, 16, 2)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     compare_with_torch(torch, ours.eval(), theirs.eval(), randn(2, 8, 10, 10))
+
+
+def test_sample_inputs_draw_standard_normal_float32_in_order():
+    got = nn.sample_inputs({"x": (2, 3), "y": (4,)}, seed=5)
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((2, 3)), rng.standard_normal(4)
+    assert list(got) == ["x", "y"]
+    assert got["x"].dtype == np.float32 and got["y"].dtype == np.float32
+    np.testing.assert_array_equal(got["x"], x.astype(np.float32))
+    np.testing.assert_array_equal(got["y"], y.astype(np.float32))
