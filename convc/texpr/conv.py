@@ -60,11 +60,41 @@ def _conv_attrs(node, rank):
     }
 
 
+def _operands(graph, node):
+    """x, w and the shapes of x, w and y: what both convolutions read."""
+    x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    return x, w, shape_of(graph, x), shape_of(graph, w), shape_of(graph, y)
+
+
+def _window_sum(graph, node, body, condition, in_per_group, pads):
+    """y[n, o, out..] = Sum_{c < in_per_group, taps..} body where condition (+ bias)."""
+    y = node.outputs[0]
+    y_shape = shape_of(graph, y)
+    rank = len(y_shape) - 2
+    out_sp, taps = _window_symbols(rank)
+    o = index("o")
+    return [
+        TensorExpr(
+            name=y,
+            indices=(index("n"), o, *out_sp),
+            shape=y_shape,
+            body=body,
+            reduction="sum",
+            reduce_indices=(index("c"), *taps),
+            reduce_shape=(in_per_group, *node.attrs["kernel_shape"]),
+            condition=condition,
+            epilogue=_bias_epilogue(graph, node, o),
+            dtype=dtype_of(graph, y),
+            op=node.op,
+            node=node.name,
+            attrs=_conv_attrs(node, rank) | {"pads": tuple(pads)},
+        )
+    ]
+
+
 @rule("conv")
 def conv_texpr(graph, node):
-    x, w = node.inputs[0], node.inputs[1]
-    y = node.outputs[0]
-    x_shape, w_shape, y_shape = shape_of(graph, x), shape_of(graph, w), shape_of(graph, y)
+    x, w, x_shape, w_shape, y_shape = _operands(graph, node)
     rank = len(x_shape) - 2
     attrs = node.attrs
     kernel, strides, dilations = attrs["kernel_shape"], attrs["strides"], attrs["dilations"]
@@ -80,23 +110,7 @@ def conv_texpr(graph, node):
         *(bound_condition(positions[k], x_shape[2 + k], ranges) for k in range(rank))
     )
     body = access(x, (n, channel, *positions)) * access(w, (o, c, *taps))
-    return [
-        TensorExpr(
-            name=y,
-            indices=(n, o, *out_sp),
-            shape=y_shape,
-            body=body,
-            reduction="sum",
-            reduce_indices=(c, *taps),
-            reduce_shape=(in_per_group, *kernel),
-            condition=condition,
-            epilogue=_bias_epilogue(graph, node, o),
-            dtype=dtype_of(graph, y),
-            op=node.op,
-            node=node.name,
-            attrs=_conv_attrs(node, rank) | {"pads": tuple(pads)},
-        )
-    ]
+    return _window_sum(graph, node, body, condition, in_per_group, pads)
 
 
 def _transpose_pads(graph, node, spatial, kernel):
@@ -113,9 +127,7 @@ def _transpose_pads(graph, node, spatial, kernel):
 
 @rule("conv_transpose")
 def conv_transpose_texpr(graph, node):
-    x, w = node.inputs[0], node.inputs[1]
-    y = node.outputs[0]
-    x_shape, w_shape, y_shape = shape_of(graph, x), shape_of(graph, w), shape_of(graph, y)
+    x, w, x_shape, w_shape, y_shape = _operands(graph, node)
     rank = len(x_shape) - 2
     attrs = node.attrs
     kernel, strides, dilations = attrs["kernel_shape"], attrs["strides"], attrs["dilations"]
@@ -137,20 +149,4 @@ def conv_transpose_texpr(graph, node):
     ]
     bounds = [bound_condition(sources[k], x_shape[2 + k], ranges) for k in range(rank)]
     body = access(x, (n, channel, *sources)) * access(w, (channel, out_offset, *taps))
-    return [
-        TensorExpr(
-            name=y,
-            indices=(n, o, *out_sp),
-            shape=y_shape,
-            body=body,
-            reduction="sum",
-            reduce_indices=(c, *taps),
-            reduce_shape=(in_per_group, *kernel),
-            condition=sympy.And(*divisible, *bounds),
-            epilogue=_bias_epilogue(graph, node, o),
-            dtype=dtype_of(graph, y),
-            op=node.op,
-            node=node.name,
-            attrs=_conv_attrs(node, rank) | {"pads": tuple(pads)},
-        )
-    ]
+    return _window_sum(graph, node, body, sympy.And(*divisible, *bounds), in_per_group, pads)
