@@ -51,15 +51,22 @@ __all__ = ["SUITES", "CaseResult", "add_arguments", "command", "format_results",
 
 
 def run_cases(
-    cases: list[Case], peers: list[str], threads: int, repeat: int, block_s: float = 0.05
+    cases: list[Case],
+    peers: list[str],
+    threads: int,
+    repeat: int,
+    block_s: float = 0.05,
+    settle_s: float = 0.0,
 ) -> list[CaseResult]:
     """Run every case in this process with `threads` threads per peer; progress on stderr."""
     pin_threads(threads)
     results = []
     for case in cases:
         print(f"bench: {case.name}, N={case.batch}, {threads} threads", file=sys.stderr)
-        run = run_training_case if isinstance(case, TrainingCase) else run_case
-        results.append(run(case, peers, threads, repeat, block_s))
+        if isinstance(case, TrainingCase):
+            results.append(run_training_case(case, peers, threads, repeat, block_s))
+        else:
+            results.append(run_case(case, peers, threads, repeat, block_s, settle_s))
     return results
 
 
@@ -105,7 +112,8 @@ def command(args: argparse.Namespace) -> int:
     results = []
     for count in threads:
         if threads_pinned(count):
-            results += run_cases(cases, peers, count, args.repeat, args.block_ms / 1e3)
+            block_s, settle_s = args.block_ms / 1e3, args.settle_ms / 1e3
+            results += run_cases(cases, peers, count, args.repeat, block_s, settle_s)
         else:
             results += _run_child(args, count)
     order = {(c.name, c.batch): i for i, c in enumerate(cases)}
@@ -163,7 +171,8 @@ def _forwarded(args: argparse.Namespace, threads: int, out: Path) -> list[str]:
     """The child's arguments: the parent's, one thread count, results to `out`."""
     argv = [args.file] if args.file else ["--suite", args.suite]
     argv += ["--threads", str(threads), "--repeat", str(args.repeat)]
-    argv += ["--block-ms", str(args.block_ms), "--json", str(out)]
+    argv += ["--block-ms", str(args.block_ms), "--settle-ms", str(args.settle_ms)]
+    argv += ["--json", str(out)]
     if args.batch:
         argv += ["--batch", ",".join(map(str, args.batch))]
     if args.peers:
@@ -217,6 +226,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", metavar="TEXT", help="only cases whose name contains TEXT")
     parser.add_argument(
         "--block-ms", type=float, default=50.0, help="length of a timed block (default 50)"
+    )
+    parser.add_argument(
+        "--settle-ms",
+        type=float,
+        default=20.0,
+        help="pause before each timed block, so thread pools stop spinning (default 20)",
     )
     parser.add_argument("--json", metavar="OUT.json", help="also save the raw results")
     parser.add_argument(

@@ -89,7 +89,12 @@ def max_error(outputs: dict, reference: dict) -> tuple[float, bool]:
 
 
 def run_case(
-    case: Case, peers: list[str], threads: int, repeat: int, block_s: float = 0.05
+    case: Case,
+    peers: list[str],
+    threads: int,
+    repeat: int,
+    block_s: float = 0.05,
+    settle_s: float = 0.0,
 ) -> CaseResult:
     """Build `case`, check every peer against the interpreter, then time the good ones."""
     pin_threads(threads)
@@ -106,7 +111,7 @@ def run_case(
         runner = _checked_runner(name, graph, inputs, threads, reference, peer_result)
         if runner is not None:
             runners[name] = runner
-    for name, timing in time_interleaved(runners, repeat, block_s).items():
+    for name, timing in time_interleaved(runners, repeat, block_s, settle_s).items():
         result.peers[name].median_s = timing.median
         result.peers[name].min_s = timing.min
     return result

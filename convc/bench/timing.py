@@ -10,7 +10,11 @@ runners' blocks alternate, A B C A B C ..., `repeat` rounds, the starting
 runner rotating each round so none always follows the same neighbour. Noise
 from other processes then hits every runner alike, which is what makes the
 ratios of one run trustworthy on a shared machine even when absolute times
-drift. The garbage collector is off while a block runs.
+drift. The garbage collector is off while a block runs. A pause of
+`settle_s` before each block lets the previous runner's thread pool stop
+spinning (libgomp, as used by PyTorch and convc, and ONNX Runtime's pool spin
+after a parallel region), so one framework's idle workers do not steal the
+second core from the next framework's block.
 """
 
 from __future__ import annotations
@@ -62,7 +66,10 @@ def calls_per_block(fn: Callable[[], object], block_s: float) -> int:
 
 
 def time_interleaved(
-    runners: dict[str, Callable[[], object]], repeat: int, block_s: float = 0.05
+    runners: dict[str, Callable[[], object]],
+    repeat: int,
+    block_s: float = 0.05,
+    settle_s: float = 0.0,
 ) -> dict[str, Timing]:
     """Time every runner in alternating blocks; see the module docstring."""
     if repeat < 1:
@@ -75,5 +82,6 @@ def time_interleaved(
     for round_index in range(repeat):
         shift = round_index % len(names) if names else 0
         for name in names[shift:] + names[:shift]:
+            time.sleep(settle_s)
             samples[name].append(_block(runners[name], calls[name]))
     return {name: Timing(tuple(samples[name]), calls[name]) for name in names}
