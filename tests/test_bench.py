@@ -137,7 +137,8 @@ def test_wrong_output_is_detected():
 
 
 def test_interleaved_timing_rejects_zero_repeats():
-    timings = time_interleaved({"a": lambda: None, "b": lambda: None}, repeat=2, block_s=0.0)
+    runners = {"a": lambda: None, "b": lambda: None}
+    timings = time_interleaved(runners, repeat=2, block_s=0.0, settle_s=0.001)
     assert all(len(t.samples) == 2 for t in timings.values())
     with pytest.raises(ConvcError, match="repeat=0"):
         time_interleaved({"a": lambda: None}, repeat=0)
