@@ -94,6 +94,16 @@ def infer_conv(ctx):
     return [TensorType((x.shape[0], out_channels, *out), x.dtype)]
 
 
+def _unpadded_size(attrs, spatial, kernel, i):
+    """Output length of a transposed convolution along spatial axis i before pads are cut."""
+    return (
+        attrs["strides"][i] * (spatial[i] - 1)
+        + attrs["output_padding"][i]
+        + (kernel[i] - 1) * attrs["dilations"][i]
+        + 1
+    )
+
+
 def transpose_pads(ctx, spatial, kernel):
     """Explicit pads of a transposed convolution from output_shape / auto_pad, per ONNX."""
     attrs = ctx.attrs
@@ -107,13 +117,7 @@ def transpose_pads(ctx, spatial, kernel):
         raise ctx.error(f"output_shape={list(output_shape)} should have {rank} entries")
     begins, ends = [], []
     for i in range(rank):
-        full = (
-            attrs["strides"][i] * (spatial[i] - 1)
-            + attrs["output_padding"][i]
-            + (kernel[i] - 1) * attrs["dilations"][i]
-            + 1
-        )
-        total = full - output_shape[i]
+        total = _unpadded_size(attrs, spatial, kernel, i) - output_shape[i]
         half = total // 2 if isinstance(total, int) else sympy.floor(total / 2)
         if attrs["auto_pad"] == "SAME_UPPER":
             begins.append(half)
@@ -158,14 +162,7 @@ def infer_conv_transpose(ctx):
         attrs["output_shape"] = None
     out = []
     for i in range(rank):
-        size = (
-            attrs["strides"][i] * (spatial[i] - 1)
-            + attrs["output_padding"][i]
-            + (kernel[i] - 1) * attrs["dilations"][i]
-            + 1
-            - pads[i]
-            - pads[i + rank]
-        )
+        size = _unpadded_size(attrs, spatial, kernel, i) - pads[i] - pads[i + rank]
         size = sympy.sympify(size)
         if is_known(size) and size < 1:
             raise ctx.error(f"output size {size} along spatial axis {i} is not positive")
