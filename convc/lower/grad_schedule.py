@@ -12,7 +12,7 @@ knows about convs, only about the index shape):
   registers, for multiples of 32, as forward convs do) and keep a
   register block over the other channel axis (4+ wide, up to 8) or else the last
   (kernel column) axis; reduce over space inside. Each loaded `dy` vector (read
-  from a copy blocked as `[o/16][n][i][j][16]` at run time, `relayout`) feeds one
+  from a copy blocked as `[o/T][n][i][j][T]` at run time, `relayout`) feeds one
   FMA per accumulator, each `x` element is a broadcast. The batch is first split
   into a few chunks with partial sums (`split_batch`), so one chunk's operands
   stay in cache across the output blocks; the leading axes are parallel. With

@@ -12,15 +12,14 @@ against the O(MACs) kernel it speeds up.
   zero-padded copy instead: the condition disappears, so the kernel has no border
   columns and no checks at all (compile-time `regions` can only move checks to the
   borders; a copy removes them);
-- `transpose_for`: a channel-vector schedule (vector axis "o.i", tiles of 16) whose
-  operand holds the vectorized index `o` as a plain index before its last axis
-  (run-time conv or dense weights `w[o, c, a, b]`, the upstream gradient
-  `dy[n, o, i, j]` of a weight gradient) reads a copy blocked as
-  `[o/16][c][a][b][16]` (zero past the end): 16 lanes are one contiguous vector
-  load instead of a 16-element gather, and one tile's operand is one contiguous
-  slice. Constant weights are packed the same way at compile time instead
-  (`packing`); this is the run-time counterpart for training steps, where the
-  weights are inputs of the step.
+- `transpose_for`: a channel-vector schedule (vector axis "o.i", tiles of T = 16
+  or 32) whose operand holds the vectorized index `o` as a plain index before its
+  last axis (run-time conv or dense weights `w[o, c, a, b]`, the upstream
+  gradient `dy[n, o, i, j]` of a weight gradient) reads a copy blocked as
+  `[o/T][c][a][b][T]` (zero past the end): a vector is a contiguous load instead
+  of a gather, and one tile's operand is one contiguous slice. Constant weights
+  are packed the same way at compile time instead (`packing`); this is the
+  run-time counterpart for training steps, where the weights are inputs.
 """
 
 from __future__ import annotations
