@@ -15,7 +15,7 @@ traced with) keeps the values it was traced with.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import NamedTuple
+from typing import NamedTuple, Self
 
 import numpy as np
 
@@ -229,7 +229,21 @@ class Module:
         return "\n".join(lines) + "\n)"
 
 
-class Sequential(Module):
+class _ModuleSequence(Module):
+    """What Sequential and ModuleList share: submodules in order, appended as "0", "1", ..."""
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module: Module) -> Self:
+        self.add_module(str(len(self)), module)
+        return self
+
+
+class Sequential(_ModuleSequence):
     """Submodules named "0", "1", ... called in order (or named by an OrderedDict)."""
 
     def __init__(self, *modules):
@@ -247,23 +261,13 @@ class Sequential(Module):
             return Sequential(*items[index])
         return items[index]
 
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module: Module) -> Sequential:
-        self.add_module(str(len(self)), module)
-        return self
-
     def forward(self, x):
         for module in self:
             x = module(x)
         return x
 
 
-class ModuleList(Module):
+class ModuleList(_ModuleSequence):
     """A list of submodules named "0", "1", ...; its owner decides how to call them."""
 
     def __init__(self, modules=()):
@@ -274,16 +278,6 @@ class ModuleList(Module):
     def __getitem__(self, index):
         items = list(self._modules.values())
         return ModuleList(items[index]) if isinstance(index, slice) else items[index]
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module: Module) -> ModuleList:
-        self.add_module(str(len(self)), module)
-        return self
 
     def extend(self, modules) -> ModuleList:
         for module in modules:
