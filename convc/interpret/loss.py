@@ -45,15 +45,20 @@ def _reduce(values: np.ndarray, reduction: str) -> np.ndarray:
     return values.mean() if reduction == "mean" else values
 
 
-def _check_labels(labels, classes: int, ignored) -> None:
+def check_labels(labels: np.ndarray, classes: int, ignored: int | None, source: str = "") -> None:
+    """Raise InputError at the first label outside [0, classes) that is not `ignored`.
+
+    The compiled training step checks its label inputs here too (native code cannot
+    raise); `source` opens the message with where the labels come from.
+    """
     bad = (labels < 0) | (labels >= classes)
     if ignored is not None:
         bad &= labels != ignored
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise InputError(
-            f"label {int(labels[where])} at index {where} is not a class in [0, {classes})"
-            + ("" if ignored is None else f" nor ignore_index={ignored}")
+            f"{source}label {int(labels[where])} at index {where} is not a class in "
+            f"[0, {classes})" + ("" if ignored is None else f" nor ignore_index={ignored}")
         )
 
 
@@ -62,7 +67,7 @@ def softmax_cross_entropy(node, args):
     scores, labels, weights = (*args, None)[:3]
     ignored, reduction = node.attrs["ignore_index"], node.attrs["reduction"]
     classes = scores.shape[1]
-    _check_labels(labels, classes, ignored)
+    check_labels(labels, classes, ignored)
     log_prob = log_softmax(scores, axis=1)
     counts = np.ones(labels.shape, dtype=scores.dtype) if ignored is None else labels != ignored
     safe = np.where(counts, labels, 0)  # an ignored label may lie outside [0, C)

@@ -40,6 +40,7 @@ from ir.binding import bind_inputs
 from .. import nn
 from ..compiler import compile as compile_graph
 from ..interpret import interpret as interpret_graph
+from ..interpret.loss import check_labels
 from ..optim import UPDATED, Optimizer
 from .graph import bessel_inputs, masked_dropout, rebuild, running_statistics, step_graph
 
@@ -98,7 +99,7 @@ class TrainStep:
         """One step on a batch given by input name; returns every output of the step graph."""
         shapes, unbias = self._per_batch(inputs)
         for name, classes, ignored in self.labels:
-            _check_labels(name, inputs[name], classes, ignored)
+            check_labels(inputs[name], classes, ignored, f"input '{name}': ")
         step = self.optimizer.step_count + 1
         feeds = dict(inputs)
         feeds.update(self.variables)
@@ -182,18 +183,6 @@ def _label_inputs(graph: Graph) -> list[tuple[str, int, int]]:
             classes = int(graph.values[node.inputs[0]].type.shape[1])
             found.append((labels, classes, node.attrs["ignore_index"]))
     return found
-
-
-def _check_labels(name: str, labels: np.ndarray, classes: int, ignored: int | None) -> None:
-    bad = (labels < 0) | (labels >= classes)
-    if ignored is not None:
-        bad &= labels != ignored
-    if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise InputError(
-            f"input '{name}': label {int(labels[where])} at index {where} is not a class in "
-            f"[0, {classes})" + ("" if ignored is None else f" nor ignore_index={ignored}")
-        )
 
 
 def _unbias(name: str, shape: tuple) -> np.ndarray:
