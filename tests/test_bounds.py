@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 
 import pytest
+from child_process import run_python
 
 HARNESS = textwrap.dedent(
     """
@@ -140,14 +140,7 @@ OFF_BY_ONE = textwrap.dedent(
 
 def _child(code: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "CONVC_CACHE": "0"}
-    return subprocess.run(
-        [sys.executable, "-c", HARNESS + code],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-    )
+    return run_python(HARNESS + code, env, timeout=180)
 
 
 def test_kernels_stay_inside_guarded_buffers():

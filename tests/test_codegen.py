@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import sympy
+from child_process import run_python
 
 from convc import CodegenError, runtime
 from convc.codegen import generate
@@ -423,14 +422,7 @@ def test_verifier_failure_raises_codegen_error_in_a_live_process():
         """
     )
     env = {**os.environ, "CONVC_CACHE": "0"}
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    proc = run_python(script, env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "raised"
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import sympy
+from child_process import run_python
 
 from convc import CodegenError, InputError, runtime
 from convc.loops import Buffer, For, Kernel, Load, Program, Store, Unary, loop_var
@@ -66,14 +65,7 @@ CHILD = textwrap.dedent(
 
 def _child(env: dict, scale: float = 3.0) -> dict:
     code = CHILD.format(tests=os.path.dirname(__file__), scale=scale)
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    proc = run_python(code, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -268,14 +260,7 @@ SERIAL_CHILD = textwrap.dedent(
 def test_parallel_loops_run_serially_without_libgomp():
     code = SERIAL_CHILD.format(tests=os.path.dirname(__file__))
     env = {**os.environ, "CONVC_CACHE": "0"}
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    proc = run_python(code, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert float(proc.stdout.strip()) < 1e-6
 
