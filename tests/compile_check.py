@@ -1,4 +1,5 @@
-"""Shared check for the compiled-path tests: compiled == interpreted, element by element."""
+"""Shared by the compiled-path tests: compiled == interpreted, element by element, and the
+random input those tests feed."""
 
 from __future__ import annotations
 
@@ -21,3 +22,9 @@ def assert_compiled_matches(graph, inputs, threads=1):
         assert array.flags.c_contiguous and array.flags.owndata or array.base is not None
         np.testing.assert_allclose(array, want, rtol=RTOL, atol=ATOL, err_msg=name)
     return got
+
+
+def inputs_for(graph, batch, seed=1):
+    """A standard-normal float32 input "x" for `graph` at `batch` (its other dims are fixed)."""
+    shape = (batch, *(int(d) for d in graph.values["x"].type.shape[1:]))
+    return {"x": np.random.default_rng(seed).standard_normal(shape).astype(np.float32)}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from compile_check import assert_compiled_matches
+from compile_check import assert_compiled_matches, inputs_for
 
 import ir
 from convc.compiler import stage_source
@@ -25,11 +25,6 @@ def pointwise(cin, cout, width, pads=0, bias=True, seed=0, height=5):
     g.add_node("relu", ["conv"], name="act")
     g.set_outputs("act")
     return g
-
-
-def inputs_for(g, batch, seed=1):
-    shape = (batch, *(int(d) for d in g.values["x"].type.shape[1:]))
-    return {"x": np.random.default_rng(seed).standard_normal(shape).astype(np.float32)}
 
 
 def test_schedule_is_applied():
