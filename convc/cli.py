@@ -12,8 +12,9 @@ importing only `ir` at load time:
 
     register_stage("loops", "the loop IR", lambda graph, args: _loops_text(graph, args))
 
-`convc run` executes with an engine from `ENGINES` (today only the NumPy
-reference interpreter, which `--interpret` also selects explicitly).
+`convc run` executes with an engine from `ENGINES`: native code by default
+(then it also checks the outputs against the reference), the NumPy reference
+interpreter with `--interpret`.
 
 Every `ConvcError` reaching `main` is printed as `convc: error: <message>`
 and exits with status 1; so are a missing file and a malformed argument
@@ -58,10 +59,14 @@ class Stage:
 
 @dataclass(frozen=True)
 class Engine:
-    """One way to execute a graph: `run(graph, inputs)` returns outputs by name."""
+    """One way to execute a graph.
+
+    `prepare(graph)` returns a callable from inputs to outputs (for native code it
+    compiles), so `convc run` can report preparation and execution apart.
+    """
 
     description: str
-    run: Callable[[Graph, dict], dict]
+    prepare: Callable[[Graph], Callable[[dict], dict]]
 
 
 STAGES: dict[str, Stage] = {}
@@ -74,9 +79,11 @@ def register_stage(name: str, help: str, render: Callable[[Graph, argparse.Names
     STAGES[name] = Stage(help, render)
 
 
-def register_engine(name: str, description: str, run: Callable[[Graph, dict], dict]):
+def register_engine(
+    name: str, description: str, prepare: Callable[[Graph], Callable[[dict], dict]]
+):
     """Make an execution engine available to `convc run`."""
-    ENGINES[name] = Engine(description, run)
+    ENGINES[name] = Engine(description, prepare)
 
 
 # ----- loading models and inputs ---------------------------------------------------------------
@@ -232,11 +239,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     engine = ENGINES[engine_name]
     inputs = gather_inputs(model, args)
     start = time.perf_counter()
-    outputs = engine.run(model.graph, inputs)
-    elapsed = time.perf_counter() - start
+    runner = engine.prepare(model.graph)
+    prepared = time.perf_counter()
+    outputs = runner(inputs)
+    elapsed = time.perf_counter() - prepared
     print(f"model {model.graph.name} ({model.path}), run by {engine.description}")
+    print(f"prepared {runner!r} in {(prepared - start) * 1e3:.1f} ms")
     print(_arrays_table(inputs, outputs))
     print(f"elapsed: {elapsed * 1e3:.3f} ms")
+    if engine_name != "interpret":
+        print(_reference_check(model.graph, inputs, outputs))
     if args.output:
         _save(args.output, outputs)
         print(f"outputs written to {args.output}")
@@ -304,16 +316,34 @@ def _shapes_table(graph: Graph, args: argparse.Namespace) -> str:
     return format_table(("value", "kind", "dtype", "shape"), rows)
 
 
-def _interpret(graph: Graph, inputs: dict) -> dict:
-    from convc import interpret
+class _Interpreted:
+    """The reference interpreter bound to a graph (nothing to prepare)."""
 
-    return interpret(graph, inputs)
+    def __init__(self, graph: Graph):
+        self.graph = graph
+
+    def __call__(self, inputs: dict) -> dict:
+        from convc import interpret
+
+        return interpret(self.graph, inputs)
+
+    def __repr__(self) -> str:
+        return f"<interpreter of {self.graph.name}: {len(self.graph.nodes)} nodes>"
+
+
+def _reference_check(graph: Graph, inputs: dict, outputs: dict) -> str:
+    """One line comparing outputs with the reference interpreter's."""
+    reference = _Interpreted(graph)(inputs)
+    worst = max(
+        float(np.max(np.abs(outputs[name] - reference[name]), initial=0.0)) for name in reference
+    )
+    return f"checked against the NumPy reference interpreter: max |difference| = {worst:.3g}"
 
 
 register_stage("graph", "the graph IR as text", lambda graph, args: graph.to_text())
 register_stage("shapes", "every value's symbolic shape", _shapes_table)
 register_stage("dot", "the graph in Graphviz DOT", lambda graph, args: graph.to_dot())
-register_engine("interpret", "the NumPy reference interpreter (convc.interpret)", _interpret)
+register_engine("interpret", "the NumPy reference interpreter (convc.interpret)", _Interpreted)
 
 
 def _texpr_text(graph: Graph, args: argparse.Namespace) -> str:
@@ -341,10 +371,10 @@ def _compiled_stage(stage: str) -> Callable[[Graph, argparse.Namespace], str]:
     return render
 
 
-def _native(graph: Graph, inputs: dict) -> dict:
+def _native(graph: Graph):
     from convc import compile
 
-    return compile(graph).run(inputs)
+    return compile(graph)
 
 
 for _stage, _help in (
