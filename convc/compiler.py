@@ -33,6 +33,7 @@ from convc.passes import (
     run_passes,
     trace_text,
 )
+from convc.specialize import ShapeSpecializedModel, shape_inputs
 from ir import Graph, GraphError, InputError
 from ir.binding import bind_inputs
 
@@ -229,10 +230,17 @@ def emit(graph: Graph, kind: str) -> bytes:
     raise GraphError(f"unknown output kind {kind!r}; expected llvm, asm or obj")
 
 
-def compile(graph: Graph, threads: int | None = None) -> CompiledModel:
-    """Compile `graph` to native code for this CPU (see the module docstring)."""
+def compile(graph: Graph, threads: int | None = None) -> CompiledModel | ShapeSpecializedModel:
+    """Compile `graph` to native code for this CPU (see the module docstring).
+
+    A graph with shapes fixed only by run-time input values (a reshape or pad target
+    fed as an input) gives a `ShapeSpecializedModel`, which compiles on first use of
+    each distinct target (`convc.specialize`)."""
     _check_graph(graph)
     threads = resolve_threads(threads)
+    specialize_on = shape_inputs(graph)
+    if specialize_on:
+        return ShapeSpecializedModel(graph, specialize_on, threads, compile)
     key = (graph.fingerprint(), threads)
     with _CACHE_LOCK:
         cached = _CACHE.get(key)

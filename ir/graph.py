@@ -225,6 +225,31 @@ class Graph:
         """A deep copy (arrays included) for passes that rewrite."""
         return copy.deepcopy(self)
 
+    def with_constants(self, arrays: dict) -> Graph:
+        """A rebuilt graph in which the named inputs are constants holding `arrays`.
+
+        Shapes are inferred afresh, so dims that depended on those inputs' values (a
+        reshape or pad whose target arrives at run time) become concrete. The caller
+        validates the arrays against the input types (`ir.binding.bind_inputs`).
+        """
+        for name in arrays:
+            if name not in self.inputs:
+                raise GraphError(f"graph '{self.name}': '{name}' is not an input")
+        rebuilt = Graph(self.name)
+        for value in self.values.values():
+            if value.name in arrays:
+                rebuilt.add_const(value.name, np.asarray(arrays[value.name]))
+            elif value.kind == "input":
+                rebuilt.add_input(value.name, value.shape, value.dtype)
+            elif value.kind == "param":
+                rebuilt.add_param(value.name, value.data, value.trainable)
+            elif value.kind == "const":
+                rebuilt.add_const(value.name, value.data)
+        for node in self.topological_nodes():
+            rebuilt.add_node(node.op, node.inputs, node.attrs, node.name, node.outputs)
+        rebuilt.set_outputs(*self.outputs)
+        return rebuilt
+
     def remove_node(self, name: str) -> None:
         """Remove a node whose outputs nobody reads."""
         node = self.nodes[name]

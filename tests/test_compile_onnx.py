@@ -2,9 +2,9 @@
 
 The expected outputs are the ones onnx ships with each case (tests/onnx_cases.py).
 Cases whose output shapes depend on run-time input *values* (a reshape or pad
-whose target arrives as an input) cannot be compiled ahead of time: the compiler
-must reject exactly those with UnsupportedError; their variants with the shape
-given as an initializer compile and pass like every other case.
+whose target arrives as an input) cannot be planned ahead of time: `compile`
+gives a model specialised on those inputs' values at run time, and it must give
+onnx's outputs all the same.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pytest
 from onnx_cases import assert_outputs, supported_cases
 
 import convc
+from convc.specialize import ShapeSpecializedModel
 
 CASES = list(supported_cases())
 RUN_TIME_SHAPES = {
@@ -35,13 +36,10 @@ RUN_TIME_SHAPES = {
 @pytest.mark.parametrize("case", CASES, ids=[case[0] for case in CASES])
 def test_backend_case_compiled(case):
     name, model, inputs, expected, tolerances = case
-    graph = convc.from_onnx(model)
-    if name in RUN_TIME_SHAPES:
-        with pytest.raises(convc.UnsupportedError, match="known only while running"):
-            convc.compile(graph, threads=1)
-        return
-    actual = convc.compile(graph, threads=1).run(inputs)
-    assert_outputs(name, actual, expected, tolerances)
+    compiled = convc.compile(convc.from_onnx(model), threads=1)
+    specialized = isinstance(compiled, ShapeSpecializedModel)
+    assert specialized == (name in RUN_TIME_SHAPES)
+    assert_outputs(name, compiled.run(inputs), expected, tolerances)
 
 
 def test_run_time_shape_list_names_real_cases():
