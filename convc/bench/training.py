@@ -119,6 +119,14 @@ TRAINING = (
     TrainingCase(
         "3x3 64->64 @56 forward+backward", 8, None, None, (64, 56, 56), layer=ConvLayer(64, 3, 1, 1)
     ),
+    TrainingCase(
+        "3x3 s2 64->128 @56 forward+backward",
+        8,
+        None,
+        None,
+        (64, 56, 56),
+        layer=ConvLayer(128, 3, 2, 1),
+    ),
 )
 
 

@@ -26,7 +26,8 @@ from .convert import Scope
 from .grad_schedule import grad_schedule, split_batch
 from .nest import Names, lower_nest
 from .packing import pack_weights
-from .relayout import pad_operand, transpose_for
+from .relayout import pad_operand, shared_pad, transpose_for
+from .residue_classes import residue_classes
 from .schedule import default_schedule
 
 
@@ -55,7 +56,7 @@ def _chain(graph: Graph, group: FusedGroup, out: TensorExpr) -> list:
         if len(exprs) != 1 or exprs[0].reduction != "none":
             raise UnsupportedError(f"{graph.nodes[name].op} '{name}': cannot be fused")
         te = exprs[0]
-        mapping = dict(zip(te.indices, out.indices))
+        mapping = dict(zip(te.indices, out.attrs.get("store_index", out.indices)))
         steps.append((te.name, te.body.xreplace(mapping)))
     return steps
 
@@ -80,7 +81,7 @@ def lower_group(graph: Graph, group: FusedGroup) -> LoweredGroup:
         for name, expr in steps:
             reads.update(str(a.base) for a in expr.atoms(sympy.Indexed))
             chained.add(name)
-        writes.append(store)
+        writes += [] if store in writes else [store]
     internal = {te.name for te, _ in planned} | chained | set(writes)
     comment = " + ".join(group.nodes) + " | " + "; ".join(described)
     kernel = loops.Kernel(kernel_name(group.name), loops.Block(tuple(nests)), comment)
@@ -106,18 +107,41 @@ def _with_relayouts(graph: Graph, exprs) -> tuple[list, dict]:
             constants.add(name)
     planned, packs = [], {}
     for te in exprs:
-        pads, te = pad_operand(te, shapes) if te.attrs.get("family") == "grad" else ([], te)
+        pads, parts = _padded(te, shapes)
         shapes.update({c.name: c.shape for c in pads})
         planned += [(c, default_schedule(c)) for c in pads]
-        partials, te = split_batch(te)
-        for part in [*partials, te]:
-            schedule = grad_schedule(part) or default_schedule(part)
-            part, packed = pack_weights(graph, part, schedule)
-            packs.update(packed)
-            copies, part = transpose_for(part, schedule, shapes, constants | set(packed))
-            shapes.update({c.name: c.shape for c in copies} | {part.name: part.shape})
-            planned += [(c, default_schedule(c)) for c in copies] + [(part, schedule)]
+        for part in parts:
+            planned += _scheduled(graph, part, shapes, constants, packs)
     return planned, packs
+
+
+def _padded(te: TensorExpr, shapes: dict) -> tuple[list, list]:
+    """([padded copies], [expressions]): a gradient split by residue class when it is a
+    strided input gradient (`residue_classes`), each part reading a padded operand
+    (`pad_operand`, one copy for all classes)."""
+    if te.attrs.get("family") != "grad":
+        return [], [te]
+    return shared_pad([pad_operand(part, shapes) for part in residue_classes(te)])
+
+
+def _scheduled(graph: Graph, te: TensorExpr, shapes: dict, constants: set, packs: dict) -> list:
+    """[(expression, schedule)] for `te` and the run-time copies it reads, those first
+    (copies already made for another residue class are shared); updates `shapes`, `packs`."""
+    planned = []
+    partials, te = split_batch(te)
+    for part in [*partials, te]:
+        schedule = grad_schedule(part) or default_schedule(part)
+        part, packed = pack_weights(graph, part, schedule)
+        packs.update(packed)
+        # A residue class' constant weights are copied at run time too (O(weights)):
+        # `packing` knows only forward layouts.
+        fixed = set(packed) if "residue" in part.attrs else constants | set(packed)
+        copies, part = transpose_for(part, schedule, shapes, fixed)
+        copies = [c for c in copies if c.name not in shapes]
+        shapes.update({c.name: c.shape for c in copies})
+        shapes.setdefault(part.name, part.shape)
+        planned += [(c, default_schedule(c)) for c in copies] + [(part, schedule)]
+    return planned
 
 
 def _view_source(graph: Graph, group: FusedGroup, exprs) -> str | None:

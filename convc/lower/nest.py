@@ -281,7 +281,7 @@ def _store(nest: Nest, acc: loops.Expr) -> loops.Stmt:
         stmts.append(loops.Let(local, value))
         value = convert(expr, replace(scope, inline={previous: loops.Ref(local)}))
         previous = name
-    index = tuple(scope.index(i) for i in te.indices) or (0,)
+    index = tuple(scope.index(i) for i in te.attrs.get("store_index", te.indices)) or (0,)
     stmts.append(loops.Store(nest.store, index, value))
     return loops.Block(tuple(stmts)) if len(stmts) > 1 else stmts[0]
 

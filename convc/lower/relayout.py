@@ -83,6 +83,37 @@ def pad_operand(te: TensorExpr, shapes: dict) -> tuple[list, TensorExpr]:
     return [], te
 
 
+def shared_pad(parts: list) -> tuple[list, list]:
+    """([copies], expressions) for `(copies, te)` pairs from `pad_operand`. When the parts
+    pad one operand by their own amounts (the residue classes of one gradient; a class
+    needing none reads the operand itself), one copy padded by the most on each side
+    serves them all, each part reading it at its own offset; else each keeps its copies."""
+    copies = [c for cs, _ in parts for c in cs]
+    sources = {c.attrs["source"] for c in copies}
+    if len(parts) < 2 or len(sources) != 1 or any(len(cs) > 1 for cs, _ in parts):
+        return copies, [te for _, te in parts]
+    first, zero = copies[0], [sympy.Integer(0)] * len(copies[0].shape)
+    extents = first.attrs["extents"]
+    lows = [cs[0].attrs["lows"] if cs else zero for cs, _ in parts]
+    ends = [
+        [s - lo for s, lo in zip(cs[0].shape, low)] if cs else extents
+        for (cs, _), low in zip(parts, lows)
+    ]
+    most = [sympy.Max(*column) for column in zip(*lows)]
+    end = [sympy.Max(*column) for column in zip(*ends)]
+    union = _pad_copy(parts[0][1], first.attrs["source"], extents, most, end, "")
+    moved = []
+    for (cs, te), low in zip(parts, lows):
+        read = cs[0].name if cs else first.attrs["source"]
+        swaps = {
+            a: access(union.name, [f + m - lo for f, m, lo in zip(a.indices, most, low)], te.dtype)
+            for a in te.body.atoms(sympy.Indexed)
+            if str(a.base) == read
+        }
+        moved.append(replace(te, body=te.body.xreplace(swaps)))
+    return [union], moved
+
+
 def _in_range(te: TensorExpr, b: sympy.Indexed, shapes: dict) -> bool:
     """Whether every index of access `b` stays in its tensor's bounds without the condition
     (the condition is dropped once the padded operand absorbs it)."""
@@ -112,25 +143,37 @@ def _padded(te: TensorExpr, a: sympy.Indexed, extents, axes) -> tuple[list, Tens
             low, high = sympy.Integer(0), sympy.sympify(extent) - 1
         lows.append(sympy.Max(0, -low))
         highs.append(sympy.Max(0, high - (extent - 1)))
+    ends = tuple(e + hi for e, hi in zip(extents, highs))
+    copy = _pad_copy(te, str(a.base), extents, lows, ends, te.attrs.get("residue", ""))
+    moved = access(copy.name, tuple(f + lo for f, lo in zip(a.indices, lows)), te.dtype)
+    return [copy], replace(te, body=te.body.xreplace({a: moved}), condition=sympy.true)
+
+
+def _pad_copy(te: TensorExpr, source: str, extents, lows, ends, tag: str) -> TensorExpr:
+    """`copy[p] = source[p - lows]` (zero outside `source`) of shape `lows + ends` (`ends`:
+    the extent past the low padding)."""
     idx = tuple(index(f"p{k}") for k in range(len(extents)))
-    source = tuple(i - lo for i, lo in zip(idx, lows))
-    shape = tuple(e + lo + hi for e, lo, hi in zip(extents, lows, highs))
-    name = f"{te.name}:{a.base}.pad"
+    shifted = tuple(i - lo for i, lo in zip(idx, lows))
+    shape = tuple(lo + end for lo, end in zip(lows, ends))
     ranges = dict(zip(idx, shape))
-    copy = TensorExpr(
-        name=name,
+    return TensorExpr(
+        name=f"{te.name}{tag}:{source}.pad",
         indices=idx,
         shape=shape,
-        body=access(str(a.base), source, te.dtype),
-        condition=sympy.And(*(bound_condition(s, e, ranges) for s, e in zip(source, extents))),
+        body=access(source, shifted, te.dtype),
+        condition=sympy.And(*(bound_condition(s, e, ranges) for s, e in zip(shifted, extents))),
         dtype=te.dtype,
         op=te.op,
         node=te.node,
         role="temp",
-        attrs={"family": "elementwise", "relayout": "pad"},
+        attrs={
+            "family": "elementwise",
+            "relayout": "pad",
+            "source": source,
+            "extents": tuple(extents),
+            "lows": tuple(lows),
+        },
     )
-    moved = access(name, tuple(f + lo for f, lo in zip(a.indices, lows)), te.dtype)
-    return [copy], replace(te, body=te.body.xreplace({a: moved}), condition=sympy.true)
 
 
 def transpose_for(
