@@ -13,7 +13,7 @@ group's output name, so the intermediate values never get a buffer.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sympy
 
@@ -116,12 +116,13 @@ def _with_relayouts(graph: Graph, exprs) -> tuple[list, dict]:
 
 
 def _padded(te: TensorExpr, shapes: dict) -> tuple[list, list]:
-    """([padded copies], [expressions]): a gradient split by residue class when it is a
-    strided input gradient (`residue_classes`), each part reading a padded operand
-    (`pad_operand`, one copy for all classes)."""
-    if te.attrs.get("family") != "grad":
+    """([padded copies], [expressions]): `te` split by residue class when it is a strided
+    input gradient or a transposed conv (`residue_classes`, then scheduled as a gradient),
+    each gradient part reading a padded operand (`pad_operand`, one copy for all classes)."""
+    if te.attrs.get("family") != "grad" and te.op != "conv_transpose":
         return [], [te]
-    return shared_pad([pad_operand(part, shapes) for part in residue_classes(te)])
+    parts = [replace(c, attrs={**c.attrs, "family": "grad"}) for c in residue_classes(te)]
+    return shared_pad([pad_operand(part, shapes) for part in parts])
 
 
 def _scheduled(graph: Graph, te: TensorExpr, shapes: dict, constants: set, packs: dict) -> list:
@@ -133,9 +134,10 @@ def _scheduled(graph: Graph, te: TensorExpr, shapes: dict, constants: set, packs
         schedule = grad_schedule(part) or default_schedule(part)
         part, packed = pack_weights(graph, part, schedule)
         packs.update(packed)
-        # A residue class' constant weights are copied at run time too (O(weights)):
-        # `packing` knows only forward layouts.
-        fixed = set(packed) if "residue" in part.attrs else constants | set(packed)
+        # A transposed conv's (or a residue class') constant weights are copied at run
+        # time too (O(weights)): `packing` knows only forward layouts.
+        copied = "residue" in part.attrs or part.op == "conv_transpose"
+        fixed = set(packed) if copied else constants | set(packed)
         copies, part = transpose_for(part, schedule, shapes, fixed)
         copies = [c for c in copies if c.name not in shapes]
         shapes.update({c.name: c.shape for c in copies})
