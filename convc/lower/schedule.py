@@ -19,7 +19,12 @@ Stage: (TensorExpr, thread count) -> `convc.loops.Schedule` (plain data that
   outside the channel blocks (`POINTWISE_WIDTH`);
 - the two outermost loops (batch x output-channel block) are collapsed into one
   parallel loop (`parallel_axis` "n*o") when the kernel does enough work to pay
-  for waking a second thread.
+  for waking a second thread; channel-vector convs collapse the output rows too
+  ("n*o*i"), since they have few channel blocks (the stem at batch 1: one 32-wide
+  block, nothing to share; 96 channels: 3 blocks, 2:1 between two threads);
+- depthwise convs and pooling do a few multiply-adds per loaded element, far below the
+  rate of a register-blocked conv, so they go parallel from less work
+  (`PARALLEL_MIN_STENCIL`).
 
 Schedules do not depend on the thread count: it is an argument of the entry
 point, so one compiled program serves every count and 1 and 2 threads compute
@@ -40,6 +45,10 @@ VECTOR_WIDTH = 16
 #: Multiply-adds (or elements) below which a kernel stays on one thread: a parallel region
 #: costs ~7 us to open and join, about 1M multiply-adds of vectorized work.
 PARALLEL_MIN_WORK = 1 << 20
+#: The same for depthwise convs and pooling (no register reuse: measured here at 5-10
+#: multiply-adds a nanosecond against 50-150, so 0.25-1M of them take 40-120 us on one thread,
+#: e.g. depthwise 960 channels @7, 0.42M, 64 us; 384 @14, 0.68M, 70 us).
+PARALLEL_MIN_STENCIL = 1 << 17
 CHANNEL_BLOCKS = (8, 6, 4, 3, 2)
 #: Output rows narrower than this vectorize over channels; R columns share each weight vector.
 NARROW_WIDTH = 32
@@ -168,8 +177,10 @@ def default_schedule(te: TensorExpr) -> Schedule:
     family = te.attrs.get("family", "elementwise")
     names = [str(i) for i in te.indices]
     tiles, unroll = {}, ()
+    depthwise = family == "conv" and te.attrs.get("group", 1) > 1 and te.reduce_shape[0] == 1
+    stencil = depthwise or family == "pool"
     parallel = None
-    if work(te) >= PARALLEL_MIN_WORK and len(names) >= 2:
+    if work(te) >= (PARALLEL_MIN_STENCIL if stencil else PARALLEL_MIN_WORK) and len(names) >= 2:
         parallel = "*".join(names[:2]) if len(names) > 2 else names[0]
     if _dense_panels(te):
         depth = sympy.sympify(te.reduce_shape[0])
@@ -190,9 +201,8 @@ def default_schedule(te: TensorExpr) -> Schedule:
             vector_axis=f"{names[1]}.i",
             vector_width=width,
             unroll=(f"{names[-1]}.i",),
-            parallel_axis=parallel,
+            parallel_axis="*".join(names[:-1]) if parallel else None,
         )
-    depthwise = family == "conv" and te.attrs.get("group", 1) > 1 and te.reduce_shape[0] == 1
     if family in ("conv", "dense") and te.reduction == "sum" and len(names) >= 2 and not depthwise:
         axis = names[1] if family == "conv" else names[-2]
         block = _channel_block(te.shape[names.index(axis)])

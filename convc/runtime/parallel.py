@@ -6,24 +6,39 @@ why). `ensure_loaded` makes those symbols resolvable before any code is finalise
 libgomp (shipped with gcc) into the process; without it, it registers ctypes stand-ins that
 run the region on the calling thread, so code still runs, on one core.
 
-Wait policy: libgomp's default (workers spin for a while after a region, then sleep) is
-kept. Measured here on 2 cores shared with other work: a register-blocked 3x3 conv ran at
-about 300 GFLOP/s on 2 threads spinning against 150 (the 1-thread speed) with
-``OMP_WAIT_POLICY=passive``, whose woken worker kept landing on the busy core, while an
-empty region cost 25-200 us spinning against 10-60 us passive. Big layers matter more, so the
-default stays; a user on a crowded machine may set ``OMP_WAIT_POLICY=passive``.
+Wait policy: workers spin after a region, then sleep, but for less long than libgomp's
+default. Measured on 2 cores shared with other work (Zen 4): a register-blocked 3x3 conv ran
+at about 300 GFLOP/s on 2 threads spinning against 150 (the 1-thread speed) with
+``OMP_WAIT_POLICY=passive``, whose woken worker kept landing on the busy core, so workers
+spin. libgomp's default spin (300,000 ``pause`` iterations) lasts 10-20 ms on Intel cores,
+whose ``pause`` takes about 140 cycles: on a 2-core Xeon with another process on one core, a
+worker spinning that long between model runs kept the main thread waiting for the core at
+each join (ResNet-18, batch 1, 2 threads: 85-156 ms against 30 ms on one thread). The gaps
+between back-to-back regions of one model are the serial kernels between them, tens of
+microseconds, so `SPIN_COUNT` (about 0.4 ms: a spin iteration took 12 ns on that Xeon)
+covers them and lets the core go soon after a run. Measured there, quiet moments, batch 1,
+2 threads, best of 15 blocks (ms): spin count 3,000: ResNet-18 17.2-17.7, MobileNetV2
+6.7 (the worker fell asleep between regions); 30,000: 16.3, 5.9-6.5; 100,000: 15.8-16.0,
+6.0-6.5; 300,000 (libgomp's default): 88 and 109 (another process had started on one core). It is passed to libgomp through ``GOMP_SPINCOUNT`` while it loads, unless
+the user set ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY``; the process environment is restored
+afterwards (child processes do not inherit it). A libgomp already loaded keeps its settings.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
+import os
 
 import llvmlite.binding as llvm
 
 REGION = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 _STAND_INS: list = []
+#: libgomp's spin iterations before a worker sleeps (see the module docstring).
+SPIN_COUNT = 30_000
+_USER_WAIT_SETTINGS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
 
 
 @functools.cache
@@ -32,12 +47,27 @@ def ensure_loaded() -> str:
     path = ctypes.util.find_library("gomp")
     if path is not None:
         try:
-            llvm.load_library_permanently(path)
+            with spin_count_while_loading():
+                llvm.load_library_permanently(path)
             return "libgomp"
         except RuntimeError:
             pass
     _install_serial()
     return "serial"
+
+
+@contextlib.contextmanager
+def spin_count_while_loading():
+    """Set ``GOMP_SPINCOUNT`` to `SPIN_COUNT` for the duration (libgomp reads it when it
+    loads), unless the user chose a wait setting; restore the environment afterwards."""
+    if any(name in os.environ for name in _USER_WAIT_SETTINGS):
+        yield
+        return
+    os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
+    try:
+        yield
+    finally:
+        del os.environ["GOMP_SPINCOUNT"]
 
 
 def _install_serial() -> None:

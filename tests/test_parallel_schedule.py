@@ -1,0 +1,88 @@
+"""Parallel decisions of the default schedules: channel-vector convs split output rows as well
+as channel blocks over threads, depthwise convs and pooling go parallel from less work, and
+libgomp loads with a bounded spin count. Compiled == interpreted; 1 and 2 threads
+bit-identical."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from child_process import run_python
+from compile_check import assert_compiled_matches, inputs_for
+
+import convc
+from convc.compiler import lower_graph
+from convc.runtime import parallel
+from ir import Graph
+
+
+def conv(cin, cout, size, kernel, stride=1, group=1):
+    g = Graph("conv")
+    g.add_input("x", ("N", cin, size, size))
+    w = np.random.default_rng(0).standard_normal((cout, cin // group, kernel, kernel))
+    g.add_param("w", (w * np.sqrt(2 / w[0].size)).astype(np.float32))  # He-scaled: O(1) sums
+    attrs = {"strides": [stride] * 2, "pads": [(kernel - 1) // 2] * 4, "group": group}
+    g.add_node("conv", ["x", "w"], attrs, name="conv")
+    g.set_outputs("conv")
+    return g
+
+
+def max_pool(channels, size):
+    g = Graph("pool")
+    g.add_input("x", ("N", channels, size, size))
+    attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}
+    g.add_node("max_pool", ["x"], attrs, name="pool")
+    g.set_outputs("pool")
+    return g
+
+
+@pytest.mark.parametrize(
+    "graph, axis",
+    [
+        (conv(3, 32, 80, 3, stride=2), "n*o*i"),  # a stem: one 32-wide channel block
+        (conv(96, 96, 14, 3), "n*o*i"),  # 3 blocks of 32: rows balance them
+        (conv(64, 64, 16, 1), "n*o*i"),  # 1x1 on narrow rows is a channel-vector conv too
+        (conv(96, 96, 14, 3, group=96), "n*o"),  # depthwise, 0.17M multiply-adds
+        (max_pool(64, 38), "n*c"),  # 0.21M
+    ],
+)
+def test_parallel_axis_and_results(graph, axis):
+    (kernel,) = lower_graph(graph)[2].kernels
+    assert kernel.comment.endswith(f"parallel {axis}")
+    for batch in (1, 3):
+        inputs = inputs_for(graph, batch)
+        two = assert_compiled_matches(graph, inputs, threads=2)
+        one = convc.compile(graph, threads=1).run(inputs)
+        np.testing.assert_array_equal(one[graph.outputs[0]], two[graph.outputs[0]])
+
+
+def test_small_stencils_stay_serial():
+    (kernel,) = lower_graph(conv(32, 32, 16, 3, group=32))[2].kernels  # 74K multiply-adds
+    assert "parallel" not in kernel.comment
+
+
+def test_spin_count_is_set_only_while_loading_and_only_by_default(monkeypatch):
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    with parallel.spin_count_while_loading():
+        assert os.environ["GOMP_SPINCOUNT"] == str(parallel.SPIN_COUNT)
+    assert "GOMP_SPINCOUNT" not in os.environ
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    with parallel.spin_count_while_loading():
+        assert "GOMP_SPINCOUNT" not in os.environ
+    monkeypatch.setenv("GOMP_SPINCOUNT", "7")
+    with parallel.spin_count_while_loading():
+        assert os.environ["GOMP_SPINCOUNT"] == "7"
+
+
+def test_fresh_process_leaves_no_spin_setting_behind():
+    code = (
+        "import os; from convc.runtime import parallel_runtime; kind = parallel_runtime(); "
+        "print(kind, os.environ.get('GOMP_SPINCOUNT'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    done = run_python(code, env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[1] == "None" and done.stdout.split()[0] in ("libgomp", "serial")
