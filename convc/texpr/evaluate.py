@@ -28,11 +28,13 @@ _vmin = sympy.Function("vmin")
 _verf = sympy.Function("verf")
 _vand = sympy.Function("vand")
 _vwhere = sympy.Function("vwhere")
+_vfloordiv = sympy.Function("vfloordiv")
 _NUMERIC = {
     "vmax": lambda *a: functools.reduce(np.maximum, a),
     "vmin": lambda *a: functools.reduce(np.minimum, a),
     "vand": lambda *a: functools.reduce(np.logical_and, a),
     "vwhere": np.where,
+    "vfloordiv": lambda n, d: np.floor_divide(np.rint(n).astype(np.int64), d),
     "verf": np.vectorize(math.erf, otypes=[float]),
 }
 
@@ -57,9 +59,20 @@ def _where_chain(*pairs):
     return value
 
 
+def _exact_floor(arg):
+    """floor(n/d) of a rational index expression as integer floor division, not the floor
+    of a float quotient (floor(5*(1/3) + 1/3) is 1 in floating point)."""
+    numerator, denominator = sympy.fraction(sympy.together(arg))
+    integral = all(s.is_integer for s in arg.free_symbols)
+    if not (integral and denominator.is_Integer and denominator > 1):
+        return sympy.floor(arg)
+    return _vfloordiv(sympy.expand(numerator), denominator)
+
+
 def _portable(expr):
     """Rewrite Piecewise/Max/Min/And/erf into names lambdify maps to elementwise NumPy functions."""
     expr = expr.replace(lambda e: isinstance(e, sympy.core.relational.Relational), _integral)
+    expr = expr.replace(sympy.floor, _exact_floor)
     expr = expr.replace(sympy.Piecewise, _where_chain)
     expr = expr.replace(sympy.Max, lambda *a: _vmax(*a))
     expr = expr.replace(sympy.Min, lambda *a: _vmin(*a))
