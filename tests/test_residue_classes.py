@@ -296,3 +296,15 @@ def test_stride_3_input_gradient_equals_an_independent_scatter():
     np.testing.assert_allclose(interpreted, expected, rtol=1e-12, atol=1e-12)
     got = convc.compile(gg, threads=1).run(feeds)["grad_x"]
     np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
+
+
+def test_classes_share_their_parallel_loop():
+    """The four classes of a stride-2 gradient with channel vectors run inside one parallel
+    loop over batch x channel blocks, so each block finishes all classes in cache."""
+    gg = convc.gradient(conv_graph(*CONV_CASES["stride 2, 16k channels"]), wrt=["x"])
+    program = lower_graph(gg)[2]
+    kernel = next(k for k in program.kernels if k.name == "d_conv_x")
+    outer = [s for s in kernel.body.stmts if isinstance(s, loops.For)]
+    holding = [s for s in outer if any(isinstance(a, loops.Alloc) for a in _walk(s))]
+    assert len(holding) == 1
+    assert sum(isinstance(a, loops.Alloc) for a in _walk(holding[0])) == 4

@@ -67,13 +67,19 @@ def lower_group(graph: Graph, group: FusedGroup) -> LoweredGroup:
     exprs = texpr_of(graph, anchor)
     names = Names({})
     nests, described, reads, writes, chained = [], [], set(), [], set()
+    classes = []  # the residue classes' expression name per nest, else None
     planned, packs = _with_relayouts(graph, exprs)
     for te, schedule in planned:
         fused = te.name == anchor.outputs[0] and group.epilogue
         steps = _chain(graph, group, te) if fused else []
         store = group.output if fused else te.name
         scope = Scope(dtype=te.dtype, where=f"{anchor.op} '{anchor.name}'")
-        nests.append(lower_nest(te, schedule, store, steps, scope, names))
+        nest = lower_nest(te, schedule, store, steps, scope, names)
+        merge = "residue" in te.attrs and classes and classes[-1] == te.name
+        merged = _merged(nests[-1], nest) if merge else None
+        nests, classes = (nests[:-1], classes[:-1]) if merged else (nests, classes)
+        nests.append(merged or nest)
+        classes.append(te.name if "residue" in te.attrs else None)
         described.append(
             f"{te.name}: {schedule.describe()}" if len(planned) > 1 else schedule.describe()
         )
@@ -93,6 +99,19 @@ def lower_group(graph: Graph, group: FusedGroup) -> LoweredGroup:
         packs,
         _view_source(graph, group, exprs),
     )
+
+
+def _merged(first: loops.Stmt, second: loops.Stmt) -> loops.Stmt | None:
+    """Two residue classes' nests as one when both start with the same outer loop (the
+    parallel batch x channel-block loop): each block then finishes all classes while its
+    slices of `dy` and `dx` are in cache, instead of one sweep over `dx` per class."""
+    if not (isinstance(first, loops.For) and isinstance(second, loops.For)):
+        return None
+    same = (first.var, first.start, first.stop, first.kind, first.width)
+    if same != (second.var, second.start, second.stop, second.kind, second.width):
+        return None
+    inner = first.body.stmts if isinstance(first.body, loops.Block) else (first.body,)
+    return replace(first, body=loops.Block((*inner, second.body)))
 
 
 def _with_relayouts(graph: Graph, exprs) -> tuple[list, dict]:
