@@ -32,6 +32,7 @@ CONV_CASES = {
     "stride 2, asymmetric pads": (3, 5, 7, (9, 17), (4, 3), (2, 2), (0, 2, 1, 0), (1, 1), 1),
     "stride 3, dilation 2": (1, 4, 6, (16, 16), (3, 3), (3, 3), (2, 2, 2, 2), (2, 2), 1),
     "stride 2, groups 2": (3, 4, 6, (10, 11), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 2),
+    "stride 1, groups 4": (2, 32, 32, (9, 20), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 4),
     "stride 2, 1x1 kernel": (1, 32, 16, (7, 7), (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1),
     "stride 2, 1-D": (3, 6, 16, (21,), (5,), (2,), (2, 1), (1,), 1),
 }
@@ -248,10 +249,19 @@ def _class_vectors(graph, kernel_name):
             4,
         ),
         (convc.gradient(conv_graph(*CONV_CASES["stride 3, odd widths"]), wrt=["x"]), "d_conv_x", 9),
+        (convc.gradient(conv_graph(*CONV_CASES["stride 2, groups 2"]), wrt=["x"]), "d_conv_x", 4),
+        (convc.gradient(conv_graph(*CONV_CASES["stride 1, groups 4"]), wrt=["x"]), "d_conv_x", 1),
         (transpose_graph(TRANSPOSE_CASES["4x4 s2, 32 channels"]), "conv_transpose", 4),
         (transpose_graph(TRANSPOSE_CASES["3x3 s2, output padding"]), "conv_transpose", 4),
     ],
-    ids=["grad s2", "grad s3", "transpose s2", "transpose output padding"],
+    ids=[
+        "grad s2",
+        "grad s3",
+        "grad s2 groups",
+        "grad groups",
+        "transpose s2",
+        "transpose output padding",
+    ],
 )
 def test_class_interiors_hold_no_check(graph, kernel_name, count):
     """One vectorized accumulating loop per class, none holding an If; no Mod test in the

@@ -24,6 +24,8 @@ against the O(MACs) kernel it speeds up.
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import replace
 
 import sympy
@@ -38,8 +40,33 @@ def _ranges(te: TensorExpr) -> dict:
     return dict(zip(te.indices, te.shape)) | dict(zip(te.reduce_indices, te.reduce_shape))
 
 
+#: The most value combinations `_extreme` tries for the indices inside floors.
+MAX_FLOOR_CASES = 256
+
+
 def _extreme(expr, ranges: dict, low: bool):
-    """The minimum (`low`) or maximum of affine `expr` over `ranges`, or None."""
+    """The minimum (`low`) or maximum of `expr` over `ranges`, or None: exact for affine
+    `expr`, and for indices inside floors (a group's `floor(c/C_g)`, `c - C_g*floor(c/C_g)`)
+    by trying each of their values when there are at most MAX_FLOOR_CASES."""
+    expr = sympy.expand(expr)
+    inside = sorted({s for f in expr.atoms(sympy.floor) for s in f.free_symbols}, key=str)
+    if not inside:
+        return _affine_extreme(expr, ranges, low)
+    extents = [ranges.get(s) for s in inside]
+    if not all(e is not None and sympy.sympify(e).is_number for e in extents):
+        return None
+    if math.prod(int(e) for e in extents) > MAX_FLOOR_CASES:
+        return None
+    values = []
+    for point in itertools.product(*(range(int(e)) for e in extents)):
+        value = _affine_extreme(expr.subs(dict(zip(inside, point))), ranges, low)
+        if value is None or not value.is_number:
+            return None
+        values.append(value)
+    return min(values) if low else max(values)
+
+
+def _affine_extreme(expr, ranges: dict, low: bool):
     expr = sympy.expand(expr)
     for sym in expr.free_symbols:
         coeff = expr.coeff(sym)

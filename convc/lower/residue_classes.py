@@ -75,7 +75,8 @@ def residue_classes(te: TensorExpr) -> list[TensorExpr]:
 
 
 def _class(te: TensorExpr, residues: dict, strides: dict):
-    """The class `u = s*q + r` for each axis (None if empty, False if it keeps a floor)."""
+    """The class `u = s*q + r` for each axis (None if empty, False if a floor or mod of a
+    strided or reduction index is left)."""
     subs, shape, indices = {}, [], []
     for u, extent in zip(te.indices, te.shape):
         if u not in residues:
@@ -93,8 +94,10 @@ def _class(te: TensorExpr, residues: dict, strides: dict):
     epilogue = None if te.epilogue is None else te.epilogue.xreplace(subs)
     ranges = dict(zip(indices, shape))
     reduce_shape, kept = _tighten(te, te.condition.xreplace(subs), ranges)
-    mixed = [body, *kept] + ([epilogue] if epilogue is not None else [])
-    if any(p.atoms(sympy.floor) or p.atoms(sympy.Mod) for p in map(sympy.sympify, mixed)):
+    parts = [body, *kept] + ([epilogue] if epilogue is not None else [])
+    strided = {subs[u].free_symbols.pop() for u in residues} | set(te.reduce_indices)
+    divisions = {d for p in parts for d in sympy.sympify(p).atoms(sympy.floor, sympy.Mod)}
+    if any(d.free_symbols & strided for d in divisions):  # (a group's floor(c/C_g) may stay)
         return False
     tag = "@" + "_".join(str(r) for r in residues.values())
     store = tuple(subs.get(u, u) for u in te.indices)
