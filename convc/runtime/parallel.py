@@ -19,7 +19,11 @@ microseconds, so `SPIN_COUNT` (about 0.4 ms: a spin iteration took 12 ns on that
 covers them and lets the core go soon after a run. Measured there, quiet moments, batch 1,
 2 threads, best of 15 blocks (ms): spin count 3,000: ResNet-18 17.2-17.7, MobileNetV2
 6.7 (the worker fell asleep between regions); 30,000: 16.3, 5.9-6.5; 100,000: 15.8-16.0,
-6.0-6.5; 300,000 (libgomp's default): 88 and 109 (another process had started on one core). It is passed to libgomp through ``GOMP_SPINCOUNT`` while it loads, unless
+6.0-6.5; 300,000 (libgomp's default): 88 and 109 (another process had started on one core).
+The cost, on a quiet machine: a worker asleep when a run starts is woken first. Single 3x3
+ResNet-18 layers timed in 3 ms blocks alternating with 1-thread blocks (so every 2-thread
+block starts with a sleeping worker unless the spin outlasts 3 ms), 2-thread speed-up:
+1.44-1.86x at 30,000, 1.56-1.78x at 100,000, 1.67-1.94x at 300,000. It is passed to libgomp through ``GOMP_SPINCOUNT`` while it loads, unless
 the user set ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY``; the process environment is restored
 afterwards (child processes do not inherit it). A libgomp already loaded keeps its settings.
 """
