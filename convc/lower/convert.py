@@ -36,6 +36,8 @@ class Scope:
     `subs`: index variable -> its expression in loop variables (blocks, collapsed loops).
     `rewrites`: index subexpressions known to simplify after `subs` (for a register
     block `o_i` in [0, B): `floor(o_i/B) -> 0`, `Mod(o_i, B) -> o_i`).
+    `layouts`: buffer name -> channel block B of a value stored channel-blocked
+    (`convc.lower.layout`): its element [n, c, ...] sits at [n, c // B, ..., c % B].
     """
 
     dtype: str = "float32"
@@ -43,7 +45,14 @@ class Scope:
     inline: dict = field(default_factory=dict)
     subs: dict = field(default_factory=dict)
     rewrites: dict = field(default_factory=dict)
+    layouts: dict = field(default_factory=dict)
     where: str = ""
+
+    def place(self, name: str, indices) -> tuple:
+        """The buffer index of element `indices` of tensor `name`, in loop variables."""
+        if name in self.layouts:
+            indices = blocked_index(indices, self.layouts[name])
+        return tuple(self.index(i) for i in indices)
 
     def index(self, expr) -> sympy.Expr:
         """`expr` in loop variables; a quotient such as `(u + p - a)/s` becomes its floor.
@@ -58,6 +67,12 @@ class Scope:
             if denom.is_Integer and denom > 1:
                 return sympy.floor(sympy.expand(numer) / denom)
         return expr
+
+
+def blocked_index(indices, block: int) -> tuple:
+    """[n, c, *rest] -> [n, c // block, *rest, c % block] (the NC..[B]c layout)."""
+    n, c, *rest = indices
+    return (n, sympy.floor(sympy.sympify(c) / block), *rest, sympy.Mod(c, block))
 
 
 def is_index_expr(expr) -> bool:
@@ -137,7 +152,7 @@ def _access(expr: sympy.Indexed, scope: Scope) -> loops.Expr:
     name = str(expr.base)
     if name in scope.inline:
         return scope.inline[name]
-    return loops.Load(name, tuple(scope.index(i) for i in expr.indices))
+    return loops.Load(name, scope.place(name, expr.indices))
 
 
 def _number(expr, scope: Scope) -> loops.Expr:

@@ -28,7 +28,8 @@ from .nest import Names, lower_nest
 from .packing import pack_weights
 from .relayout import pad_operand, shared_pad, transpose_for
 from .residue_classes import residue_classes
-from .schedule import default_schedule
+from .layout import channel_block, channel_vectorizable, group_reads
+from .schedule import channel_schedule, default_schedule
 
 
 @dataclass(frozen=True)
@@ -61,19 +62,23 @@ def _chain(graph: Graph, group: FusedGroup, out: TensorExpr) -> list:
     return steps
 
 
-def lower_group(graph: Graph, group: FusedGroup) -> LoweredGroup:
-    """The kernel computing `group` (anchor, then its epilogue) into `group.output`."""
+def lower_group(graph: Graph, group: FusedGroup, layouts: dict | None = None) -> LoweredGroup:
+    """The kernel computing `group` (anchor, then its epilogue) into `group.output`;
+    `layouts`: the values stored channel-blocked (`layout.choose_layouts`)."""
     anchor = graph.nodes[group.anchor]
     exprs = texpr_of(graph, anchor)
+    layouts = layouts or {}
     names = Names({})
     nests, described, reads, writes, chained = [], [], set(), [], set()
     classes = []  # the residue classes' expression name per nest, else None
-    planned, packs = _with_relayouts(graph, exprs)
+    touches = group.output in layouts or bool(group_reads(graph, group) & layouts.keys())
+    planned, packs = _with_relayouts(graph, exprs, layouts, touches)
     for te, schedule in planned:
         fused = te.name == anchor.outputs[0] and group.epilogue
         steps = _chain(graph, group, te) if fused else []
         store = group.output if fused else te.name
-        scope = Scope(dtype=te.dtype, where=f"{anchor.op} '{anchor.name}'")
+        where = f"{anchor.op} '{anchor.name}'"
+        scope = Scope(dtype=te.dtype, layouts=layouts, where=where)
         nest = lower_nest(te, schedule, store, steps, scope, names)
         merge = "residue" in te.attrs and classes and classes[-1] == te.name
         merged = _merged(nests[-1], nest) if merge else None
@@ -114,23 +119,26 @@ def _merged(first: loops.Stmt, second: loops.Stmt) -> loops.Stmt | None:
     return replace(first, body=loops.Block((*inner, second.body)))
 
 
-def _with_relayouts(graph: Graph, exprs) -> tuple[list, dict]:
-    """([(expression, schedule)] in kernel order, packed weights): each expression's schedule (`grad_schedule`
-    for derived gradients, else the default), its compile-time packed weights, and the
-    run-time re-layout temporaries it reads (`relayout`) placed before it."""
+def _with_relayouts(graph: Graph, exprs, layouts: dict, blocked: bool) -> tuple[list, dict]:
+    """([(expression, schedule)] in kernel order, packed weights): each expression's
+    schedule (`grad_schedule` for derived gradients, `channel_schedule` for the computed
+    expression of a kernel reading or writing a channel-blocked value (`blocked`), else
+    the default), its compile-time packed weights, and the run-time re-layout
+    temporaries it reads (`relayout`) placed before it. Constants (packed instead) and
+    values already stored channel-blocked (`layouts`) are read in place."""
     shapes = {e.name: e.shape for e in exprs}
-    constants = set()
+    in_place = set(layouts)
     for name, value in graph.values.items():
         shapes.setdefault(name, value.type.shape)
         if value.is_constant:
-            constants.add(name)
+            in_place.add(name)
     planned, packs = [], {}
     for te in exprs:
         pads, parts = _padded(te, shapes)
         shapes.update({c.name: c.shape for c in pads})
         planned += [(c, default_schedule(c)) for c in pads]
         for part in parts:
-            planned += _scheduled(graph, part, shapes, constants, packs)
+            planned += _scheduled(graph, part, shapes, in_place, packs, blocked)
     return planned, packs
 
 
@@ -144,25 +152,45 @@ def _padded(te: TensorExpr, shapes: dict) -> tuple[list, list]:
     return shared_pad([pad_operand(part, shapes) for part in parts])
 
 
-def _scheduled(graph: Graph, te: TensorExpr, shapes: dict, constants: set, packs: dict) -> list:
+def _scheduled(
+    graph: Graph, te: TensorExpr, shapes: dict, in_place: set, packs: dict, blocked: bool
+) -> list:
     """[(expression, schedule)] for `te` and the run-time copies it reads, those first
     (copies already made for another residue class are shared); updates `shapes`, `packs`."""
     planned = []
-    partials, te = split_batch(te)
+    partials, te = split_batch(without_unit_reductions(te))
     for part in [*partials, te]:
-        schedule = grad_schedule(part) or default_schedule(part)
+        schedule = grad_schedule(part) or _blocked_schedule(part, blocked) or default_schedule(part)
         part, packed = pack_weights(graph, part, schedule)
         packs.update(packed)
         # A transposed conv's (or a residue class') constant weights are copied at run
         # time too (O(weights)): `packing` knows only forward layouts.
         copied = "residue" in part.attrs or part.op == "conv_transpose"
-        fixed = set(packed) if copied else constants | set(packed)
+        fixed = set(packed) if copied else in_place | set(packed)
         copies, part = transpose_for(part, schedule, shapes, fixed)
         copies = [c for c in copies if c.name not in shapes]
         shapes.update({c.name: c.shape for c in copies})
         shapes.setdefault(part.name, part.shape)
         planned += [(c, default_schedule(c)) for c in copies] + [(part, schedule)]
     return planned
+
+
+def _blocked_schedule(te: TensorExpr, blocked: bool):
+    """`channel_schedule` for the computed expression of a kernel that reads or writes a
+    channel-blocked value (`blocked`)."""
+    if not blocked or te.role == "temp" or not channel_vectorizable(te):
+        return None
+    return channel_schedule(te, channel_block(te.shape[1]))
+
+
+def without_unit_reductions(te: TensorExpr) -> TensorExpr:
+    """`te` with each reduction index of extent 1 replaced by 0 in its body and condition
+    (a depthwise conv reads `x[n, c + o, ..]` over c < 1: `x[n, o, ..]` is affine in `o`
+    alone, so a tile of `o` reads one contiguous vector of a blocked input)."""
+    units = {r: 0 for r, e in zip(te.reduce_indices, te.reduce_shape) if e == 1}
+    if not units:
+        return te
+    return replace(te, body=te.body.xreplace(units), condition=te.condition.xreplace(units))
 
 
 def _view_source(graph: Graph, group: FusedGroup, exprs) -> str | None:

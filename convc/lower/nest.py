@@ -203,7 +203,7 @@ def _block_loop(nest: Nest, body_fn) -> loops.Stmt:
 def _point(nest: Nest, atoms) -> loops.Stmt:
     te = nest.te
     if te.reduction == "none":
-        return _pointwise(nest, atoms)
+        return _block_loop(nest, lambda k: _pointwise(nest, atoms))
     acc = nest.names.fresh("acc")
     shape = (nest.block[1],) if nest.block else ()
     identity = convert(te.identity, nest.scope)
@@ -281,7 +281,7 @@ def _store(nest: Nest, acc: loops.Expr) -> loops.Stmt:
         stmts.append(loops.Let(local, value))
         value = convert(expr, replace(scope, inline={previous: loops.Ref(local)}))
         previous = name
-    index = tuple(scope.index(i) for i in te.attrs.get("store_index", te.indices)) or (0,)
+    index = scope.place(nest.store, te.attrs.get("store_index", te.indices)) or (0,)
     stmts.append(loops.Store(nest.store, index, value))
     return loops.Block(tuple(stmts)) if len(stmts) > 1 else stmts[0]
 

@@ -35,6 +35,7 @@ from convc.passes import FusedGroup
 from ir import Graph, UnsupportedError
 
 from .group import LoweredGroup, lower_group
+from .layout import blocked_shape, choose_layouts
 
 
 def _shape(shape) -> tuple:
@@ -87,7 +88,13 @@ def _root(name: str, aliases: dict) -> str:
     return name
 
 
-def _lifetimes(graph: Graph, lowered: list[LoweredGroup], aliases: dict) -> dict:
+def _stored_shape(graph: Graph, name: str, layouts: dict) -> tuple:
+    """The buffer shape of graph value `name`: channel-blocked ones in their layout."""
+    shape = graph.values[name].shape
+    return _shape(blocked_shape(shape, layouts[name]) if name in layouts else shape)
+
+
+def _lifetimes(graph: Graph, lowered: list[LoweredGroup], aliases: dict, layouts: dict) -> dict:
     """temp name -> (first call, last call, nbytes) for everything kernels write; a read of
     a view counts as a read of the value it shares memory with."""
     spans = {}
@@ -100,8 +107,8 @@ def _lifetimes(graph: Graph, lowered: list[LoweredGroup], aliases: dict) -> dict
             spans[te.name] = [k, k, _aligned(sympy.Mul(*_shape(te.shape)) * _size(te.dtype))]
         for name in group.writes:
             if name not in outputs and name not in spans:
-                value = graph.values[name]
-                nbytes = sympy.Mul(*_shape(value.shape)) * _size(value.dtype)
+                shape = _stored_shape(graph, name, layouts)
+                nbytes = sympy.Mul(*shape) * _size(graph.values[name].dtype)
                 spans[name] = [k, k, _aligned(nbytes)]
         for name in group.reads:
             name = _root(name, aliases)
@@ -114,10 +121,15 @@ def _size(dtype: str) -> int:
     return loops.ir.DTYPE_SIZES[dtype]
 
 
-def plan_arena(graph: Graph, lowered: list[LoweredGroup], aliases: dict | None = None):
+def plan_arena(
+    graph: Graph,
+    lowered: list[LoweredGroup],
+    aliases: dict | None = None,
+    layouts: dict | None = None,
+):
     """({temp name: arena offset}, arena size); views sit at their source's offset."""
     aliases = aliases or {}
-    spans = _lifetimes(graph, lowered, aliases)
+    spans = _lifetimes(graph, lowered, aliases, layouts or {})
     plan = ArenaPlan()
     for name, (start, end, nbytes) in spans.items():
         plan.place(name, nbytes, start, end)
@@ -127,19 +139,20 @@ def plan_arena(graph: Graph, lowered: list[LoweredGroup], aliases: dict | None =
     return offsets, sum(plan.sizes, sympy.Integer(0))
 
 
-def _temp_types(graph: Graph, lowered: list[LoweredGroup], aliases: dict) -> dict:
+def _temp_types(graph: Graph, lowered: list[LoweredGroup], aliases: dict, layouts: dict) -> dict:
     types = {name: (graph.values[name].dtype, _shape(graph.values[name].shape)) for name in aliases}
     for group in lowered:
         for te in group.scratch:
             types[te.name] = (te.dtype, _shape(te.shape))
         for name in group.writes:
             if name in graph.values:
-                value = graph.values[name]
-                types[name] = (value.dtype, _shape(value.shape))
+                types[name] = (graph.values[name].dtype, _stored_shape(graph, name, layouts))
     return types
 
 
-def _buffers(graph: Graph, lowered: list[LoweredGroup], offsets: dict, aliases: dict):
+def _buffers(
+    graph: Graph, lowered: list[LoweredGroup], offsets: dict, aliases: dict, layouts: dict
+):
     read = {v for group in lowered for v in group.reads}
     buffers, params = [], {}
     for name in graph.inputs:
@@ -161,7 +174,7 @@ def _buffers(graph: Graph, lowered: list[LoweredGroup], offsets: dict, aliases: 
                 continue
             buffers.append(loops.Buffer(name, str(array.dtype), array.shape, "param"))
             params[name] = array
-    types = _temp_types(graph, lowered, aliases)
+    types = _temp_types(graph, lowered, aliases, layouts)
     for name, offset in offsets.items():
         dtype, shape = types[name]
         buffers.append(loops.Buffer(name, dtype, shape, "temp", offset))
@@ -196,11 +209,12 @@ def _unique_names(kernels: list) -> tuple:
 def assemble(graph: Graph, groups: list[FusedGroup]):
     """(Program, lowered groups) for `graph` partitioned into `groups` (in execution order)."""
     symbols = _check_symbols(graph)
-    lowered = [lower_group(graph, group) for group in groups]
+    layouts = choose_layouts(graph, groups)
+    lowered = [lower_group(graph, group, layouts) for group in groups]
     aliases = {g.writes[0]: g.view_of for g in lowered if g.view_of is not None}
     lowered = [g for g in lowered if g.view_of is None]
-    offsets, arena = plan_arena(graph, lowered, aliases)
-    buffers, params = _buffers(graph, lowered, offsets, aliases)
+    offsets, arena = plan_arena(graph, lowered, aliases, layouts)
+    buffers, params = _buffers(graph, lowered, offsets, aliases, layouts)
     program = loops.Program(
         name=re.sub(r"\W", "_", graph.name),
         buffers=tuple(buffers),

@@ -172,15 +172,42 @@ def _dense_panels(te: TensorExpr) -> bool:
     return te.attrs.get("family") == "dense" and te.reduction == "sum" and len(te.indices) == 2
 
 
+def depthwise(te: TensorExpr) -> bool:
+    """A grouped conv with one input channel per output channel."""
+    grouped = te.attrs.get("family") == "conv" and te.attrs.get("group", 1) > 1
+    return grouped and te.reduce_shape[0] == 1
+
+
+def _parallel_work(te: TensorExpr) -> bool:
+    """Whether `te` does enough work to pay for a parallel region (see the constants)."""
+    stencil = depthwise(te) or te.attrs.get("family") == "pool"
+    return work(te) >= (PARALLEL_MIN_STENCIL if stencil else PARALLEL_MIN_WORK)
+
+
+def channel_schedule(te: TensorExpr, width: int) -> Schedule:
+    """Output channels (axis 1) `width` to a vector and a register block of output columns,
+    for any 4-D family: the schedule of every kernel reading or writing a channel-blocked
+    value (`layout`), whose vector of channels is then one contiguous load or store."""
+    names = [str(i) for i in te.indices]
+    limits = (MAX_ROW_BLOCK, MAX_COLUMN_BLOCK) if width == VECTOR_WIDTH else (
+        WIDE_MAX_COLUMN_BLOCK, WIDE_MAX_COLUMN_BLOCK)
+    return Schedule(
+        tiles={names[1]: width, names[-1]: _column_block(te, *limits)},
+        order=tuple(names),
+        vector_axis=f"{names[1]}.i",
+        vector_width=width,
+        unroll=(f"{names[-1]}.i",),
+        parallel_axis="*".join(names[:-1]) if _parallel_work(te) else None,
+    )
+
+
 def default_schedule(te: TensorExpr) -> Schedule:
     """The schedule for `te` by its family (attrs["family"])."""
     family = te.attrs.get("family", "elementwise")
     names = [str(i) for i in te.indices]
     tiles, unroll = {}, ()
-    depthwise = family == "conv" and te.attrs.get("group", 1) > 1 and te.reduce_shape[0] == 1
-    stencil = depthwise or family == "pool"
     parallel = None
-    if work(te) >= (PARALLEL_MIN_STENCIL if stencil else PARALLEL_MIN_WORK) and len(names) >= 2:
+    if _parallel_work(te) and len(names) >= 2:
         parallel = "*".join(names[:2]) if len(names) > 2 else names[0]
     if _dense_panels(te):
         depth = sympy.sympify(te.reduce_shape[0])
@@ -203,7 +230,7 @@ def default_schedule(te: TensorExpr) -> Schedule:
             unroll=(f"{names[-1]}.i",),
             parallel_axis="*".join(names[:-1]) if parallel else None,
         )
-    if family in ("conv", "dense") and te.reduction == "sum" and len(names) >= 2 and not depthwise:
+    if family in ("conv", "dense") and te.reduction == "sum" and len(names) >= 2 and not depthwise(te):
         axis = names[1] if family == "conv" else names[-2]
         block = _channel_block(te.shape[names.index(axis)])
         if block > 1 and axis != _vector_axis(te):

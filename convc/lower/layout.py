@@ -1,0 +1,107 @@
+"""Channel-blocked activations: which values a compiled model stores as NCHW[B]c.
+
+Stage: part of lowering, before the groups are lowered. Input: the graph after passes
+and its fused groups. Output: {value name: channel block B}, which the kernels honour
+through `Scope.layouts` (every access and store of such a value is re-indexed) and the
+program through its buffer shapes.
+
+Why: a conv vectorized over B output channels (the fast schedule for windows, strides,
+narrow rows and deep reductions) stores B lanes that are H*W apart in NCHW: a scatter
+per output column, and its successor reads them back the same way. Stored as
+[N][ceil(C/B)][H][W][B], those B channels are one contiguous vector; the reduction over
+input channels walks 4 bytes at a time inside a block instead of H*W*4.
+
+Which values: 4-D float32 activations with at least MIN_CHANNELS channels that are
+neither graph inputs nor graph outputs, written by a group and read only by groups that
+all take a channel-vector schedule (`schedule.channel_schedule`): every tensor
+expression of their anchor is a 4-D conv (dense or depthwise; not transposed, not a
+gradient), pooling or elementwise kernel with at least MIN_CHANNELS output channels.
+Views, movement, dense layers and gradients read elements in NCHW order, so their
+inputs stay NCHW; so do the model's inputs and outputs, whose first and last kernels
+convert while they compute (there is no separate conversion pass).
+
+B is 32 where 32 divides C (the 32-lane schedules), else 16; a block past C is partly
+empty, and its lanes past C are never read or written (the kernels' last tile is
+masked). B depends on C alone, so every kernel that maps input channels to the same
+output channels (elementwise, pooling, depthwise, a residual add) finds its operands and
+its result blocked alike.
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from convc.passes import FusedGroup
+from convc.texpr import TensorExpr, texpr_of
+from ir import Graph
+
+from .schedule import VECTOR_WIDTH, WIDE_CHANNEL_TILE, depthwise
+
+MIN_CHANNELS = 16
+CHANNEL_FAMILIES = ("conv", "pool", "elementwise")
+
+
+def channel_block(channels) -> int:
+    """The block (and vector width) for a tensor of `channels` channels."""
+    channels = sympy.sympify(channels)
+    wide = channels.is_number and int(channels) % WIDE_CHANNEL_TILE == 0
+    return WIDE_CHANNEL_TILE if wide else VECTOR_WIDTH
+
+
+def blocked_shape(shape, block: int) -> tuple:
+    """[N, C, *rest] -> [N, ceil(C/block), *rest, block]."""
+    n, c, *rest = shape
+    return (n, sympy.ceiling(sympy.sympify(c) / block), *rest, block)
+
+
+def channel_vectorizable(te: TensorExpr) -> bool:
+    """Whether `te` can run on a channel-vector schedule (see the module doc)."""
+    family = te.attrs.get("family")
+    if len(te.indices) != 4 or family not in CHANNEL_FAMILIES or te.attrs.get("view"):
+        return False
+    if te.reduction not in ("none", "sum", "max") or te.dtype != "float32":
+        return False
+    if family == "conv" and (te.op != "conv" or (te.attrs["group"] > 1 and not depthwise(te))):
+        return False
+    channels = sympy.sympify(te.shape[1])
+    return channels.is_number and int(channels) >= MIN_CHANNELS
+
+
+def group_reads(graph: Graph, group: FusedGroup) -> set:
+    """The values a group's kernel reads (its anchor's and its epilogue's operands)."""
+    nodes = [group.anchor, *group.epilogue]
+    return {r for name in nodes for te in texpr_of(graph, graph.nodes[name]) for r in te.reads}
+
+
+def channel_group(graph: Graph, group: FusedGroup) -> bool:
+    """Whether a group's kernel can take channel-vector schedules: its anchor computes one
+    channel-vectorizable expression, and its temporaries read constants only."""
+    exprs = texpr_of(graph, graph.nodes[group.anchor])
+    computed = [te for te in exprs if te.role != "temp"]
+    temp_reads = {r for te in exprs if te.role == "temp" for r in te.reads}
+    constant = all(r not in graph.values or graph.values[r].is_constant for r in temp_reads)
+    return len(computed) == 1 and channel_vectorizable(computed[0]) and constant
+
+
+def choose_layouts(graph: Graph, groups: list[FusedGroup]) -> dict:
+    """{value name: channel block} for the values stored blocked (see the module doc)."""
+    friendly, readers = {}, {}
+    for group in groups:
+        friendly[group.name] = channel_group(graph, group)
+        for name in group_reads(graph, group):
+            readers.setdefault(name, []).append(group.name)
+    outputs = set(graph.outputs)
+    layouts = {}
+    for group in groups:
+        value = graph.values.get(group.output)
+        if value is None or group.output in outputs or not friendly[group.name]:
+            continue
+        shape = value.type.shape
+        if len(shape) != 4 or value.dtype != "float32":
+            continue
+        channels = sympy.sympify(shape[1])
+        if not channels.is_number or int(channels) < MIN_CHANNELS:
+            continue
+        if all(friendly[reader] for reader in readers.get(group.output, [])):
+            layouts[group.output] = channel_block(channels)
+    return layouts
