@@ -24,11 +24,11 @@ from ir import Graph, UnsupportedError
 
 from .convert import Scope
 from .grad_schedule import grad_schedule, split_batch
+from .layout import channel_block, channel_vectorizable, group_reads
 from .nest import Names, lower_nest
 from .packing import pack_weights
 from .relayout import pad_operand, shared_pad, transpose_for
 from .residue_classes import residue_classes
-from .layout import channel_block, channel_vectorizable, group_reads
 from .schedule import channel_schedule, default_schedule
 
 

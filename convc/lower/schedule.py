@@ -189,8 +189,11 @@ def channel_schedule(te: TensorExpr, width: int) -> Schedule:
     for any 4-D family: the schedule of every kernel reading or writing a channel-blocked
     value (`layout`), whose vector of channels is then one contiguous load or store."""
     names = [str(i) for i in te.indices]
-    limits = (MAX_ROW_BLOCK, MAX_COLUMN_BLOCK) if width == VECTOR_WIDTH else (
-        WIDE_MAX_COLUMN_BLOCK, WIDE_MAX_COLUMN_BLOCK)
+    limits = (
+        (MAX_ROW_BLOCK, MAX_COLUMN_BLOCK)
+        if width == VECTOR_WIDTH
+        else (WIDE_MAX_COLUMN_BLOCK, WIDE_MAX_COLUMN_BLOCK)
+    )
     return Schedule(
         tiles={names[1]: width, names[-1]: _column_block(te, *limits)},
         order=tuple(names),
@@ -230,7 +233,12 @@ def default_schedule(te: TensorExpr) -> Schedule:
             unroll=(f"{names[-1]}.i",),
             parallel_axis="*".join(names[:-1]) if parallel else None,
         )
-    if family in ("conv", "dense") and te.reduction == "sum" and len(names) >= 2 and not depthwise(te):
+    if (
+        family in ("conv", "dense")
+        and te.reduction == "sum"
+        and len(names) >= 2
+        and not depthwise(te)
+    ):
         axis = names[1] if family == "conv" else names[-2]
         block = _channel_block(te.shape[names.index(axis)])
         if block > 1 and axis != _vector_axis(te):
