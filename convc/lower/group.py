@@ -29,7 +29,7 @@ from .nest import Names, lower_nest
 from .packing import pack_weights
 from .relayout import pad_operand, shared_pad, transpose_for
 from .residue_classes import residue_classes
-from .schedule import channel_schedule, default_schedule
+from .schedule import channel_schedule, default_schedule, tuning_key
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,12 @@ def _chain(graph: Graph, group: FusedGroup, out: TensorExpr) -> list:
     return steps
 
 
-def lower_group(graph: Graph, group: FusedGroup, layouts: dict | None = None) -> LoweredGroup:
+def lower_group(
+    graph: Graph, group: FusedGroup, layouts: dict | None = None, tuning: dict | None = None
+) -> LoweredGroup:
     """The kernel computing `group` (anchor, then its epilogue) into `group.output`;
-    `layouts`: the values stored channel-blocked (`layout.choose_layouts`)."""
+    `layouts`: the values stored channel-blocked (`layout.choose_layouts`); `tuning`:
+    {`tuning_key`: {axis: tile}} overriding the chosen schedules' tiles."""
     anchor = graph.nodes[group.anchor]
     exprs = texpr_of(graph, anchor)
     layouts = layouts or {}
@@ -72,7 +75,7 @@ def lower_group(graph: Graph, group: FusedGroup, layouts: dict | None = None) ->
     nests, described, reads, writes, chained = [], [], set(), [], set()
     classes = []  # the residue classes' expression name per nest, else None
     touches = group.output in layouts or bool(group_reads(graph, group) & layouts.keys())
-    planned, packs = _with_relayouts(graph, exprs, layouts, touches)
+    planned, packs = _with_relayouts(graph, exprs, layouts, touches, tuning or {})
     for te, schedule in planned:
         fused = te.name == anchor.outputs[0] and group.epilogue
         steps = _chain(graph, group, te) if fused else []
@@ -119,7 +122,9 @@ def _merged(first: loops.Stmt, second: loops.Stmt) -> loops.Stmt | None:
     return replace(first, body=loops.Block((*inner, second.body)))
 
 
-def _with_relayouts(graph: Graph, exprs, layouts: dict, blocked: bool) -> tuple[list, dict]:
+def _with_relayouts(
+    graph: Graph, exprs, layouts: dict, blocked: bool, tuning: dict
+) -> tuple[list, dict]:
     """([(expression, schedule)] in kernel order, packed weights): each expression's
     schedule (`grad_schedule` for derived gradients, `channel_schedule` for the computed
     expression of a kernel reading or writing a channel-blocked value (`blocked`), else
@@ -138,7 +143,7 @@ def _with_relayouts(graph: Graph, exprs, layouts: dict, blocked: bool) -> tuple[
         shapes.update({c.name: c.shape for c in pads})
         planned += [(c, default_schedule(c)) for c in pads]
         for part in parts:
-            planned += _scheduled(graph, part, shapes, in_place, packs, blocked)
+            planned += _scheduled(graph, part, shapes, in_place, packs, (blocked, tuning))
     return planned, packs
 
 
@@ -153,14 +158,18 @@ def _padded(te: TensorExpr, shapes: dict) -> tuple[list, list]:
 
 
 def _scheduled(
-    graph: Graph, te: TensorExpr, shapes: dict, in_place: set, packs: dict, blocked: bool
+    graph: Graph, te: TensorExpr, shapes: dict, in_place: set, packs: dict, choice: tuple
 ) -> list:
     """[(expression, schedule)] for `te` and the run-time copies it reads, those first
-    (copies already made for another residue class are shared); updates `shapes`, `packs`."""
+    (copies already made for another residue class are shared); updates `shapes`, `packs`.
+    `choice`: (whether the kernel touches a channel-blocked value, the tuning table)."""
+    blocked, tuning = choice
     planned = []
     partials, te = split_batch(without_unit_reductions(te))
     for part in [*partials, te]:
         schedule = grad_schedule(part) or _blocked_schedule(part, blocked) or default_schedule(part)
+        tiles = tuning.get(tuning_key(part))
+        schedule = replace(schedule, tiles={**schedule.tiles, **tiles}) if tiles else schedule
         part, packed = pack_weights(graph, part, schedule)
         packs.update(packed)
         # A transposed conv's (or a residue class') constant weights are copied at run

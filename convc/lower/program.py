@@ -206,11 +206,12 @@ def _unique_names(kernels: list) -> tuple:
     return tuple(result)
 
 
-def assemble(graph: Graph, groups: list[FusedGroup]):
-    """(Program, lowered groups) for `graph` partitioned into `groups` (in execution order)."""
+def assemble(graph: Graph, groups: list[FusedGroup], tuning: dict | None = None):
+    """(Program, lowered groups) for `graph` partitioned into `groups` (in execution order);
+    `tuning`: {`tuning_key`: {axis: tile}} overriding the default schedules' tiles."""
     symbols = _check_symbols(graph)
     layouts = choose_layouts(graph, groups)
-    lowered = [lower_group(graph, group, layouts) for group in groups]
+    lowered = [lower_group(graph, group, layouts, tuning) for group in groups]
     aliases = {g.writes[0]: g.view_of for g in lowered if g.view_of is not None}
     lowered = [g for g in lowered if g.view_of is None]
     offsets, arena = plan_arena(graph, lowered, aliases, layouts)

@@ -82,6 +82,11 @@ POINTWISE_WIDTH = 32
 #: 960->160 @7 0.170 -> 0.139, 320->1280 @7 0.415 -> 0.380, 3x3 512 @7 1.89 -> 1.75,
 #: 3x3 64 @56 1.77 -> 1.57, stem 7x7 2.02 -> 1.89; 3x3 256 @14 1.74 (16) vs 1.90 (32).
 WIDE_CHANNEL_TILE, WIDE_MAX_COLUMN_BLOCK = 32, 10
+#: Vector registers a register block may keep as accumulators (AVX-512 has 32; the rest
+#: hold the loaded weights and broadcasts).
+MAX_ACCUMULATORS = 28
+#: The attributes `tuning_key` includes.
+TUNING_ATTRS = ("family", "group", "strides", "dilations", "kernel_shape", "pads", "global")
 
 
 def work(te: TensorExpr) -> int:
@@ -256,3 +261,32 @@ def default_schedule(te: TensorExpr) -> Schedule:
         unroll=unroll,
         parallel_axis=parallel,
     )
+
+
+def tile_choices(te: TensorExpr, schedule: Schedule) -> dict:
+    """{axis: [tile sizes]} a tuner may try for `te` instead of `schedule.tiles`: every
+    size is valid (the nest handles leftovers) and fits the registers. Channel-vector
+    schedules: the register block of output columns (or dense rows), up to 28 accumulator
+    registers; width-vector convs: the block of output channels among those dividing it."""
+    choices = {}
+    for axis, size in schedule.tiles.items():
+        if f"{axis}.i" not in schedule.unroll:
+            continue
+        extent = sympy.sympify(te.shape[[str(i) for i in te.indices].index(axis)])
+        if schedule.vector_axis and schedule.vector_axis.endswith(".i"):
+            registers = max(1, schedule.vector_width // VECTOR_WIDTH)
+            most = min(MAX_ACCUMULATORS // registers, int(extent) if extent.is_number else 99)
+            sizes = range(1, most + 1)
+        else:
+            sizes = [b for b in CHANNEL_BLOCKS if extent.is_number and int(extent) % b == 0]
+        choices[axis] = sorted({size, *sizes})
+    return choices
+
+
+def tuning_key(te: TensorExpr) -> str:
+    """A stable text naming what decides a kernel's best tiles: op, family, shapes, window
+    attributes and the bounds condition (two kernels with equal keys tune alike)."""
+    attrs = {k: te.attrs[k] for k in sorted(te.attrs) if k in TUNING_ATTRS}
+    shape = ",".join(map(str, te.shape))
+    reduce = ",".join(map(str, te.reduce_shape))
+    return f"{te.op}|{te.reduction}|{shape}|{reduce}|{attrs}|{te.condition}"
