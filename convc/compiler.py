@@ -9,8 +9,11 @@ Every stage keeps its text form for `m.source(stage)` (graph, fused, texpr,
 loops, llvm, llvm-opt, asm), and `CONVC_DUMP=stage,...` prints the named stages
 to stderr while compiling (graph passes print after each pass: name the pass,
 or `passes` for all of them). Compiled models are cached in memory by (graph
-fingerprint, thread count): compiling the same graph again returns the same
+fingerprint, thread count, tuning): compiling the same graph again returns the same
 model. Threads: `threads=`, else `CONVC_NUM_THREADS`, else every core.
+
+`tune=True` chooses each kernel's tiles by measuring candidates in the whole model
+(`convc.tune`, cached on disk); `m.profile(inputs)` times every kernel (`convc.profile`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
+from functools import partial
 
 import numpy as np
 
@@ -33,7 +37,9 @@ from convc.passes import (
     run_passes,
     trace_text,
 )
+from convc.profile import Profile, profile_of
 from convc.specialize import ShapeSpecializedModel, shape_inputs
+from convc.tune import tuned_table
 from ir import Graph, GraphError, InputError
 from ir.binding import bind_inputs
 
@@ -62,12 +68,16 @@ def resolve_threads(threads: int | None) -> int:
 class CompiledModel:
     """A graph compiled to one native entry point; call it like `convc.interpret`."""
 
-    def __init__(self, graph: Graph, optimized: Graph, groups, program, executable, threads):
+    def __init__(
+        self, graph: Graph, optimized: Graph, groups, program, executable, threads, tuning=None
+    ):
         self.graph = graph
         self.optimized = optimized
         self.groups = groups
         self.program = program
         self.threads = threads
+        #: {`tuning_key`: {axis: tile}} chosen by `compile(..., tune=True)`; empty: defaults
+        self.tuning = dict(tuning or {})
         self._executable = executable
         self._bound: dict = {}
         self._input_names = tuple(graph.inputs)
@@ -88,6 +98,24 @@ class CompiledModel:
         A repeated input signature (names, shapes, dtypes) reuses its validation and output
         plan: the per-call Python path is the signature, one aligned allocation per output
         and `Executable.run` (a few microseconds in all)."""
+        return self._execute(inputs, self._executable.run)
+
+    def profile(self, inputs: Mapping, repeat: int = 10) -> Profile:
+        """The time of every kernel call (median of `repeat` runs, after one warm-up run),
+        through the program's timed entry point; `inputs` are checked like `run`'s."""
+        if not isinstance(repeat, int) or repeat < 1:
+            raise InputError(f"profile: repeat={repeat!r} must be a positive integer")
+        runs = []
+
+        def timed(inputs, outputs, symbols):
+            runs.append(self._executable.profile(inputs, outputs, symbols))
+
+        for _ in range(repeat + 1):
+            self._execute(inputs, timed)
+        return profile_of(self.program, np.stack(runs[1:]), self.threads)
+
+    def _execute(self, inputs: Mapping, launch) -> dict[str, np.ndarray]:
+        """`run` with the native call made by `launch(inputs, outputs, symbols)`."""
         signature = self._signature(inputs)
         hit = self._bound.get(signature) if signature is not None else None
         symbols, specs, computed = hit or self._bind(inputs, signature)
@@ -95,7 +123,7 @@ class CompiledModel:
         if signature is None:
             inputs = {name: np.ascontiguousarray(inputs[name]) for name in self.graph.inputs}
         computed = {name: outputs[name] for name in computed} if self._passthrough else outputs
-        self._executable.run(inputs, computed, symbols)
+        launch(inputs, computed, symbols)
         for name in self._passthrough:
             value = self.optimized.values[name]
             outputs[name][...] = inputs[name] if value.kind == "input" else value.data
@@ -193,11 +221,16 @@ def _check_graph(graph) -> None:
     graph.verify()
 
 
-def lower_graph(graph: Graph):
-    """(optimized graph, fused groups, Program): every stage before native code."""
+def _plan(graph: Graph) -> tuple[Graph, list]:
+    """(optimized graph, fused groups): the graph stages."""
     _check_graph(graph)
     optimized = run_passes(graph, PIPELINE)
-    groups = plan_fusion(optimized)
+    return optimized, plan_fusion(optimized)
+
+
+def lower_graph(graph: Graph):
+    """(optimized graph, fused groups, Program): every stage before native code."""
+    optimized, groups = _plan(graph)
     program, _ = assemble(optimized, groups)
     return optimized, groups, program
 
@@ -230,25 +263,38 @@ def emit(graph: Graph, kind: str) -> bytes:
     raise GraphError(f"unknown output kind {kind!r}; expected llvm, asm or obj")
 
 
-def compile(graph: Graph, threads: int | None = None) -> CompiledModel | ShapeSpecializedModel:
+def compile(
+    graph: Graph, threads: int | None = None, tune: bool = False
+) -> CompiledModel | ShapeSpecializedModel:
     """Compile `graph` to native code for this CPU (see the module docstring).
+
+    `tune=True` picks every kernel's tiles by timing candidates in the whole model at batch
+    1 (`convc.tune`; seconds per model the first time, then read from the disk cache); the
+    choices are in `m.tuning` and in the schedules of `m.source("loops")`.
 
     A graph with shapes fixed only by run-time input values (a reshape or pad target
     fed as an input) gives a `ShapeSpecializedModel`, which compiles on first use of
     each distinct target (`convc.specialize`)."""
     _check_graph(graph)
     threads = resolve_threads(threads)
+    if not isinstance(tune, bool):
+        raise InputError(f"compile: tune={tune!r} must be True or False")
     specialize_on = shape_inputs(graph)
     if specialize_on:
-        return ShapeSpecializedModel(graph, specialize_on, threads, compile)
-    key = (graph.fingerprint(), threads)
+        return ShapeSpecializedModel(graph, specialize_on, threads, partial(compile, tune=tune))
+    key = (graph.fingerprint(), threads, tune)
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
     if cached is not None:
         return cached
-    optimized, groups, program = lower_graph(graph)
-    executable = runtime.load(program, threads=threads)
-    model = CompiledModel(graph, optimized, groups, program, executable, threads)
+    optimized, groups = _plan(graph)
+
+    def build(tuning: dict | None) -> CompiledModel:
+        program, _ = assemble(optimized, groups, tuning)
+        executable = runtime.load(program, threads=threads)
+        return CompiledModel(graph, optimized, groups, program, executable, threads, tuning)
+
+    model = build(tuned_table(optimized, groups, threads, build) if tune else None)
     for stage in STAGES:
         if dump_requested(stage):
             dump(stage, model.source(stage))

@@ -8,7 +8,10 @@ The entry point, ``void convc_main(ptr buffers, ptr arena, ptr symbols, i32 nthr
 `Program.external_buffers()` order (inputs, outputs, params); ``arena`` holds every temp at
 its offset; ``symbols`` is an array of int64 values in `Program.symbols` order; ``nthreads``
 bounds the threads of parallel loops. It calls the kernels in `Program.calls` order, so a
-whole model runs in one native call.
+whole model runs in one native call. Beside it, ``void convc_profile(..., ptr ticks)`` (same
+arguments, then an int64 array of ``len(calls) + 1``) makes the same calls and stores a
+monotonic nanosecond timestamp before the first and after each one (`convc.profile`): a
+separate function, so the plain entry point carries no timing code.
 
 Each kernel is ``noinline void @kernel.<name>(ptr noalias align 64 <buffer>..., i64
 <symbol>..., i32 nthreads)`` (external, so parts of a program compiled separately link) over the buffers its body names (program order). ``noalias``
@@ -31,9 +34,13 @@ from ..loops import ir as L
 from ..loops.verify import verify_program
 from .index import IndexCodegenError, emit_index
 from .kernel import FunctionEmitter, walk
-from .llvmutil import I32, I64, PTR, VOID
+from .llvmutil import I32, I64, PTR, VOID, declare
 
 ENTRY = "convc_main"
+PROFILE_ENTRY = "convc_profile"
+#: Linux's CLOCK_MONOTONIC and ``struct timespec`` (two 64-bit fields on LP64 targets).
+CLOCK_MONOTONIC = 1
+TIMESPEC = ir.LiteralStructType([ir.IntType(64), ir.IntType(64)])
 KERNEL_ERRORS = (ValueError, TypeError, KeyError, IndexError, IndexCodegenError, AssertionError)
 
 
@@ -136,11 +143,16 @@ def _emit_kernel(mctx: ModuleContext, kernel: L.Kernel) -> ir.Function:
     return fn
 
 
-def _emit_entry(mctx: ModuleContext, kernels: dict[str, ir.Function]) -> None:
+def _emit_entry(mctx: ModuleContext, kernels: dict[str, ir.Function], profiled: bool) -> None:
+    """`ENTRY`, or with `profiled` `PROFILE_ENTRY`: the same calls, each followed by a
+    timestamp (`_stamp`) into its extra ``ticks`` argument."""
     program = mctx.program
-    fn = ir.Function(mctx.module, ir.FunctionType(VOID, [PTR, PTR, PTR, I32]), ENTRY)
+    params = [PTR, PTR, PTR, I32] + ([PTR] if profiled else [])
+    fn = ir.Function(
+        mctx.module, ir.FunctionType(VOID, params), PROFILE_ENTRY if profiled else ENTRY
+    )
     fn.attributes.add("nounwind")
-    bufs, arena, syms, nthreads = fn.args
+    bufs, arena, syms, nthreads = fn.args[:4]
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     env = {}
     for k, name in enumerate(program.symbols):
@@ -155,13 +167,37 @@ def _emit_entry(mctx: ModuleContext, kernels: dict[str, ir.Function]) -> None:
                 raise CodegenError(f"temporary buffer '{buf.name}' has no arena offset")
             offset = emit_index(b, buf.offset, env)
             pointers[buf.name] = b.gep(arena, [offset], source_etype=ir.IntType(8), name=buf.name)
-    for call in program.calls:
+    clock = _Clock(b, fn.args[4]) if profiled else None
+    if clock:
+        clock.stamp(0)
+    for k, call in enumerate(program.calls):
         kernel = program.kernel(call)
         args = [pointers[n] for n in kernel_buffers(program, kernel)]
         if call not in kernels:  # compiled in another module of the same program
             kernels[call] = _declare_kernel(mctx, kernel)
         b.call(kernels[call], args + [env[s] for s in program.symbols] + [nthreads])
+        if clock:
+            clock.stamp(k + 1)
     b.ret_void()
+
+
+class _Clock:
+    """Timestamps for `PROFILE_ENTRY`: ``ticks[k] = clock_gettime(CLOCK_MONOTONIC)`` in
+    nanoseconds (a vDSO call, ~20 ns: small next to the shortest kernels' microseconds)."""
+
+    def __init__(self, b: ir.IRBuilder, ticks: ir.Argument):
+        self.b, self.ticks = b, ticks
+        self.timespec = b.alloca(TIMESPEC, name="now")
+        self.gettime = declare(b.module, "clock_gettime", I32, [I32, PTR])
+
+    def stamp(self, k: int) -> None:
+        b = self.b
+        b.call(self.gettime, [ir.Constant(I32, CLOCK_MONOTONIC), self.timespec])
+        zero = ir.Constant(I32, 0)
+        fields = [b.gep(self.timespec, [zero, ir.Constant(I32, f)]) for f in (0, 1)]
+        seconds, nanoseconds = (b.load(field, typ=I64) for field in fields)
+        now = b.add(b.mul(seconds, ir.Constant(I64, 1_000_000_000)), nanoseconds)
+        b.store(now, b.gep(self.ticks, [ir.Constant(I64, k)], source_etype=I64))
 
 
 def generate(
@@ -179,5 +215,7 @@ def generate(
         if wanted is None or kernel.name in wanted:
             emitted[kernel.name] = _emit_kernel(mctx, kernel)
     if entry:
-        _emit_entry(mctx, dict(emitted))
+        callees = dict(emitted)  # kernels of other parts get declared once, then shared
+        _emit_entry(mctx, callees, profiled=False)
+        _emit_entry(mctx, callees, profiled=True)
     return GeneratedModule(module=mctx.module, kernels=tuple(emitted))

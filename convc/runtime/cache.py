@@ -31,17 +31,20 @@ STATS = {"llvm_compiles": 0, "memory_hits": 0, "disk_hits": 0, "disk_writes": 0}
 
 
 @functools.cache
-def code_version() -> str:
-    """Hash of the sources that decide what code a program becomes."""
+def sources_hash(packages: tuple[str, ...]) -> str:
+    """Hash of the sources of the named convc subpackages (``("loops", "codegen")``)."""
     root = Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
-    sources = [
-        path for part in ("loops", "codegen", "runtime") for path in (root / part).glob("*.py")
-    ]
+    sources = [path for part in packages for path in (root / part).glob("*.py")]
     for path in sorted(sources):
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()
+
+
+def code_version() -> str:
+    """Hash of the sources that decide what code a program becomes."""
+    return sources_hash(("loops", "codegen", "runtime"))
 
 
 def cache_key(program: Program) -> str:
