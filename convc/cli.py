@@ -14,7 +14,9 @@ importing only `ir` at load time:
 
 `convc run` executes with an engine from `ENGINES`: native code by default
 (then it also checks the outputs against the reference), the NumPy reference
-interpreter with `--interpret`.
+interpreter with `--interpret`. For native code, `--tune` compiles with tile sizes
+chosen by timing (`convc.tune`) and `--profile` prints each kernel's time
+(`CompiledModel.profile`).
 
 Every `ConvcError` reaching `main` is printed as `convc: error: <message>`
 and exits with status 1; so are a missing file and a malformed argument
@@ -239,7 +241,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     engine = ENGINES[engine_name]
     inputs = gather_inputs(model, args)
     start = time.perf_counter()
-    runner = engine.prepare(model.graph)
+    runner = engine.prepare(model.graph, **_native_options(args))
     prepared = time.perf_counter()
     outputs = runner(inputs)
     elapsed = time.perf_counter() - prepared
@@ -249,10 +251,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"elapsed: {elapsed * 1e3:.3f} ms")
     if engine_name != "interpret":
         print(_reference_check(model.graph, inputs, outputs))
+    if args.profile:
+        print(_profile_text(runner, inputs, args))
     if args.output:
         _save(args.output, outputs)
         print(f"outputs written to {args.output}")
     return 0
+
+
+def _native_options(args: argparse.Namespace) -> dict:
+    """`compile` options from --tune; --tune and --profile need native code."""
+    if args.interpret and (args.tune or args.profile):
+        option = "--tune" if args.tune else "--profile"
+        raise UsageError(f"{option} applies to native code, not to --interpret")
+    return {"tune": True} if args.tune else {}
+
+
+def _profile_text(runner, inputs: dict, args: argparse.Namespace) -> str:
+    """The per-kernel profile table (`CompiledModel.profile`)."""
+    if not hasattr(runner, "profile"):
+        raise UsageError(f"--profile: {runner!r} compiles per shape-input value; run it in Python")
+    profile = runner.profile(inputs, repeat=args.repeat)
+    return f"profile:\n{profile.format(by_time=args.profile == 'time')}"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -371,10 +391,10 @@ def _compiled_stage(stage: str) -> Callable[[Graph, argparse.Namespace], str]:
     return render
 
 
-def _native(graph: Graph):
+def _native(graph: Graph, tune: bool = False):
     from convc import compile
 
-    return compile(graph)
+    return compile(graph, tune=tune)
 
 
 for _stage, _help in (
@@ -393,7 +413,7 @@ DEFAULT_ENGINE = "native"
 def cmd_compile(args: argparse.Namespace) -> int:
     from convc.compiler import emit
 
-    data = emit(load_model(args.file).graph, args.emit)
+    data = emit(load_model(args.file).graph, args.emit, tune=args.tune)
     try:
         Path(args.output).write_bytes(data)
     except OSError as err:
@@ -427,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     file_help = "a sample .py (build, example_inputs) or an .onnx model"
     batch_help = "bind the symbolic batch dim N to this size"
+    tune_help = "choose tile sizes by timing candidates (cached on disk; see docs/tuning.md)"
 
     show = commands.add_parser("show", help="print one stage's representation")
     show.add_argument("file", help=file_help)
@@ -447,12 +468,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, help="seed for generated inputs")
     run.add_argument("--interpret", action="store_true", help="use the reference interpreter")
     run.add_argument("--output", metavar="OUT.npz", help="save the outputs")
+    run.add_argument("--tune", action="store_true", help=tune_help)
+    run.add_argument(
+        "--profile",
+        nargs="?",
+        const="order",
+        choices=("order", "time"),
+        help="print each kernel's time, in call order (default) or slowest first",
+    )
+    run.add_argument(
+        "--repeat", type=_positive_int, default=10, help="runs a --profile takes the median of"
+    )
     run.set_defaults(handler=cmd_run)
 
     compile_ = commands.add_parser("compile", help="write the native code of a model")
     compile_.add_argument("file", help=file_help)
     compile_.add_argument("--emit", choices=("llvm", "asm", "obj"), default="obj")
     compile_.add_argument("-o", "--output", required=True, metavar="OUT")
+    compile_.add_argument("--tune", action="store_true", help=tune_help)
     compile_.set_defaults(handler=cmd_compile)
 
     _add_train_command(commands)

@@ -250,15 +250,16 @@ def stage_source(graph: Graph, stage: str) -> str:
     return CompiledModel(graph, optimized, groups, program, None, 1).source(stage)
 
 
-def emit(graph: Graph, kind: str) -> bytes:
+def emit(graph: Graph, kind: str, tune: bool = False) -> bytes:
     """The whole model as `llvm` (IR text), `asm` (assembly) or `obj` (an ELF object file
-    defining the entry point `convc_main` and every kernel, position independent)."""
+    defining the entry points `convc_main`, `convc_profile` and every kernel, position
+    independent); `tune` as for `compile`."""
     if kind in ("llvm", "asm"):
-        return compile(graph).source(kind).encode()
+        return compile(graph, tune=tune).source(kind).encode()
     if kind == "obj":
         from convc.runtime.objects import compile_part
 
-        _, _, program = lower_graph(graph)
+        program = compile(graph, tune=True).program if tune else lower_graph(graph)[2]
         return compile_part(program, None, True)
     raise GraphError(f"unknown output kind {kind!r}; expected llvm, asm or obj")
 

@@ -10,7 +10,7 @@ the caches and one compile serves every key. The rounds' models are then profile
 turn, `REPEAT` times, so that a change in the machine's load hits every round alike. A
 key's time in a round is the sum of the medians of the kernels whose schedules it tiles
 (kernels sharing a key share the choice). A candidate replaces the default only when it is
-`MARGIN` faster: timing noise alone must not move a schedule.
+`MARGIN` (and `MIN_GAIN_MS`) faster: timing noise alone must not move a schedule.
 
 Inputs are seeded normal floats (integer and bool inputs zero) with every run-time symbol
 bound to 1: the tuning is for batch 1, and a key names the symbolic shape, so it applies
@@ -29,7 +29,9 @@ from ir.types import FLOAT_DTYPES
 from .space import Tunable
 
 REPEAT = 7
-MARGIN = 0.03
+#: A candidate must beat the default by this fraction and by MIN_GAIN_MS (a few-microsecond
+#: kernel's run-to-run noise is larger than 3% of it).
+MARGIN, MIN_GAIN_MS = 0.03, 0.001
 #: Counts of searches and compiled rounds, so tests can tell a cache hit measured nothing.
 STATS = {"searches": 0, "rounds": 0}
 
@@ -70,7 +72,7 @@ def search(
         kernels = [k for k, computed in enumerate(nodes) if _tiles(per_group, computed, key)]
         times = ms[: len(tunable.candidates), kernels].sum(axis=1)
         best = int(np.argmin(times))
-        faster = times[best] < (1 - MARGIN) * times[0]
+        faster = times[0] - times[best] > max(MARGIN * times[0], MIN_GAIN_MS)
         chosen[key] = tunable.candidates[best if faster else 0]
     return chosen
 
