@@ -110,9 +110,16 @@ def test_windowed_convs_with_16k_channels_vectorize_over_channels():
     (kernel,) = kernels(conv_graph(channels=32, size=20))
     text = loops.format_kernel(kernel)
     assert "vector(32, tail=masked) for o_i in 0..32:" in text  # a multiple of 32: two registers
-    # interior columns 1..19: two register blocks of 9 (none left over), then the borders
-    assert "alloc acc1: f32[9] = 0.0" in text and "unrolled for j_i in 0..9:" in text
-    assert "for j_o in 0..2:" in text
+    # 20 columns, blocks of at most 9: three blocks at fixed places (7, 7, 6 columns), each
+    # copy checking its own column (no one-column passes, no loop over blocks)
+    assert text.count("unrolled for j_i in 0..7:") == 4 and "for j_o" not in text
+    assert "unrolled for j_i in 0..6:" in text and "j_i + 14]" in text
+    (wide,) = kernels(conv_graph(channels=32, size=100))
+    text = loops.format_kernel(wide)
+    # interior 1..99 in a loop of blocks of 7 (14 blocks); the border and leftover columns
+    # as fixed blocks: [0, 1) and [99, 100)
+    assert "for j_o in 0..14:" in text and "unrolled for j_i in 0..7:" in text
+    assert "unrolled for j_i in 0..1:" in text and "j_i + 99]" in text
     assert "w.oc32[" in text and ", o_i]" in text
     (odd,) = kernels(conv_graph(channels=48, size=20))
     assert "vector(16, tail=masked) for o_i in 0..16:" in loops.format_kernel(odd)
