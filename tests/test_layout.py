@@ -1,0 +1,132 @@
+"""Channel-blocked activations inside compiled models (`convc.lower.layout`): which values
+are stored NCHW[B]c, that the kernels touching them read and write whole channel vectors,
+and that models mixing blocked and NCHW values (partial blocks, depthwise, pooling,
+residual adds, concatenation, flatten) still compute what the interpreter computes."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import convc
+import ir
+from convc import nn
+from convc.compiler import lower_graph
+from convc.lower.layout import blocked_shape, channel_block, choose_layouts
+
+from compile_check import assert_compiled_matches, inputs_for
+
+
+class Mixed(nn.Module):
+    """Blocked and NCHW values side by side: a partial block (24 channels), a depthwise
+    conv, pools, a residual add, a concat (movement: its operands stay NCHW) and a
+    flatten (a view) feeding a dense layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 24, 3, padding=1)
+        self.depthwise = nn.Conv2d(24, 24, 3, padding=1, groups=24)
+        self.expand = nn.Conv2d(24, 64, 1)
+        self.pool = nn.MaxPool2d(3, 2, 1, ceil_mode=True)
+        self.body = nn.Conv2d(64, 64, 3, padding=1)
+        self.side = nn.Conv2d(64, 16, 1)
+        self.average = nn.AvgPool2d(3, 1, 1)
+        self.head = nn.Conv2d(80, 40, 3, stride=2, padding=1)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(40, 10)
+
+    def forward(self, x):
+        x = self.depthwise(self.stem(x)).relu()
+        x = self.pool(self.expand(x))
+        x = (self.body(x) + x).relu()
+        x = convc.nn.functional.cat([self.average(x), self.side(x)], 1)
+        return self.fc(self.gap(self.head(x)).flatten(1))
+
+
+def mixed_graph(batch="N", size=13):
+    return nn.trace(Mixed(), convc.Input("x", (batch, 3, size, size)))
+
+
+def test_blocked_values_are_the_internal_channel_rich_activations():
+    graph, groups, _ = lower_graph(mixed_graph())
+    layouts = choose_layouts(graph, groups)
+    by_node = {group.output: group for group in groups}
+    assert layouts, "a model of convs and pools stores its activations blocked"
+    for name, block in layouts.items():
+        value = graph.values[name]
+        assert len(value.shape) == 4 and int(value.shape[1]) >= 16
+        assert block == (32 if int(value.shape[1]) % 32 == 0 else 16)
+        assert name in by_node and name not in graph.outputs
+    stem, pool = (
+        by_node[graph.nodes["stem"].outputs[0]],
+        next(g for g in groups if g.anchor == "pool"),
+    )
+    assert layouts[stem.output] == 16  # 24 channels: two blocks of 16, the second half empty
+    assert layouts[pool.output] == 32
+    # concat's operands and the value flatten views stay NCHW
+    concat = next(n for n in graph.topological_nodes() if n.op == "concat")
+    assert not set(concat.inputs) & set(layouts)
+    assert concat.outputs[0] not in layouts
+    flatten = next(n for n in graph.topological_nodes() if n.op == "flatten")
+    assert flatten.inputs[0] not in layouts
+
+
+def test_blocked_buffers_have_the_blocked_shape_and_the_same_element_count_rounded_up():
+    graph, groups, program = lower_graph(mixed_graph(batch=2))
+    layouts = choose_layouts(graph, groups)
+    buffers = {b.name: b for b in program.buffers}
+    for name, block in layouts.items():
+        shape = graph.values[name].shape
+        assert buffers[name].shape == blocked_shape(shape, block)
+        assert buffers[name].shape[-1] == block
+    assert blocked_shape((2, 24, 5, 7), 16) == (2, 2, 5, 7, 16)
+    assert channel_block(96) == 32 and channel_block(48) == 16
+
+
+def test_kernels_on_blocked_values_load_and_store_whole_channel_vectors():
+    graph, groups, program = lower_graph(mixed_graph(batch=1))
+    layouts = choose_layouts(graph, groups)
+    text = "\n".join(convc.loops.format_kernel(k) for k in program.kernels)
+    # the body conv (+ residual add + relu): o = 32*o_o + o_i, its result stored and the
+    # residual read at [n, o_o, i, j, o_i], contiguous in o_i
+    body = next(g for g in groups if g.anchor == "body")
+    assert layouts[body.output] == 32
+    assert re.search(rf"{body.output}\[[^]]*, j_i, o_i\] = ", text)
+    assert re.search(r"let v1 = v \+ pool\[[^]]*, j_i, o_i\]", text)
+    llvm = convc.compile(mixed_graph(batch=1), threads=1).source("llvm")
+    functions = [f for f in llvm.split("\ndefine ") if f.split("(")[0].count("kernel.body__")]
+    assert functions  # the kernel and its outlined parallel body
+    assert not any("masked.scatter" in f or "masked.gather" in f for f in functions)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_mixed_layouts_match_the_interpreter(batch):
+    graph = mixed_graph(batch="N")
+    assert_compiled_matches(graph, inputs_for(graph, batch))
+
+
+@pytest.mark.parametrize("channels", [16, 20, 32, 48])
+def test_partial_and_whole_blocks_through_pools_and_depthwise(channels):
+    g = ir.Graph("blocks")
+    g.add_input("x", ("N", 3, 9, 11))
+    rng = np.random.default_rng(channels)
+
+    def param(name, *shape):
+        g.add_param(name, rng.standard_normal(shape).astype(np.float32))
+
+    param("w1", channels, 3, 3, 3)
+    param("w2", channels, 1, 3, 3)
+    param("w3", 8, channels, 1, 1)
+    g.add_node("conv", ["x", "w1"], {"pads": [1, 1, 1, 1]}, name="c1")
+    g.add_node("relu", ["c1"], name="r1")
+    g.add_node("conv", ["r1", "w2"], {"pads": [1, 1, 1, 1], "group": channels}, name="dw")
+    g.add_node("max_pool", ["dw"], {"kernel_shape": [2, 2], "strides": [2, 2]}, name="mp")
+    g.add_node("avg_pool", ["mp"], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, name="ap")
+    g.add_node("add", ["ap", "mp"], name="sum")
+    g.add_node("conv", ["sum", "w3"], name="out")
+    g.set_outputs("out")
+    graph, groups, _ = lower_graph(g)
+    assert set(choose_layouts(graph, groups)) >= {"r1", "mp"}
+    assert_compiled_matches(g, inputs_for(g, 2))
