@@ -9,14 +9,13 @@ import re
 
 import numpy as np
 import pytest
+from compile_check import assert_compiled_matches, inputs_for
 
 import convc
 import ir
 from convc import nn
 from convc.compiler import lower_graph
 from convc.lower.layout import blocked_shape, channel_block, choose_layouts
-
-from compile_check import assert_compiled_matches, inputs_for
 
 
 class Mixed(nn.Module):
