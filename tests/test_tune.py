@@ -85,6 +85,19 @@ def test_both_convs_have_candidates_with_the_default_first(planned):
         )
 
 
+def test_batch_row_blocks_are_tuned_only_for_a_fixed_batch():
+    def dense_tunables(batch):
+        graph = nn.trace(nn.Linear(64, 32), convc.Input("x", (batch, 64)))
+        optimized = run_passes(graph, PIPELINE)
+        found = tunables(optimized, plan_fusion(optimized))
+        return [t for per_group in found.values() for t in per_group]
+
+    assert dense_tunables("N") == []  # measured at N=1, every row block does one row
+    (rows,) = dense_tunables(8)
+    assert {axis for c in rows.candidates for axis in c} == {"i"}
+    assert rows.candidates[0] == {"i": 8}
+
+
 def test_the_keys_found_are_the_ones_the_lowering_looks_up(planned):
     optimized, groups, found = planned
 

@@ -2,7 +2,8 @@
 
 Stage: runtime. Input: a loop-IR `Program` (with its packed `params`). Output: an
 `Executable` whose ``run(inputs, outputs, symbols)`` executes the whole program in one
-native call through ctypes (which releases the GIL).
+native call through ctypes (which releases the GIL); ``profile(...)`` does the same through
+the timed entry point and returns each kernel call's nanoseconds.
 
 Memory: params are copied once into 64-byte-aligned storage; the arena (all temps) is one
 64-byte-aligned block per distinct symbol binding, reused across runs. Inputs and outputs are

@@ -8,7 +8,9 @@ The schedules are the ones `assemble` will pick (`lower.group`'s planning with a
 tuning table); `tile_choices` says which sizes are valid for each. Each key keeps at most
 `MAX_CANDIDATES`: the default, its nearest smaller and larger neighbours (the likeliest
 improvements), and sizes spread evenly over the rest of the range (to catch a default
-that is far off, as for unusual shapes).
+that is far off, as for unusual shapes). Axes whose extent is a run-time symbol (a dense
+layer's block of batch rows) are left alone: measured at batch 1 every block size does the
+same single row, so a choice there would be noise.
 
 `_with_relayouts` is the lowering's own planning step, called here so that the schedules
 tuned are exactly the ones lowered (tests check that every key found here is one the
@@ -18,6 +20,8 @@ lowering looks up).
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import sympy
 
 from convc.lower.group import _with_relayouts
 from convc.lower.layout import choose_layouts, group_reads
@@ -50,7 +54,12 @@ def tunables(graph: Graph, groups) -> dict[tuple[str, ...], list[Tunable]]:
 
 
 def _tunable(te, schedule) -> Tunable | None:
-    choices = tile_choices(te, schedule)
+    extents = dict(zip(map(str, te.indices), map(sympy.sympify, te.shape)))
+    choices = {
+        axis: sizes
+        for axis, sizes in tile_choices(te, schedule).items()
+        if not extents[axis].free_symbols
+    }
     if not choices:
         return None
     default = {axis: schedule.tiles[axis] for axis in choices}
