@@ -28,7 +28,7 @@ from ir.types import FLOAT_DTYPES
 
 from .space import Tunable
 
-REPEAT = 7
+REPEAT = 15
 #: A candidate must beat the default by this fraction and by MIN_GAIN_MS (a few-microsecond
 #: kernel's run-to-run noise is larger than 3% of it).
 MARGIN, MIN_GAIN_MS = 0.03, 0.001
