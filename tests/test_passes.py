@@ -124,10 +124,23 @@ def noop_graph():
 def test_remove_noops_forwards_inputs_and_keeps_output_names():
     g = noop_graph()
     cleaned = REMOVE_NOOPS.run(g)
-    assert ops_of(cleaned) == ["relu", "sigmoid", "identity"]
+    # the output identity's input has no other reader: sigmoid writes "out" directly
+    assert ops_of(cleaned) == ["relu", "sigmoid"]
     assert cleaned.nodes["relu"].inputs == ("x",)
-    assert cleaned.nodes["sig"].inputs == ("relu",)
+    assert cleaned.nodes["sig"].inputs == ("relu",) and cleaned.nodes["sig"].outputs == ("out",)
     assert cleaned.outputs == ["out"]
+    assert_same_numbers(g, cleaned, {"x": randn(2, 3)})
+
+
+def test_output_noops_stay_copies_when_their_input_is_used_elsewhere():
+    g = noop_graph()
+    g.add_node("identity", ["x"], name="echo")  # a graph input: nothing computes it
+    g.add_node("tanh", ["sig"], name="other")  # "sig" has a second reader
+    g.set_outputs("out", "echo", "other")
+    cleaned = REMOVE_NOOPS.run(g)
+    assert ops_of(cleaned).count("identity") == 2
+    assert cleaned.nodes["out"].inputs == ("sig",) and cleaned.nodes["echo"].inputs == ("x",)
+    assert cleaned.outputs == ["out", "echo", "other"]
     assert_same_numbers(g, cleaned, {"x": randn(2, 3)})
 
 

@@ -14,7 +14,7 @@ import json
 
 import sympy
 
-from .expr import TensorExpr
+from .expr import TensorExpr, rename_tensors
 from .printer import texpr_str
 from .rules import rule
 
@@ -84,4 +84,8 @@ def program_formula(exprs: list[TensorExpr]) -> str:
 
 @rule("texpr")
 def texpr_node_texpr(graph, node):
-    return program_from_str(node.attrs["program"])
+    """The node's program, its outputs named as the node's (a pass may rename a value)."""
+    exprs = program_from_str(node.attrs["program"])
+    defined = [e.name for e in exprs if e.role == "output"]
+    mapping = {old: new for old, new in zip(defined, node.outputs) if old != new}
+    return rename_tensors(exprs, mapping) if mapping else exprs
