@@ -314,7 +314,8 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
     j = _symbol(te, schedule.unroll[0][:-2])
     width, block = schedule.tiles[str(o)], schedule.tiles[str(j)]
     tile = (o, width, loops.loop_var(f"{o}_o"), loops.loop_var(f"{o}_i"))
-    loops_, subs = _outer_loops(te, [v for v in te.indices if v != j], schedule, tile)
+    outer = _ordered([v for v in te.indices if v != j], schedule)
+    loops_, subs = _outer_loops(te, outer, schedule, tile)
     nest.scope = replace(
         nest.scope, subs={**nest.scope.subs, **subs}, rewrites=_tile_rewrites(tile)
     )
