@@ -24,6 +24,7 @@ from convc.loops import (
     Kernel,
     Let,
     Load,
+    Prefetch,
     Program,
     Ref,
     Schedule,
@@ -32,6 +33,7 @@ from convc.loops import (
     Unary,
     format_expr,
     format_program,
+    format_stmt,
     loop_var,
     program_hash,
     verify_program,
@@ -98,6 +100,7 @@ def test_statement_printing():
     assert "alloc acc: f32[4]\n" in text
     assert "if idx(n) < 3:\n      y[n] = v\n    else:\n      y[n] = 0.0" in text
     assert "unrolled for oc in 0..4:\n      acc[oc] = v" in text
+    assert format_stmt(Prefetch("x", (n + 1,))) == ["prefetch x[n + 1]"]
 
 
 def test_hash_covers_code_but_not_parameter_values():
@@ -144,6 +147,7 @@ BROKEN = {
     "shadows": lambda p: replace(p, kernels=_kernel(For(n, 0, 2, [For(n, 0, 2, [])]))),
     "kind 'wavy'": lambda p: replace(p, kernels=_kernel(For(n, 0, 2, [], "wavy"))),
     "op 'cosh'": lambda p: replace(p, kernels=_kernel(Let("v", Unary("cosh", Const(1.0))))),
+    "unknown buffer 'q'": lambda p: replace(p, kernels=_kernel(Prefetch("q", (0,)))),
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import sympy
 
+import convc
 import ir
 from convc import loops
 from convc.compiler import lower_graph
@@ -260,3 +261,22 @@ def test_kernel_names_are_unique_c_identifiers():
     _, _, program = lower_graph(g)
     names = [k.name for k in program.kernels]
     assert names == ["a_b", "a_b_1", "sum"]
+
+
+def test_convs_whose_weight_blocks_outgrow_l2_prefetch_the_next_block():
+    # 512 input channels x 3x3 x 32 lanes: 590 KB a block, past PREFETCH_MIN_BYTES
+    g = ir.Graph("deep")
+    g.add_input("x", ("N", 512, 4, 4))
+    g.add_param("w", randn(96, 512, 3, 3) * 0.05)
+    g.add_node("conv", ["x", "w"], {"pads": [1, 1, 1, 1]}, name="conv")
+    g.set_outputs("conv")
+    text = loops.format_kernel(kernels(g)[0])
+    # once per step of the innermost reduction, both lines of the next block (the last
+    # block's "next" clamped to itself)
+    assert text.count("prefetch w.oc32[Min(") == 2 and "Min(2, " in text
+    assert "a, b, 0]" in text and "a, b, 16]" in text
+    x = RNG.standard_normal((2, 512, 4, 4)).astype(np.float32)
+    got = convc.compile(g, threads=1).run({"x": x})["conv"]
+    np.testing.assert_allclose(got, convc.interpret(g, {"x": x})["conv"], rtol=1e-4, atol=1e-4)
+    (small,) = kernels(conv_graph(channels=32, size=8))
+    assert "prefetch" not in loops.format_kernel(small)

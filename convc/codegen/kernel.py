@@ -76,6 +76,10 @@ class FunctionEmitter:
             value = widen(self.b, value, self.vec.width)
         self.mem.store(s, value, self.vec)
 
+    def _prefetch(self, s: L.Prefetch) -> None:
+        """``llvm.prefetch`` (read, into L2: locality 2, data) of one element's line."""
+        self.mem.prefetch(s)
+
     def _let(self, s: L.Let) -> None:
         value, dtype = self.expr(s.value)
         self.locals[s.name] = Local(dtype, value=value)

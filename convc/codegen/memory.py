@@ -137,6 +137,14 @@ class Memory:
         fn = declare(b.module, name, ir.VoidType(), [vt, ptrs.type, mask.type])
         b.call(fn, [value, ptrs, mask])
 
+    def prefetch(self, node: L.Prefetch) -> None:
+        """``llvm.prefetch`` of the line holding ``buffer[index]``: read, locality 2 (kept
+        in L2 but not L1, where it would evict what the kernel is using), data cache."""
+        buf = self.decl[node.buffer]
+        ptr = self._gep(node.buffer, MEMORY_TYPES[buf.dtype], flat_index(buf, node.index))
+        fn = declare(self.b.module, "llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
+        self.b.call(fn, [ptr, ir.Constant(I32, 0), ir.Constant(I32, 2), ir.Constant(I32, 1)])
+
     def _strided_load(self, name, etype, flat, stride: int, vec: VecCtx) -> ir.Value:
         """Lanes ``base + stride*k``: one masked load of ``stride*W`` elements whose mask
         selects exactly the wanted ones (so nothing past the last wanted element is touched;

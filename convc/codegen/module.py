@@ -85,7 +85,7 @@ def kernel_buffers(program: L.Program, kernel: L.Kernel) -> list[str]:
 
 
 def _stmt_buffers(st: L.Stmt) -> set[str]:
-    names = {st.buffer} if isinstance(st, L.Store) else set()
+    names = {st.buffer} if isinstance(st, (L.Store, L.Prefetch)) else set()
     for value in _stmt_values(st):
         names |= _expr_buffers(value)
     return names

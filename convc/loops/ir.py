@@ -284,6 +284,18 @@ class Store(Stmt):
 
 
 @dataclass(frozen=True)
+class Prefetch(Stmt):
+    """A hint to bring ``buffer[index...]`` into cache (no value, no effect on results);
+    the index must be in bounds like any access's and must not depend on a vector lane."""
+
+    buffer: str
+    index: tuple[sympy.Expr, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "index", _index(self.index))
+
+
+@dataclass(frozen=True)
 class Let(Stmt):
     """Bind `name` to a value for the rest of the block (immutable; read with `Ref(name)`)."""
 

@@ -93,6 +93,8 @@ def format_stmt(s: ir.Stmt, indent: int = 0) -> list[str]:
         return [pad + _loop_head(s)] + format_stmt(s.body, indent + 1)
     if isinstance(s, ir.Store):
         return [f"{pad}{s.buffer}{_indices(s.index)} = {format_expr(s.value)}"]
+    if isinstance(s, ir.Prefetch):
+        return [f"{pad}prefetch {s.buffer}{_indices(s.index)}"]
     if isinstance(s, ir.Let):
         return [f"{pad}let {s.name} = {format_expr(s.value)}"]
     if isinstance(s, ir.Alloc):

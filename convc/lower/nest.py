@@ -44,6 +44,9 @@ UPDATE = {"sum": "add", "max": "max"}
 #: Rows covered by at most this many register blocks are unrolled into blocks at fixed
 #: places (each a copy of the reduction loops); longer rows loop over interior blocks.
 MAX_ROW_COPIES = 8
+#: A channel block's weights from which a channel-vector conv prefetches the next block's
+#: (`_next_block_weights`; about this machine's L2), and the float32 values in a cache line.
+PREFETCH_MIN_BYTES, LINE_FLOATS = 1 << 19, 16
 
 
 @dataclass
@@ -70,6 +73,7 @@ class Nest:
     vector: sympy.Symbol | None = None
     block: tuple | None = None  # (axis symbol, size, outer var, inner var)
     width: int = 16  # lanes of the width vector (schedule.vector_width)
+    prefetch: tuple = ()  # (tensor, index) read at each step of the innermost reduction
 
 
 def lower_nest(te, schedule, store, epilogue, scope, names) -> loops.Stmt:
@@ -235,6 +239,9 @@ def _reduce_loops(nest: Nest, atoms, acc: str) -> loops.Stmt:
         return _guard(loops.Assign(acc, k, value), per_copy, scope)
 
     stmt = _block_loop(nest, update)
+    if nest.prefetch:
+        hints = [loops.Prefetch(name, tuple(map(scope.index, idx))) for name, idx in nest.prefetch]
+        stmt = loops.Block((*hints, stmt))
     for level in range(len(te.reduce_indices) - 1, -1, -1):
         stmt = _guard(stmt, [a for a in atoms if depth[a] == level], scope)
         var = te.reduce_indices[level]
@@ -319,6 +326,7 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
     nest.scope = replace(
         nest.scope, subs={**nest.scope.subs, **subs}, rewrites=_tile_rewrites(tile)
     )
+    nest.prefetch = _next_block_weights(te, o, width)
     extent = te.shape[te.indices.index(j)]
     reduce_ranges = dict(zip(te.reduce_indices, te.reduce_shape))
     split = interior(atoms, j, extent, reduce_ranges, te.indices)
@@ -375,6 +383,33 @@ def _row_block(nest: Nest, tile, j, start: int, size: int, atoms) -> loops.Stmt:
         scope=replace(nest.scope, subs={**nest.scope.subs, j: start + var_i}),
     )
     return _vector_channels(row, tile, atoms)
+
+
+def _next_block_weights(te: TensorExpr, o, width: int) -> tuple:
+    """(tensor, index) of the lines of the next channel block's weights that match the
+    current reduction step, when one block's weights (read blocked, `[o // T, .., o % T]`)
+    are at least PREFETCH_MIN_BYTES: each pass over a block then pulls the next block's
+    weights into L2 while it computes. Without it a layer whose weights are not in cache
+    (ResNet-18's 512-channel 3x3 convs: 9.4 MB each, read once per run) waits on memory
+    at the start of every block: 2.2 ms against 1.65 ms with the weights in cache, 1.95-2.05
+    with the prefetch. Smaller blocks stay in L2 from one row to the next, and fetching
+    the next one evicts them (256-channel 3x3 convs, 295 KB a block: 1.6 -> 1.8 ms)."""
+    if te.reduction != "sum":
+        return ()
+    block_bytes = sympy.Mul(width, *te.reduce_shape) * 4
+    if not block_bytes.is_number or int(block_bytes) < PREFETCH_MIN_BYTES:
+        return ()
+    block, lane = sympy.floor(o / width), sympy.Mod(o, width)
+    blocks = sympy.ceiling(sympy.sympify(te.shape[1]) / width)
+    others = set(te.indices) - {o}
+    for a in sorted(te.body.atoms(sympy.Indexed), key=sympy.srepr):
+        index = a.indices
+        if index[0] != block or index[-1] != lane or others & a.free_symbols:
+            continue
+        following = sympy.Min(block + 1, blocks - 1)
+        lines = range(0, width, LINE_FLOATS)
+        return tuple((str(a.base), (following, *index[1:-1], k)) for k in lines)
+    return ()
 
 
 def _mixed(atoms, j, out_vars) -> bool:
