@@ -5,8 +5,10 @@ constant arrays. Output: the expression rewritten to read packed parameters,
 and the packed arrays (new `param` buffers named after the layout:
 `<weight>.oc<B>`, `<weight>.T`; weights shared by several kernels are packed once).
 
-- conv with output channels blocked by B: OIHW -> [O/B][I][H][W][B], so the B
-  weights an input vector is multiplied with sit in one cache line
+- conv with output channels blocked by B: OIHW -> [ceil(O/B)][I][H][W][B] (a partial
+  last block zero-filled), so the B weights an input vector is multiplied with sit in
+  one cache line (24 output channels gathered their weights with stride I*H*W: 3.4x
+  slower than 32)
   (`w[o, c, a, b]` becomes `w.oc8[o // 8, c, a, b, o % 8]`, which the nest's
   block substitution `o = o_o*B + o_i` reduces to `[o_o, c, a, b, o_i]`);
 - 2-D dense with the output features tiled by P0 (the schedule's tile, 32): weights (either
@@ -46,9 +48,12 @@ def _conv_block(graph, te, schedule, packs):
         return te
     source = str(weights[0].base)
     data = _constant(graph, source)
-    if data is None or data.shape[0] % size:
+    if data is None:
         return te
-    blocks = data.reshape(data.shape[0] // size, size, *data.shape[1:])
+    padded = -(-data.shape[0] // size) * size  # a partial last block is zero-filled
+    whole = np.zeros((padded, *data.shape[1:]), dtype=data.dtype)
+    whole[: data.shape[0]] = data
+    blocks = whole.reshape(padded // size, size, *data.shape[1:])
     packed = f"{source}.oc{size}"
     packs[packed] = np.ascontiguousarray(np.moveaxis(blocks, 1, -1))
 
