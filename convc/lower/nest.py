@@ -39,11 +39,9 @@ from convc.texpr import TensorExpr
 
 from .convert import Scope, condition, convert
 from .regions import conjuncts, interior
+from .schedule import MAX_ROW_COPIES
 
 UPDATE = {"sum": "add", "max": "max"}
-#: Rows covered by at most this many register blocks are unrolled into blocks at fixed
-#: places (each a copy of the reduction loops); longer rows loop over interior blocks.
-MAX_ROW_COPIES = 8
 #: A channel block's weights from which a channel-vector conv prefetches the next block's
 #: (`_next_block_weights`; about this machine's L2), and the float32 values in a cache line.
 PREFETCH_MIN_BYTES, LINE_FLOATS = 1 << 19, 16
