@@ -263,13 +263,18 @@ def test_kernel_names_are_unique_c_identifiers():
     assert names == ["a_b", "a_b_1", "sum"]
 
 
-def test_convs_whose_weight_blocks_outgrow_l2_prefetch_the_next_block():
-    # 512 input channels x 3x3 x 32 lanes: 590 KB a block, past PREFETCH_MIN_BYTES
+def deep_conv(channels, outputs, kernel, size=4):
     g = ir.Graph("deep")
-    g.add_input("x", ("N", 512, 4, 4))
-    g.add_param("w", randn(96, 512, 3, 3) * 0.05)
-    g.add_node("conv", ["x", "w"], {"pads": [1, 1, 1, 1]}, name="conv")
+    g.add_input("x", ("N", channels, size, size))
+    g.add_param("w", randn(outputs, channels, kernel, kernel) * 0.05)
+    g.add_node("conv", ["x", "w"], {"pads": [kernel // 2] * 4}, name="conv")
     g.set_outputs("conv")
+    return g
+
+
+def test_convs_with_weights_past_the_caches_prefetch_the_next_channel_block():
+    # 512 inputs x 3x3 x 32 lanes: 590 KB a block (past L2), 1.8 MB in all
+    g = deep_conv(512, 96, 3)
     text = loops.format_kernel(kernels(g)[0])
     # once per step of the innermost reduction, both lines of the next block (the last
     # block's "next" clamped to itself)
@@ -278,5 +283,9 @@ def test_convs_whose_weight_blocks_outgrow_l2_prefetch_the_next_block():
     x = RNG.standard_normal((2, 512, 4, 4)).astype(np.float32)
     got = convc.compile(g, threads=1).run({"x": x})["conv"]
     np.testing.assert_allclose(got, convc.interpret(g, {"x": x})["conv"], rtol=1e-4, atol=1e-4)
-    (small,) = kernels(conv_graph(channels=32, size=8))
+    # 1x1 320 -> 1280: 41 KB blocks (two fit L2 together), 1.6 MB in all
+    assert "prefetch w.oc32[" in loops.format_kernel(kernels(deep_conv(320, 1280, 1))[0])
+    # 256 -> 256 3x3: 295 KB blocks, which the next block's prefetch would evict from L2
+    assert "prefetch" not in loops.format_kernel(kernels(deep_conv(256, 256, 3))[0])
+    (small,) = kernels(conv_graph(channels=32, size=8))  # weights that stay in cache
     assert "prefetch" not in loops.format_kernel(small)

@@ -42,9 +42,9 @@ from .regions import conjuncts, interior
 from .schedule import MAX_ROW_COPIES
 
 UPDATE = {"sum": "add", "max": "max"}
-#: A channel block's weights from which a channel-vector conv prefetches the next block's
-#: (`_next_block_weights`; about this machine's L2), and the float32 values in a cache line.
-PREFETCH_MIN_BYTES, LINE_FLOATS = 1 << 19, 16
+#: Weights from which a channel-vector conv prefetches its next channel block's
+#: (`_next_block_weights`), this machine's L2 per core, and float32 values in a cache line.
+PREFETCH_MIN_TOTAL, L2_BYTES, LINE_FLOATS = 1 << 20, 1 << 19, 16
 
 
 @dataclass
@@ -385,17 +385,22 @@ def _row_block(nest: Nest, tile, j, start: int, size: int, atoms) -> loops.Stmt:
 
 def _next_block_weights(te: TensorExpr, o, width: int) -> tuple:
     """(tensor, index) of the lines of the next channel block's weights that match the
-    current reduction step, when one block's weights (read blocked, `[o // T, .., o % T]`)
-    are at least PREFETCH_MIN_BYTES: each pass over a block then pulls the next block's
-    weights into L2 while it computes. Without it a layer whose weights are not in cache
-    (ResNet-18's 512-channel 3x3 convs: 9.4 MB each, read once per run) waits on memory
-    at the start of every block: 2.2 ms against 1.65 ms with the weights in cache, 1.95-2.05
-    with the prefetch. Smaller blocks stay in L2 from one row to the next, and fetching
-    the next one evicts them (256-channel 3x3 convs, 295 KB a block: 1.6 -> 1.8 ms)."""
+    current reduction step: each pass over a block then pulls the next block's weights
+    into L2 while it computes. For weights of at least PREFETCH_MIN_TOTAL bytes (read
+    blocked, `[o // T, .., o % T]`), which a model's run reads from memory, not cache:
+    without it every block waits on memory at its start (ResNet-18's 512-channel 3x3
+    convs, 9.4 MB: 2.2 ms against 1.65 with the weights in cache, 1.95-2.05 with the
+    prefetch). Only where it costs no L2: when a block and the next fit in L2 together
+    (at most L2_BYTES / 4 each) or a block does not fit at all (at least L2_BYTES);
+    in between, fetching the next block evicts the current one, which rows after the
+    first would find in L2 (256-channel 3x3 convs, 295 KB a block: 1.6 -> 1.8 ms)."""
     if te.reduction != "sum":
         return ()
     block_bytes = sympy.Mul(width, *te.reduce_shape) * 4
-    if not block_bytes.is_number or int(block_bytes) < PREFETCH_MIN_BYTES:
+    total = block_bytes * sympy.ceiling(sympy.sympify(te.shape[1]) / width)
+    if not total.is_number or int(total) < PREFETCH_MIN_TOTAL:
+        return ()
+    if L2_BYTES // 4 < int(block_bytes) < L2_BYTES:
         return ()
     block, lane = sympy.floor(o / width), sympy.Mod(o, width)
     blocks = sympy.ceiling(sympy.sympify(te.shape[1]) / width)
