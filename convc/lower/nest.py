@@ -43,8 +43,8 @@ from .schedule import MAX_ROW_COPIES
 
 UPDATE = {"sum": "add", "max": "max"}
 #: Weights from which a channel-vector conv prefetches its next channel block's
-#: (`_next_block_weights`), this machine's L2 per core, and float32 values in a cache line.
-PREFETCH_MIN_TOTAL, L2_BYTES, LINE_FLOATS = 1 << 20, 1 << 19, 16
+#: (`_next_block_weights`), and the float32 values in a cache line.
+PREFETCH_MIN_TOTAL, LINE_FLOATS = 1 << 20, 16
 
 
 @dataclass
@@ -385,22 +385,17 @@ def _row_block(nest: Nest, tile, j, start: int, size: int, atoms) -> loops.Stmt:
 
 def _next_block_weights(te: TensorExpr, o, width: int) -> tuple:
     """(tensor, index) of the lines of the next channel block's weights that match the
-    current reduction step: each pass over a block then pulls the next block's weights
-    into L2 while it computes. For weights of at least PREFETCH_MIN_TOTAL bytes (read
-    blocked, `[o // T, .., o % T]`), which a model's run reads from memory, not cache:
-    without it every block waits on memory at its start (ResNet-18's 512-channel 3x3
-    convs, 9.4 MB: 2.2 ms against 1.65 with the weights in cache, 1.95-2.05 with the
-    prefetch). Only where it costs no L2: when a block and the next fit in L2 together
-    (at most L2_BYTES / 4 each) or a block does not fit at all (at least L2_BYTES);
-    in between, fetching the next block evicts the current one, which rows after the
-    first would find in L2 (256-channel 3x3 convs, 295 KB a block: 1.6 -> 1.8 ms)."""
+    current reduction step, for weights of at least PREFETCH_MIN_TOTAL bytes (read
+    blocked, `[o // T, .., o % T]`): each pass over a block then pulls the next block's
+    weights toward the core while it computes. A model's run streams all its weights
+    (ResNet-18: 44 MB), so a layer finds its own in the shared L3 or memory, and without
+    the prefetch every block waits for them at its start (a 512-channel 3x3 conv: 2.2
+    ms, against 1.65 with its weights in cache and 1.95-2.05 with the prefetch; 256->512
+    s2: 1.21 -> 1.01 ms, A/B in one process). Smaller weights stay close between runs."""
     if te.reduction != "sum":
         return ()
-    block_bytes = sympy.Mul(width, *te.reduce_shape) * 4
-    total = block_bytes * sympy.ceiling(sympy.sympify(te.shape[1]) / width)
+    total = sympy.Mul(te.shape[1], *te.reduce_shape) * 4
     if not total.is_number or int(total) < PREFETCH_MIN_TOTAL:
-        return ()
-    if L2_BYTES // 4 < int(block_bytes) < L2_BYTES:
         return ()
     block, lane = sympy.floor(o / width), sympy.Mod(o, width)
     blocks = sympy.ceiling(sympy.sympify(te.shape[1]) / width)
