@@ -6,9 +6,9 @@ parallel loops perfectly nested in it, collapsed into one flat iteration space) 
 - ``<kernel>.parK(ptr noalias bufs..., i64 indices..., lets..., i64 lo, i64 hi)``: the serial
   loop over ``lo..hi`` (noalias survives: when inlined into the thunk LLVM turns it into
   scoped alias metadata);
-- ``<kernel>.parK.thunk(ptr ctx)``: unpacks the captured values from a struct, takes the
-  thread's static contiguous chunk of ``start..stop`` (``omp_get_thread_num`` /
-  ``omp_get_num_threads``) and calls the body;
+- ``<kernel>.parK.thunk(ptr ctx)``: unpacks the captured values from a struct, then claims
+  contiguous chunks of ``start..stop`` from a counter in the struct (an atomic add) and
+  calls the body on each until none is left;
 - at the loop's place: the struct filled on the stack, then
   ``GOMP_parallel(thunk, ctx, min(nthreads, extent), 0)`` when more than one thread is
   useful, else a direct call of the thunk.
@@ -34,8 +34,12 @@ from ..loops import ir as L
 from .llvmutil import I32, I64, PTR, VOID, declare, for_range, i64, smax, smin
 
 GOMP_PARALLEL = "GOMP_parallel"
-THREAD_NUM = "omp_get_thread_num"
-NUM_THREADS = "omp_get_num_threads"
+#: Chunks a parallel loop is cut into per thread. Threads claim chunks as they go, so one
+#: that starts late (woken from sleep, or its core taken by another process) leaves its
+#: share to the others instead of holding them up; static halves made every region as
+#: slow as its slowest thread. Each iteration still runs whole on one thread, so results
+#: do not depend on the thread count.
+CHUNKS_PER_THREAD = 8
 
 
 def emit_parallel_loop(em, s: L.For) -> None:
@@ -49,7 +53,10 @@ def emit_parallel_loop(em, s: L.For) -> None:
     for extent in extents[1:]:
         total = b.mul(total, extent)
     values, body_fn = _outline_body(em, nest)
-    fields = [*values, *starts, *extents, total]
+    wide = smin(b, b.sext(em.nthreads, I64), total)
+    chunks = smax(b, b.mul(wide, i64(CHUNKS_PER_THREAD)), i64(1))  # total may be 0
+    chunk = smax(b, b.sdiv(total, chunks), i64(1))
+    fields = [*values, *starts, *extents, total, chunk, i64(0)]  # the last: next chunk's start
     struct = ir.LiteralStructType([v.type for v in fields])
     thunk = _thunk(mctx.module, f"{body_fn.name}.thunk", struct, body_fn)
     with b.goto_block(em.entry):
@@ -57,7 +64,7 @@ def emit_parallel_loop(em, s: L.For) -> None:
         ctx = b.alloca(struct, name=f"{body_fn.name}.ctx")
     for k, v in enumerate(fields):
         b.store(v, b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, k)]))
-    threads = b.trunc(smin(b, b.sext(em.nthreads, I64), total), I32)
+    threads = b.trunc(wide, I32)
     gomp = declare(mctx.module, GOMP_PARALLEL, VOID, [PTR, PTR, I32, I32])
     with b.if_else(b.icmp_signed(">", threads, ir.Constant(I32, 1))) as (many, one):
         with many:
@@ -127,22 +134,29 @@ def _flat_loop(sub, nest: list[L.For], starts, extents, lo, hi) -> None:
 
 
 def _thunk(module: ir.Module, name: str, struct: ir.LiteralStructType, body_fn) -> ir.Function:
-    """``void thunk(ptr ctx)``: unpack, take this thread's chunk of ``0..total`` (the last
-    field), call the body with the other fields and the chunk."""
+    """``void thunk(ptr ctx)``: unpack, then claim chunks of ``0..total`` from the shared
+    counter (the last field; the chunk size before it, ``total`` before that) until none is
+    left, calling the body on each with the other fields."""
     fn = ir.Function(module, ir.FunctionType(VOID, [PTR]), name)
     fn.linkage = "internal"
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     fields = []
-    for k, t in enumerate(struct.elements):
+    for k, t in enumerate(struct.elements[:-1]):
         ptr = b.gep(fn.args[0], [ir.Constant(I32, 0), ir.Constant(I32, k)], source_etype=struct)
         fields.append(b.load(ptr, typ=t))
-    total = fields[-1]
-    tid = b.sext(b.call(declare(module, THREAD_NUM, I32, []), []), I64)
-    nt = b.sext(b.call(declare(module, NUM_THREADS, I32, []), []), I64)
-    per = b.sdiv(b.add(total, b.sub(nt, i64(1))), nt)
-    lo = b.mul(tid, per)
-    hi = smin(b, b.add(lo, per), total)
-    with b.if_then(b.icmp_signed("<", lo, hi)):
-        b.call(body_fn, fields[:-1] + [lo, hi])
+    last = ir.Constant(I32, len(struct.elements) - 1)
+    counter = b.gep(fn.args[0], [ir.Constant(I32, 0), last], source_etype=struct)
+    total, chunk = fields[-2], fields[-1]
+    claim = fn.append_basic_block("claim")
+    work = fn.append_basic_block("work")
+    done = fn.append_basic_block("done")
+    b.branch(claim)
+    b.position_at_end(claim)
+    lo = b.atomic_rmw("add", counter, chunk, "monotonic")
+    b.cbranch(b.icmp_signed("<", lo, total), work, done)
+    b.position_at_end(work)
+    b.call(body_fn, fields[:-2] + [lo, smin(b, b.add(lo, chunk), total)])
+    b.branch(claim)
+    b.position_at_end(done)
     b.ret_void()
     return fn
