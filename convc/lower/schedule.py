@@ -45,10 +45,14 @@ VECTOR_WIDTH = 16
 #: Multiply-adds (or elements) below which a kernel stays on one thread: a parallel region
 #: costs ~7 us to open and join, about 1M multiply-adds of vectorized work.
 PARALLEL_MIN_WORK = 1 << 20
-#: The same for depthwise convs and pooling (no register reuse: measured here at 5-10
-#: multiply-adds a nanosecond against 50-150, so 0.25-1M of them take 40-120 us on one thread,
-#: e.g. depthwise 960 channels @7, 0.42M, 64 us; 384 @14, 0.68M, 70 us).
-PARALLEL_MIN_STENCIL = 1 << 17
+#: The same for depthwise convs and pooling (no register reuse: fewer multiply-adds a
+#: nanosecond than a register-blocked conv). On channel-blocked values they run at 30-40
+#: a nanosecond: depthwise 960 channels @7 (0.42M) takes 14 us and 192 @14 s2 (0.34M) 12 us
+#: on one thread, and on two they took 15-23 us, the second thread pulling its half of the
+#: data from the first one's cache. 1 << 17 -> 1 << 19: MobileNetV2 on 2 threads 4.44 ->
+#: 4.06 ms (A/B in one process); 1 << 21 made the 1.0M depthwise convs @28 serial and
+#: slower (0.06 -> 0.10 ms).
+PARALLEL_MIN_STENCIL = 1 << 19
 CHANNEL_BLOCKS = (8, 6, 4, 3, 2)
 #: Output rows narrower than this vectorize over channels; R columns share each weight vector.
 NARROW_WIDTH = 32
