@@ -39,7 +39,7 @@ import numpy as np
 
 from ir import ConvcError, Graph, InputError
 from ir.report import format_table
-from ir.types import FLOAT_DTYPES, dim_str
+from ir.types import dim_str
 
 TRAINING_SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "train_digits.py"
 
@@ -182,30 +182,6 @@ def read_inputs(graph: Graph, specs: list[str]) -> dict:
     return arrays
 
 
-def random_inputs(graph: Graph, names, bindings: dict, seed: int) -> dict:
-    """Seeded inputs from the graph's input types: float normal, integer and bool zeros.
-
-    Zeros are a valid index for any table, so integer inputs (labels,
-    indices) stay in range whatever they index.
-    """
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for name in names:
-        value_type = graph.values[name].type.subs(bindings)
-        if not value_type.is_concrete:
-            unbound = ", ".join(sorted(s.name for s in value_type.free_symbols))
-            raise InputError(
-                f"input '{name}' has type {value_type} with unbound dims {unbound}; "
-                f"give it with --input {name}=FILE.npy"
-            )
-        shape = value_type.concrete_shape()
-        if value_type.dtype in FLOAT_DTYPES:
-            arrays[name] = rng.standard_normal(shape).astype(value_type.dtype)
-        else:
-            arrays[name] = np.zeros(shape, dtype=value_type.dtype)
-    return arrays
-
-
 def gather_inputs(model: Model, args: argparse.Namespace) -> dict:
     """--input files first; the rest from the sample's example_inputs, else random."""
     graph = model.graph
@@ -216,6 +192,8 @@ def gather_inputs(model: Model, args: argparse.Namespace) -> dict:
     if model.example_inputs is not None:
         examples = model.example_inputs(batch=args.batch or 1, seed=args.seed)
         return {**{k: v for k, v in examples.items() if k not in inputs}, **inputs}
+    from convc.nn.examples import random_inputs
+
     bindings = batch_bindings(graph, args.batch) or dict.fromkeys(batch_symbols(graph), 1)
     return {**random_inputs(graph, missing, bindings, args.seed), **inputs}
 

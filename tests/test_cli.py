@@ -13,6 +13,7 @@ import pytest
 
 import convc
 from convc import cli
+from convc.nn.examples import random_inputs
 
 HERE = Path(__file__).resolve().parent
 SAMPLE = str(HERE / "cli_sample.py")
@@ -272,8 +273,8 @@ def test_random_inputs_need_bound_dims():
     graph.add_input("x", ("N", 3, "H", 4))
     graph.add_input("labels", ("N",), "int64")
     with pytest.raises(convc.InputError, match="input 'x' has type f32\\[2,3,H,4\\]"):
-        cli.random_inputs(graph, ["x"], cli.batch_bindings(graph, 2), seed=0)
-    labels = cli.random_inputs(graph, ["labels"], cli.batch_bindings(graph, 2), seed=0)
+        random_inputs(graph, ["x"], cli.batch_bindings(graph, 2), seed=0)
+    labels = random_inputs(graph, ["labels"], cli.batch_bindings(graph, 2), seed=0)
     np.testing.assert_array_equal(labels["labels"], np.zeros(2, np.int64))
 
 

@@ -143,7 +143,8 @@ def file_cases(path, batches, name: str | None = None) -> list[Case]:
 
 def _inputs(model, batch: int) -> dict[str, np.ndarray]:
     """The sample's example inputs at this batch size, else seeded random ones."""
-    from convc.cli import batch_bindings, random_inputs
+    from convc.cli import batch_bindings
+    from convc.nn.examples import random_inputs
 
     if model.example_inputs is not None:
         return dict(model.example_inputs(batch=batch, seed=SEED))

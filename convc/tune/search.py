@@ -23,8 +23,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from convc.nn.examples import random_inputs
 from ir import Graph
-from ir.types import FLOAT_DTYPES
 
 from .space import Tunable
 
@@ -38,17 +38,7 @@ STATS = {"searches": 0, "rounds": 0}
 
 def measure_inputs(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded inputs for `graph` with every run-time symbol bound to 1."""
-    rng = np.random.default_rng(seed)
-    inputs = {}
-    for name in graph.inputs:
-        value_type = graph.values[name].type
-        value_type = value_type.subs({s: 1 for s in value_type.free_symbols})
-        shape = value_type.concrete_shape()
-        if value_type.dtype in FLOAT_DTYPES:
-            inputs[name] = rng.standard_normal(shape).astype(value_type.dtype)
-        else:
-            inputs[name] = np.zeros(shape, dtype=value_type.dtype)
-    return inputs
+    return random_inputs(graph, graph.inputs, dict.fromkeys(graph.symbols, 1), seed)
 
 
 def search(
