@@ -37,6 +37,14 @@ from ir import Graph, UnsupportedError
 from .group import LoweredGroup, lower_group
 from .layout import blocked_shape, choose_layouts
 
+#: The alignment graph inputs are declared with: NumPy's own (its large arrays start 16, 32
+#: or 48 bytes past a 64-byte boundary), so the runtime reads a caller's array in place
+#: instead of copying it to 64-byte-aligned scratch. Measured on 64-channel 112x112 inputs
+#: 16-48 bytes off: depthwise 3x3 0.285 -> 0.140 ms, max pool 0.435 -> 0.183, relu 0.492
+#: -> 0.252 (0.137-0.243 when 64-aligned): unaligned vector loads cost far less than the
+#: copy, even where rows are reused from L1 (1x1 32->64 @112: 0.517 -> 0.479 ms).
+INPUT_ALIGN = 16
+
 
 def _shape(shape) -> tuple:
     return tuple(shape) if shape else (1,)
@@ -157,7 +165,8 @@ def _buffers(
     buffers, params = [], {}
     for name in graph.inputs:
         value = graph.values[name]
-        buffers.append(loops.Buffer(name, value.dtype, _shape(value.shape), "input"))
+        shape = _shape(value.shape)
+        buffers.append(loops.Buffer(name, value.dtype, shape, "input", align=INPUT_ALIGN))
     for name in graph.outputs:
         value = graph.values[name]
         if value.producer is None:

@@ -11,9 +11,9 @@ used in place when they satisfy their buffer's declared `align` and are C-contig
 they go through aligned scratch kept per buffer (copied in, or copied back). Measured on a
 memory-bound 4 MB elementwise kernel (quiet machine): in place 0.28 ms; a misaligned array
 through the scratch copy 0.90 ms; the same kernel compiled for ``align=4`` reading misaligned
-data in place 0.26 ms. So the copy only pays where data is reused from cache (convolution
-inputs: misaligned loads cost up to 1.7x in L1-bound loops); a lowering that knows a buffer is
-streamed once can declare ``align=16`` (NumPy's guarantee) to take it in place. Aligned
+data in place 0.26 ms. The copy costs more than unaligned loads even where rows are reused
+from L1, so compiled models declare their inputs ``align=16``, NumPy's own
+(`convc.lower.program.INPUT_ALIGN`). Aligned
 allocation over-allocates a NumPy byte array and offsets into it (`aligned_empty`);
 `CompiledModel` allocates its outputs that way. A run re-using the same arrays costs about 2 us
 of Python (pointers are cached per slot).
