@@ -31,7 +31,7 @@ Decisions worth knowing:
   `program`.
 """
 
-from .group import LoweredGroup, lower_group
+from .group import LoweredGroup, lower_group, plan_group
 from .nest import lower_nest
 from .packing import pack_weights
 from .program import assemble, plan_arena
@@ -43,6 +43,7 @@ __all__ = [
     "default_schedule",
     "lower_group",
     "lower_nest",
+    "plan_group",
     "pack_weights",
     "plan_arena",
 ]

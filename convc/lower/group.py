@@ -74,8 +74,7 @@ def lower_group(
     names = Names({})
     nests, described, reads, writes, chained = [], [], set(), [], set()
     classes = []  # the residue classes' expression name per nest, else None
-    touches = group.output in layouts or bool(group_reads(graph, group) & layouts.keys())
-    planned, packs = _with_relayouts(graph, exprs, layouts, touches, tuning or {})
+    planned, packs = plan_group(graph, group, layouts, tuning or {})
     for te, schedule in planned:
         fused = te.name == anchor.outputs[0] and group.epilogue
         steps = _chain(graph, group, te) if fused else []
@@ -120,6 +119,16 @@ def _merged(first: loops.Stmt, second: loops.Stmt) -> loops.Stmt | None:
         return None
     inner = first.body.stmts if isinstance(first.body, loops.Block) else (first.body,)
     return replace(first, body=loops.Block((*inner, second.body)))
+
+
+def plan_group(graph: Graph, group: FusedGroup, layouts: dict, tuning: dict) -> tuple[list, dict]:
+    """([(expression, schedule)] in kernel order, packed weights) of `group`'s kernel: the
+    schedules `lower_group` lowers (and a tuner tries tiles for), its run-time copies
+    first. A kernel reading or writing a channel-blocked value (`layouts`) takes
+    channel-vector schedules."""
+    exprs = texpr_of(graph, graph.nodes[group.anchor])
+    touches = group.output in layouts or bool(group_reads(graph, group) & layouts.keys())
+    return _with_relayouts(graph, exprs, layouts, touches, tuning)
 
 
 def _with_relayouts(

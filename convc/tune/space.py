@@ -12,7 +12,7 @@ that is far off, as for unusual shapes). Axes whose extent is a run-time symbol 
 layer's block of batch rows) are left alone: measured at batch 1 every block size does the
 same single row, so a choice there would be noise.
 
-`_with_relayouts` is the lowering's own planning step, called here so that the schedules
+`plan_group` is the lowering's own planning step, called here so that the schedules
 tuned are exactly the ones lowered (tests check that every key found here is one the
 lowering looks up).
 """
@@ -23,10 +23,9 @@ from dataclasses import dataclass
 
 import sympy
 
-from convc.lower.group import _with_relayouts
-from convc.lower.layout import choose_layouts, group_reads
+from convc.lower.group import plan_group
+from convc.lower.layout import choose_layouts
 from convc.lower.schedule import tile_choices, tuning_key
-from convc.texpr import texpr_of
 from ir import Graph
 
 MAX_CANDIDATES = 6
@@ -45,9 +44,7 @@ def tunables(graph: Graph, groups) -> dict[tuple[str, ...], list[Tunable]]:
     layouts = choose_layouts(graph, groups)
     found = {}
     for group in groups:
-        exprs = texpr_of(graph, graph.nodes[group.anchor])
-        blocked = group.output in layouts or bool(group_reads(graph, group) & layouts.keys())
-        planned, _ = _with_relayouts(graph, exprs, layouts, blocked, {})
+        planned, _ = plan_group(graph, group, layouts, {})
         schedules = [_tunable(te, schedule) for te, schedule in planned]
         found[tuple(group.nodes)] = [t for t in schedules if t is not None]
     return found
