@@ -43,7 +43,7 @@ __all__ = [
     "default_schedule",
     "lower_group",
     "lower_nest",
-    "plan_group",
     "pack_weights",
     "plan_arena",
+    "plan_group",
 ]
