@@ -8,6 +8,12 @@ one kernel, `default_schedule` picks each op family's schedule (plain data,
 
 Decisions worth knowing:
 
+- Activations inside a model are stored channel-blocked (NCHW[32]c or NCHW[16]c,
+  `layout`) wherever every kernel that writes or reads them vectorizes over
+  channels; their accesses are re-indexed at conversion (`Scope.layouts`), so
+  schedules and tensor expressions stay in NCHW terms. `plan_group` gives the
+  (expression, schedule) pairs of a group's kernel, which a tuner may re-tile.
+
 - Every kernel is derived from the op's tensor expression; the fused epilogue
   (bias, activation, residual add, folded batch norm) is applied to the
   accumulator in registers and only the group's last value is stored.
@@ -15,8 +21,9 @@ Decisions worth knowing:
   blocked) axis is split into borders, where every bound is checked, and an
   interior where the bounds are proven (`regions`).
 - Convs with 16k output channels and a window, a stride, narrow rows or a deep
-  reduction vectorize over output channels with a register block of output
-  columns; 2-D dense layers over output features with a block of rows; the
+  reduction (and every kernel on blocked values) vectorize over output channels
+  with a register block of output columns, placed at fixed places in a row of
+  known width; 2-D dense layers over output features with a block of rows; the
   rest (elementwise, pooling, depthwise, shallow 1x1) over the innermost output
   axis with a block of output channels.
 - Derived gradients (family "grad") are scheduled like convs (`grad_schedule`):
