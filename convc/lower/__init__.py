@@ -13,7 +13,6 @@ Decisions worth knowing:
   channels; their accesses are re-indexed at conversion (`Scope.layouts`), so
   schedules and tensor expressions stay in NCHW terms. `plan_group` gives the
   (expression, schedule) pairs of a group's kernel, which a tuner may re-tile.
-
 - Every kernel is derived from the op's tensor expression; the fused epilogue
   (bias, activation, residual add, folded batch norm) is applied to the
   accumulator in registers and only the group's last value is stored.
