@@ -62,7 +62,7 @@ def _ceil_mode_pools():
 
 
 @pytest.mark.parametrize(
-    "case, node, attrs", _ceil_mode_pools(), ids=lambda v: getattr(v, "name", "")
+    "case, node, attrs", list(_ceil_mode_pools()), ids=lambda v: getattr(v, "name", "")
 )
 def test_ceil_mode_cases_follow_the_pytorch_rule(case, node, attrs):
     """onnx's reference evaluator once got these shapes wrong; check the shipped ones."""
