@@ -174,7 +174,7 @@ def _scheduled(
     `choice`: (whether the kernel touches a channel-blocked value, the tuning table)."""
     blocked, tuning = choice
     planned = []
-    partials, te = split_batch(without_unit_reductions(te))
+    partials, te = split_batch(_without_unit_reductions(te))
     for part in [*partials, te]:
         schedule = grad_schedule(part) or _blocked_schedule(part, blocked) or default_schedule(part)
         tiles = tuning.get(tuning_key(part))
@@ -201,7 +201,7 @@ def _blocked_schedule(te: TensorExpr, blocked: bool):
     return channel_schedule(te, channel_block(te.shape[1]))
 
 
-def without_unit_reductions(te: TensorExpr) -> TensorExpr:
+def _without_unit_reductions(te: TensorExpr) -> TensorExpr:
     """`te` with each reduction index of extent 1 replaced by 0 in its body and condition
     (a depthwise conv reads `x[n, c + o, ..]` over c < 1: `x[n, o, ..]` is affine in `o`
     alone, so a tile of `o` reads one contiguous vector of a blocked input)."""
