@@ -6,9 +6,10 @@ parallel loops perfectly nested in it, collapsed into one flat iteration space) 
 - ``<kernel>.parK(ptr noalias bufs..., i64 indices..., lets..., i64 lo, i64 hi)``: the serial
   loop over ``lo..hi`` (noalias survives: when inlined into the thunk LLVM turns it into
   scoped alias metadata);
-- ``<kernel>.parK.thunk(ptr ctx)``: unpacks the captured values from a struct, then claims
-  contiguous chunks of ``start..stop`` from a counter in the struct (an atomic add) and
-  calls the body on each until none is left;
+- ``<kernel>.parK.thunk(ptr ctx)``: unpacks the captured values from a struct, then runs
+  its thread's contiguous share of ``start..stop`` chunk by chunk, and then what is left
+  of the other shares (each share's chunks are claimed through a counter in the struct,
+  an atomic add);
 - at the loop's place: the struct filled on the stack, then
   ``GOMP_parallel(thunk, ctx, min(nthreads, extent), 0)`` when more than one thread is
   useful, else a direct call of the thunk.
@@ -34,11 +35,17 @@ from ..loops import ir as L
 from .llvmutil import I32, I64, PTR, VOID, declare, for_range, i64, smax, smin
 
 GOMP_PARALLEL = "GOMP_parallel"
-#: Chunks a parallel loop is cut into per thread. Threads claim chunks as they go, so one
-#: that starts late (woken from sleep, or its core taken by another process) leaves its
-#: share to the others instead of holding them up; static halves made every region as
-#: slow as its slowest thread. Each iteration still runs whole on one thread, so results
-#: do not depend on the thread count.
+THREAD_NUM = "omp_get_thread_num"
+NUM_THREADS = "omp_get_num_threads"
+#: The most threads a parallel loop uses (the size of its table of per-thread counters).
+MAX_TEAM = 64
+#: Chunks each thread's share of a parallel loop is cut into. A thread runs its own share
+#: first, chunk by chunk, so consecutive kernels hand the same images (or rows) to the
+#: same thread and it finds its data in its own cache (ResNet-18 at batch 8 on 2 threads:
+#: 96.3 ms when threads took chunks in turn from one counter, 92.0 with shares); then it
+#: takes the remaining chunks of the other shares, so a thread that starts late (woken
+#: from sleep, or its core taken by another process) does not hold the others up. Each
+#: iteration still runs whole on one thread, so results do not depend on the thread count.
 CHUNKS_PER_THREAD = 8
 
 
@@ -53,10 +60,9 @@ def emit_parallel_loop(em, s: L.For) -> None:
     for extent in extents[1:]:
         total = b.mul(total, extent)
     values, body_fn = _outline_body(em, nest)
-    wide = smin(b, b.sext(em.nthreads, I64), total)
-    chunks = smax(b, b.mul(wide, i64(CHUNKS_PER_THREAD)), i64(1))  # total may be 0
-    chunk = smax(b, b.sdiv(total, chunks), i64(1))
-    fields = [*values, *starts, *extents, total, chunk, i64(0)]  # the last: next chunk's start
+    wide = smin(b, smin(b, b.sext(em.nthreads, I64), total), i64(MAX_TEAM))
+    counters = ir.ArrayType(I64, MAX_TEAM)  # how far each thread's share has been claimed
+    fields = [*values, *starts, *extents, total, ir.Constant(counters, None)]
     struct = ir.LiteralStructType([v.type for v in fields])
     thunk = _thunk(mctx.module, f"{body_fn.name}.thunk", struct, body_fn)
     with b.goto_block(em.entry):
@@ -134,9 +140,11 @@ def _flat_loop(sub, nest: list[L.For], starts, extents, lo, hi) -> None:
 
 
 def _thunk(module: ir.Module, name: str, struct: ir.LiteralStructType, body_fn) -> ir.Function:
-    """``void thunk(ptr ctx)``: unpack, then claim chunks of ``0..total`` from the shared
-    counter (the last field; the chunk size before it, ``total`` before that) until none is
-    left, calling the body on each with the other fields."""
+    """``void thunk(ptr ctx)``: unpack, then run chunks of this thread's share of
+    ``0..total`` and, once it is done, of the other threads' shares in turn (each share's
+    counter in the last field says how far it has been claimed; ``total`` comes before
+    it), calling the body with the other fields. Shares follow the team actually started
+    (libgomp may start fewer threads than asked; the serial stand-in starts one)."""
     fn = ir.Function(module, ir.FunctionType(VOID, [PTR]), name)
     fn.linkage = "internal"
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -144,19 +152,27 @@ def _thunk(module: ir.Module, name: str, struct: ir.LiteralStructType, body_fn) 
     for k, t in enumerate(struct.elements[:-1]):
         ptr = b.gep(fn.args[0], [ir.Constant(I32, 0), ir.Constant(I32, k)], source_etype=struct)
         fields.append(b.load(ptr, typ=t))
+    total = fields[-1]
+    tid = b.sext(b.call(declare(module, THREAD_NUM, I32, []), []), I64)
+    team = b.sext(b.call(declare(module, NUM_THREADS, I32, []), []), I64)  # as started
+    share = b.sdiv(b.add(total, b.sub(team, i64(1))), team)
+    chunk = smax(b, b.sdiv(share, i64(CHUNKS_PER_THREAD)), i64(1))
     last = ir.Constant(I32, len(struct.elements) - 1)
-    counter = b.gep(fn.args[0], [ir.Constant(I32, 0), last], source_etype=struct)
-    total, chunk = fields[-2], fields[-1]
-    claim = fn.append_basic_block("claim")
-    work = fn.append_basic_block("work")
-    done = fn.append_basic_block("done")
-    b.branch(claim)
-    b.position_at_end(claim)
-    lo = b.atomic_rmw("add", counter, chunk, "monotonic")
-    b.cbranch(b.icmp_signed("<", lo, total), work, done)
-    b.position_at_end(work)
-    b.call(body_fn, fields[:-2] + [lo, smin(b, b.add(lo, chunk), total)])
-    b.branch(claim)
-    b.position_at_end(done)
+    with for_range(b, i64(0), team, name="turn") as turn:
+        owner = b.urem(b.add(tid, turn), team)
+        counter = b.gep(fn.args[0], [ir.Constant(I32, 0), last, owner], source_etype=struct)
+        first = b.mul(owner, share)
+        end = smin(b, b.add(first, share), total)
+        claim = fn.append_basic_block("claim")
+        work = fn.append_basic_block("work")
+        done = fn.append_basic_block("share.done")
+        b.branch(claim)
+        b.position_at_end(claim)
+        lo = b.add(first, b.atomic_rmw("add", counter, chunk, "monotonic"))
+        b.cbranch(b.icmp_signed("<", lo, end), work, done)
+        b.position_at_end(work)
+        b.call(body_fn, fields[:-1] + [lo, smin(b, b.add(lo, chunk), end)])
+        b.branch(claim)
+        b.position_at_end(done)
     b.ret_void()
     return fn

@@ -1,8 +1,8 @@
 """The parallel runtime behind parallel loops: libgomp's C ABI, or a serial stand-in.
 
-Stage: runtime. Generated code calls ``GOMP_parallel(fn, data, nthreads, 0)`` (see
-`convc.codegen.parallel` for why; its threads share the work through a counter of their
-own). `ensure_loaded` makes that symbol resolvable before any code is finalised: it loads
+Stage: runtime. Generated code calls ``GOMP_parallel(fn, data, nthreads, 0)``,
+``omp_get_thread_num()`` and ``omp_get_num_threads()`` (see `convc.codegen.parallel` for
+why). `ensure_loaded` makes those symbols resolvable before any code is finalised: it loads
 libgomp (shipped with gcc) into the process; without it, it registers ctypes stand-ins that
 run the region on the calling thread, so code still runs, on one core.
 
@@ -79,5 +79,9 @@ def _install_serial() -> None:
     def gomp_parallel(fn, data, nthreads, flags):
         REGION(fn)(data)
 
-    _STAND_INS.append(gomp_parallel)
+    zero = ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 0)
+    one = ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 1)
+    _STAND_INS.extend([gomp_parallel, zero, one])
     llvm.add_symbol("GOMP_parallel", ctypes.cast(gomp_parallel, ctypes.c_void_p).value)
+    llvm.add_symbol("omp_get_thread_num", ctypes.cast(zero, ctypes.c_void_p).value)
+    llvm.add_symbol("omp_get_num_threads", ctypes.cast(one, ctypes.c_void_p).value)
