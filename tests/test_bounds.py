@@ -122,6 +122,18 @@ IN_BOUNDS = textwrap.dedent(
     ref = np.convolve(np.pad(x, 1), w[::-1], mode="valid")
     check(Program("guarded", bufs, [Kernel("guarded", [body])], ("N",)), {"x": x, "w": w}, {"y": (35,)}, {"N": 35},
           {"y": ref})
+
+    # 7. a register block of 5 columns over channel lanes, stored as rows (transposed in
+    # registers): the rows end at the buffer's last element, the channel tail is masked
+    c, r = loop_var("c"), loop_var("r")
+    for width, channels in ((16, 20), (32, 37)):
+        block = For(r, 0, 5, [Store("y", (c, r), Load("x", (r, c)) * 2.0)], "unrolled")
+        body = For(c, 0, N, [block], "vectorized", width, "masked")
+        bufs = [Buffer("x", "float32", (5, N), "input", align=A), Buffer("y", "float32", (N, 5), "output", align=A)]
+        x = rng.standard_normal((5, channels)).astype(np.float32)
+        program = Program("rows", bufs, [Kernel("rows", [body])], ("N",))
+        assert "llvm.masked.store.v16f32" in runtime.load(program).source("llvm")
+        check(program, {"x": x}, {"y": (channels, 5)}, {"N": channels}, {"y": 2 * x.T})
     print("ok")
     """
 )

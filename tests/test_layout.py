@@ -131,3 +131,23 @@ def test_partial_and_whole_blocks_through_pools_and_depthwise(channels):
     graph, groups, _ = lower_graph(g)
     assert set(choose_layouts(graph, groups)) >= {"r1", "mp"}
     assert_compiled_matches(g, inputs_for(g, 2))
+
+
+@pytest.mark.parametrize("outputs, width", [(24, 9), (40, 13), (64, 5)])
+def test_nchw_outputs_of_channel_vector_kernels_are_stored_as_rows(outputs, width):
+    # the last conv reads a blocked value and writes the NCHW graph output: its register
+    # block of columns is transposed in registers and stored one channel row at a time
+    # (masked where the channel tile is partial), not scattered lane by lane
+    g = ir.Graph("rows")
+    g.add_input("x", ("N", 3, 7, width))
+    rng = np.random.default_rng(outputs)
+    g.add_param("w1", rng.standard_normal((32, 3, 3, 3)).astype(np.float32))
+    g.add_param("w2", rng.standard_normal((outputs, 32, 3, 3)).astype(np.float32))
+    g.add_node("conv", ["x", "w1"], {"pads": [1, 1, 1, 1]}, name="c1")
+    g.add_node("conv", ["c1", "w2"], {"pads": [1, 1, 1, 1]}, name="c2")
+    g.set_outputs("c2")
+    llvm = convc.compile(g, threads=1).source("llvm")
+    functions = [f for f in llvm.split("\ndefine ") if f.split("(")[0].count("kernel.c2")]
+    assert functions and not any("masked.scatter" in f for f in functions)
+    assert any("llvm.masked.store.v16f32" in f for f in functions)
+    assert_compiled_matches(g, inputs_for(g, 2), threads=2)

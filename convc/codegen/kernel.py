@@ -17,10 +17,11 @@ from llvmlite import ir
 
 from ..loops import ir as L
 from ..loops.analysis import known_multiple
-from .index import IndexEmitter, depends_on
+from .index import IndexEmitter, depends_on, stride_in
 from .llvmutil import const, for_range, i64, lanes, smax, splat, value_type, vector_fma
-from .memory import Memory, VecCtx
+from .memory import Memory, VecCtx, flat_index
 from .parallel import emit_parallel_loop
+from .transpose import TILE, store_rows
 from .values import binary, cast, compare, identity, index_value, unary, widen
 
 
@@ -187,12 +188,54 @@ class FunctionEmitter:
         extent = sympy.simplify(s.stop - s.start)
         if not extent.is_Integer:
             raise ValueError(f"unrolled loop '{s.var}' needs a constant extent, got {extent}")
+        if self._row_stores(s, int(extent)):
+            return
         start = self.index(s.start)
         saved = self.env.get(s.var.name)
         for k in range(int(extent)):
             self.env[s.var.name] = start if k == 0 else self.b.add(start, i64(k))
             self.stmt(s.body)
         self._restore(s.var.name, saved)
+
+    def _row_stores(self, s: L.For, count: int) -> bool:
+        """Emit `s` as stores of rows (`transpose`) when it is a register block's stores:
+        inside a vectorized loop, a body of lets ending in a float32 store whose element
+        moves by 1 from one copy to the next and by at least `count` from one lane to the
+        next. Returns whether it did."""
+        vec = self.vec
+        body = s.body.stmts if isinstance(s.body, L.Block) else (s.body,)
+        last = body[-1] if body else None
+        if vec is None or vec.width % TILE or not 2 <= count <= TILE:
+            return False
+        if not isinstance(last, L.Store) or not all(isinstance(t, L.Let) for t in body[:-1]):
+            return False
+        buf = self.mem.decl[last.buffer]
+        flat = flat_index(buf, last.index)
+        lane, step = stride_in(flat, vec.var), stride_in(flat, s.var.name)
+        if buf.dtype != "float32" or step != 1 or lane is None or not lane.is_Integer:
+            return False
+        if int(lane) < count:
+            return False
+        start, saved, scope = self.index(s.start), self.env.get(s.var.name), dict(self.locals)
+        values = []
+        for k in range(count):
+            self.env[s.var.name] = start if k == 0 else self.b.add(start, i64(k))
+            for t in body[:-1]:
+                self.stmt(t)
+            value, _ = self.expr_as(last.value, "float32")
+            values.append(widen(self.b, value, vec.width))
+        self.env[s.var.name] = start
+        base = self.b.gep(
+            self.buffers[last.buffer],
+            [self.index(flat)],
+            inbounds=True,
+            source_etype=value_type("float32", None),
+        )
+        store_rows(self.b, base, values, int(lane), vec.mask)
+        self._restore(s.var.name, saved)
+        self.locals.clear()
+        self.locals.update(scope)
+        return True
 
     # ------------------------------------------------------------------ vector loops
 
