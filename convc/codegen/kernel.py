@@ -21,7 +21,7 @@ from .index import IndexEmitter, depends_on, stride_in
 from .llvmutil import const, for_range, i64, lanes, smax, splat, value_type, vector_fma
 from .memory import Memory, VecCtx, flat_index
 from .parallel import emit_parallel_loop
-from .transpose import TILE, store_rows
+from .transpose import TILE
 from .values import binary, cast, compare, identity, index_value, unary, widen
 
 
@@ -225,13 +225,7 @@ class FunctionEmitter:
             value, _ = self.expr_as(last.value, "float32")
             values.append(widen(self.b, value, vec.width))
         self.env[s.var.name] = start
-        base = self.b.gep(
-            self.buffers[last.buffer],
-            [self.index(flat)],
-            inbounds=True,
-            source_etype=value_type("float32", None),
-        )
-        store_rows(self.b, base, values, int(lane), vec.mask)
+        self.mem.store_rows(last, values, int(lane), vec)
         self._restore(s.var.name, saved)
         self.locals.clear()
         self.locals.update(scope)

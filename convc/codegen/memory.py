@@ -22,6 +22,7 @@ from ..loops import ir as L
 from ..loops.analysis import known_multiple
 from .index import IndexEmitter, depends_on, stride_in
 from .llvmutil import I1, I32, I64, MEMORY_TYPES, PTR, const, declare, i64, type_suffix
+from .transpose import store_rows
 
 MAX_SHUFFLE_STRIDE = 4  # constant strides up to this load contiguously and shuffle
 
@@ -136,6 +137,14 @@ class Memory:
         name = f"llvm.masked.scatter.{type_suffix(vt)}.v{vec.width}p0"
         fn = declare(b.module, name, ir.VoidType(), [vt, ptrs.type, mask.type])
         b.call(fn, [value, ptrs, mask])
+
+    def store_rows(self, node: L.Store, values: list, lane_stride: int, vec: VecCtx) -> None:
+        """`values[r]` (one per copy of a register block) stored where `node` puts copy r,
+        whose index moves by 1 from copy to copy and by `lane_stride` from lane to lane:
+        transposed in registers and written one lane's row at a time (`transpose`)."""
+        buf = self.decl[node.buffer]
+        base = self._gep(node.buffer, MEMORY_TYPES[buf.dtype], flat_index(buf, node.index))
+        store_rows(self.b, base, values, lane_stride, vec.mask)
 
     def prefetch(self, node: L.Prefetch) -> None:
         """``llvm.prefetch`` of the line holding ``buffer[index]``: read, locality 2 (kept

@@ -61,10 +61,11 @@ DEEP_REDUCTION = 64
 #: columns checked inside each unrolled copy); wider rows split their interior (the columns
 #: that need no bound check) into blocks of MIN..MAX_COLUMN_BLOCK, leaving the fewest over.
 MAX_ROW_BLOCK = 14
-#: Rows covered by at most this many register blocks are unrolled into blocks at fixed
-#: places (each a copy of the reduction loops); longer rows loop over interior blocks.
-MAX_ROW_COPIES, FEW_ROW_BLOCKS = 8, 3
 MIN_COLUMN_BLOCK, MAX_COLUMN_BLOCK = 6, 13
+#: Rows covered by at most MAX_ROW_COPIES register blocks are unrolled into blocks at fixed
+#: places (each a copy of the reduction loops); longer rows loop over interior blocks. Conv
+#: rows that FEW_ROW_BLOCKS blocks cover take the largest blocks (`_column_block`).
+MAX_ROW_COPIES, FEW_ROW_BLOCKS = 8, 3
 #: Dense layers: output features per vector (`<32 x float>`, two registers, so a batch-1 row
 #: keeps two FMA chains in flight: LeNet-5's dense layers are FMA-latency bound; 16 for deep
 #: reductions, from DEEP_DENSE inputs) and rows sharing each weight vector (a batch below it
@@ -208,11 +209,7 @@ def channel_schedule(te: TensorExpr, width: int, limits: tuple | None = None) ->
     for any 4-D family: the schedule of every kernel reading or writing a channel-blocked
     value (`layout`), whose vector of channels is then one contiguous load or store.
     `limits`: (widest row taken as one block, largest column block), by default those of
-    the vector width.
-
-    Channel blocks loop outside the batch: a block's weights (up to 590 KB, for 512
-    input channels) then stream from memory once for the whole batch instead of once
-    per image (ResNet-18's last layers read 9.4 MB of weights each)."""
+    the vector width."""
     names = [str(i) for i in te.indices]
     if limits is None:
         narrow = (MAX_ROW_BLOCK, MAX_COLUMN_BLOCK)

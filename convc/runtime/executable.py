@@ -13,8 +13,8 @@ memory-bound 4 MB elementwise kernel (quiet machine): in place 0.28 ms; a misali
 through the scratch copy 0.90 ms; the same kernel compiled for ``align=4`` reading misaligned
 data in place 0.26 ms. The copy costs more than unaligned loads even where rows are reused
 from L1, so compiled models declare their inputs ``align=16``, NumPy's own
-(`convc.lower.program.INPUT_ALIGN`). Aligned
-allocation over-allocates a NumPy byte array and offsets into it (`aligned_empty`);
+(`convc.lower.program.INPUT_ALIGN`). Aligned allocation over-allocates a NumPy byte
+array and offsets into it (`aligned_empty`);
 `CompiledModel` allocates its outputs that way. A run re-using the same arrays costs about 2 us
 of Python (pointers are cached per slot).
 """
