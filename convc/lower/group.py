@@ -19,12 +19,12 @@ import sympy
 
 from convc import loops
 from convc.passes import FusedGroup
-from convc.texpr import TensorExpr, texpr_of
+from convc.texpr import TensorExpr
 from ir import Graph, UnsupportedError
 
 from .convert import Scope
 from .grad_schedule import grad_schedule, split_batch
-from .layout import channel_block, channel_vectorizable, group_reads
+from .layout import channel_block, channel_vectorizable, group_reads, group_texprs
 from .nest import Names, lower_nest
 from .packing import pack_weights
 from .relayout import pad_operand, shared_pad, transpose_for
@@ -49,11 +49,11 @@ def kernel_name(name: str) -> str:
     return re.sub(r"\W", "_", name)
 
 
-def _chain(graph: Graph, group: FusedGroup, out: TensorExpr) -> list:
+def _chain(graph: Graph, group: FusedGroup, out: TensorExpr, texprs: dict) -> list:
     """(value name, sympy value over `out`'s indices) for each epilogue node, in order."""
     steps = []
     for name in group.epilogue:
-        exprs = texpr_of(graph, graph.nodes[name])
+        exprs = texprs[name]
         if len(exprs) != 1 or exprs[0].reduction != "none":
             raise UnsupportedError(f"{graph.nodes[name].op} '{name}': cannot be fused")
         te = exprs[0]
@@ -63,21 +63,26 @@ def _chain(graph: Graph, group: FusedGroup, out: TensorExpr) -> list:
 
 
 def lower_group(
-    graph: Graph, group: FusedGroup, layouts: dict | None = None, tuning: dict | None = None
+    graph: Graph,
+    group: FusedGroup,
+    layouts: dict | None = None,
+    tuning: dict | None = None,
+    texprs: dict | None = None,
 ) -> LoweredGroup:
     """The kernel computing `group` (anchor, then its epilogue) into `group.output`;
     `layouts`: the values stored channel-blocked (`layout.choose_layouts`); `tuning`:
-    {`tuning_key`: {axis: tile}} overriding the chosen schedules' tiles."""
+    {`tuning_key`: {axis: tile}} overriding the chosen schedules' tiles; `texprs`: the
+    nodes' tensor expressions (`layout.group_texprs`, derived here when not given)."""
     anchor = graph.nodes[group.anchor]
-    exprs = texpr_of(graph, anchor)
+    texprs = texprs if texprs is not None else group_texprs(graph, [group])
     layouts = layouts or {}
     names = Names({})
     nests, described, reads, writes, chained = [], [], set(), [], set()
     classes = []  # the residue classes' expression name per nest, else None
-    planned, packs = plan_group(graph, group, layouts, tuning or {})
+    planned, packs = plan_group(graph, group, layouts, tuning or {}, texprs)
     for te, schedule in planned:
         fused = te.name == anchor.outputs[0] and group.epilogue
-        steps = _chain(graph, group, te) if fused else []
+        steps = _chain(graph, group, te, texprs) if fused else []
         store = group.output if fused else te.name
         where = f"{anchor.op} '{anchor.name}'"
         scope = Scope(dtype=te.dtype, layouts=layouts, where=where)
@@ -104,7 +109,7 @@ def lower_group(
         tuple(writes),
         tuple(te for te, _ in planned if te.role == "temp"),
         packs,
-        _view_source(graph, group, exprs),
+        _view_source(graph, group, texprs[group.anchor]),
     )
 
 
@@ -121,14 +126,15 @@ def _merged(first: loops.Stmt, second: loops.Stmt) -> loops.Stmt | None:
     return replace(first, body=loops.Block((*inner, second.body)))
 
 
-def plan_group(graph: Graph, group: FusedGroup, layouts: dict, tuning: dict) -> tuple[list, dict]:
+def plan_group(
+    graph: Graph, group: FusedGroup, layouts: dict, tuning: dict, texprs: dict
+) -> tuple[list, dict]:
     """([(expression, schedule)] in kernel order, packed weights) of `group`'s kernel: the
     schedules `lower_group` lowers (and a tuner tries tiles for), its run-time copies
     first. A kernel reading or writing a channel-blocked value (`layouts`) takes
-    channel-vector schedules."""
-    exprs = texpr_of(graph, graph.nodes[group.anchor])
-    touches = group.output in layouts or bool(group_reads(graph, group) & layouts.keys())
-    return _with_relayouts(graph, exprs, layouts, touches, tuning)
+    channel-vector schedules. `texprs`: as from `layout.group_texprs`."""
+    touches = group.output in layouts or bool(group_reads(group, texprs) & layouts.keys())
+    return _with_relayouts(graph, texprs[group.anchor], layouts, touches, tuning)
 
 
 def _with_relayouts(

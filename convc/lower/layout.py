@@ -72,28 +72,35 @@ def channel_vectorizable(te: TensorExpr) -> bool:
     return channels.is_number and int(channels) >= MIN_CHANNELS
 
 
-def group_reads(graph: Graph, group: FusedGroup) -> set:
+def group_texprs(graph: Graph, groups: list[FusedGroup]) -> dict:
+    """{node name: its tensor expressions} for every node of `groups`: derived once per
+    compile and shared by the layout choice, the schedules and the lowering."""
+    return {name: texpr_of(graph, graph.nodes[name]) for group in groups for name in group.nodes}
+
+
+def group_reads(group: FusedGroup, texprs: dict) -> set:
     """The values a group's kernel reads (its anchor's and its epilogue's operands)."""
-    nodes = [group.anchor, *group.epilogue]
-    return {r for name in nodes for te in texpr_of(graph, graph.nodes[name]) for r in te.reads}
+    return {r for name in group.nodes for te in texprs[name] for r in te.reads}
 
 
-def channel_group(graph: Graph, group: FusedGroup) -> bool:
+def channel_group(graph: Graph, group: FusedGroup, texprs: dict) -> bool:
     """Whether a group's kernel can take channel-vector schedules: its anchor computes one
     channel-vectorizable expression, and its temporaries read constants only."""
-    exprs = texpr_of(graph, graph.nodes[group.anchor])
+    exprs = texprs[group.anchor]
     computed = [te for te in exprs if te.role != "temp"]
     temp_reads = {r for te in exprs if te.role == "temp" for r in te.reads}
     constant = all(r not in graph.values or graph.values[r].is_constant for r in temp_reads)
     return len(computed) == 1 and channel_vectorizable(computed[0]) and constant
 
 
-def choose_layouts(graph: Graph, groups: list[FusedGroup]) -> dict:
-    """{value name: channel block} for the values stored blocked (see the module doc)."""
+def choose_layouts(graph: Graph, groups: list[FusedGroup], texprs: dict | None = None) -> dict:
+    """{value name: channel block} for the values stored blocked (see the module doc);
+    `texprs` as from `group_texprs` (derived here when not given)."""
+    texprs = texprs if texprs is not None else group_texprs(graph, groups)
     friendly, readers = {}, {}
     for group in groups:
-        friendly[group.name] = channel_group(graph, group)
-        for name in group_reads(graph, group):
+        friendly[group.name] = channel_group(graph, group, texprs)
+        for name in group_reads(group, texprs):
             readers.setdefault(name, []).append(group.name)
     outputs = set(graph.outputs)
     layouts = {}

@@ -35,7 +35,7 @@ from convc.passes import FusedGroup
 from ir import Graph, UnsupportedError
 
 from .group import LoweredGroup, lower_group
-from .layout import blocked_shape, choose_layouts
+from .layout import blocked_shape, choose_layouts, group_texprs
 
 #: The alignment graph inputs are declared with: NumPy's own (its large arrays start 16, 32
 #: or 48 bytes past a 64-byte boundary), so the runtime reads a caller's array in place
@@ -219,8 +219,9 @@ def assemble(graph: Graph, groups: list[FusedGroup], tuning: dict | None = None)
     """(Program, lowered groups) for `graph` partitioned into `groups` (in execution order);
     `tuning`: {`tuning_key`: {axis: tile}} overriding the default schedules' tiles."""
     symbols = _check_symbols(graph)
-    layouts = choose_layouts(graph, groups)
-    lowered = [lower_group(graph, group, layouts, tuning) for group in groups]
+    texprs = group_texprs(graph, groups)
+    layouts = choose_layouts(graph, groups, texprs)
+    lowered = [lower_group(graph, group, layouts, tuning, texprs) for group in groups]
     aliases = {g.writes[0]: g.view_of for g in lowered if g.view_of is not None}
     lowered = [g for g in lowered if g.view_of is None]
     offsets, arena = plan_arena(graph, lowered, aliases, layouts)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import sympy
 
 from convc.lower.group import plan_group
-from convc.lower.layout import choose_layouts
+from convc.lower.layout import choose_layouts, group_texprs
 from convc.lower.schedule import tile_choices, tuning_key
 from ir import Graph
 
@@ -41,10 +41,11 @@ class Tunable:
 
 def tunables(graph: Graph, groups) -> dict[tuple[str, ...], list[Tunable]]:
     """{group nodes: [Tunable]} for every fused group, in group order."""
-    layouts = choose_layouts(graph, groups)
+    texprs = group_texprs(graph, groups)
+    layouts = choose_layouts(graph, groups, texprs)
     found = {}
     for group in groups:
-        planned, _ = plan_group(graph, group, layouts, {})
+        planned, _ = plan_group(graph, group, layouts, {}, texprs)
         schedules = [_tunable(te, schedule) for te, schedule in planned]
         found[tuple(group.nodes)] = [t for t in schedules if t is not None]
     return found
