@@ -17,6 +17,7 @@ disables the disk cache. `STATS` counts what happened, so tests can prove a hit 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -91,22 +92,30 @@ def disk_get(key: str) -> list[bytes] | None:
     return _unpack(payload)
 
 
+def write_atomic(path: Path, data: bytes) -> bool:
+    """Write `data` to `path` through a temporary file renamed over it (readers see the old
+    file or the new one, never half of one); False when the directory is not writable."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        return False
+    return True
+
+
 def disk_put(key: str, objects: list[bytes]) -> None:
     """Best effort: an unwritable cache directory only costs a recompile next time."""
     directory = cache_dir()
     if directory is None:
         return
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        payload = _pack(objects)
-        with os.fdopen(fd, "wb") as f:
-            f.write(hashlib.sha256(payload).digest() + payload)
-        os.replace(tmp, directory / f"{key}.o")
+    payload = _pack(objects)
+    if write_atomic(directory / f"{key}.o", hashlib.sha256(payload).digest() + payload):
         STATS["disk_writes"] += 1
-        _evict(directory)
-    except OSError:
-        return
+        with contextlib.suppress(OSError):
+            _evict(directory)
 
 
 def _evict(directory: Path) -> None:

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from convc.runtime import cache_dir
-from convc.runtime.cache import sources_hash
+from convc.runtime.cache import sources_hash, write_atomic
 from convc.runtime.llvm import cache_key_parts
 
 SOURCES = ("loops", "codegen", "runtime", "lower", "tune")
@@ -62,11 +60,4 @@ def write_table(path: Path | None, table: dict) -> None:
     if path is None or not table:
         return
     merged = {**read_table(path), **table}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(merged, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except OSError:
-        return
+    write_atomic(path, json.dumps(merged, indent=1, sort_keys=True).encode())
