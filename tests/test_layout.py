@@ -151,3 +151,63 @@ def test_nchw_outputs_of_channel_vector_kernels_are_stored_as_rows(outputs, widt
     assert functions and not any("masked.scatter" in f for f in functions)
     assert any("llvm.masked.store.v16f32" in f for f in functions)
     assert_compiled_matches(g, inputs_for(g, 2), threads=2)
+
+
+def deep_residual_graph(outputs=264, size=5):
+    """A 256-input 3x3 conv + residual add + relu writing a blocked value (`outputs`
+    channels: 264 is 16 blocks of 16 and a partial one of 8 lanes), read by a max pool."""
+    g = ir.Graph(f"deep{outputs}")
+    g.add_input("x", ("N", 8, size, size))
+    rng = np.random.default_rng(outputs)
+
+    def param(name, *shape):
+        fan_in = int(np.prod(shape[1:]))
+        weights = rng.standard_normal(shape) / np.sqrt(fan_in)
+        g.add_param(name, weights.astype(np.float32))
+
+    param("w0", 256, 8, 3, 3)
+    param("w1", outputs, 256, 3, 3)
+    param("w2", outputs, 256, 1, 1)
+    param("w3", 8, outputs, 1, 1)
+    g.add_node("conv", ["x", "w0"], {"pads": [1, 1, 1, 1]}, name="c0")
+    g.add_node("relu", ["c0"], name="r0")
+    g.add_node("conv", ["r0", "w1"], {"pads": [1, 1, 1, 1]}, name="deep")
+    g.add_node("conv", ["r0", "w2"], name="side")
+    g.add_node("add", ["deep", "side"], name="sum")
+    g.add_node("relu", ["sum"], name="r1")
+    g.add_node("max_pool", ["r1"], {"kernel_shape": [2, 2], "strides": [1, 1]}, name="mp")
+    g.add_node("conv", ["mp", "w3"], name="out")
+    g.set_outputs("out")
+    return g
+
+
+def test_deep_convs_writing_blocked_values_run_their_reduction_in_chunks(monkeypatch):
+    # 16 input channels at a time, each chunk over all the rows; the partial sums wait in
+    # the blocked output, and only the last chunk adds the residual and applies the relu
+    graph = deep_residual_graph()
+    program = convc.compile(graph, threads=1).program
+    (deep,) = [k for k in program.kernels if k.name.startswith("deep")]
+    text = convc.loops.format_kernel(deep)
+    assert "reduce-tiles c=16" in text and "for c_i in 0..16" in text
+    assert re.search(r"if idx\(c_o\) == idx\(15\):", text)
+    (last,) = [k for k in program.kernels if k.name.startswith("out")]
+    assert "reduce-tiles" not in convc.loops.format_kernel(last)  # no partial sums in NCHW
+    x = inputs_for(graph, 2)
+    chunked = assert_compiled_matches(graph, x, threads=2)["out"]
+    # the same sums in the same order: bit for bit what the unchunked kernel computes
+    monkeypatch.setattr(convc.lower.schedule, "CHUNK_MIN_WEIGHTS", 1 << 40)
+    unchunked = deep_residual_graph()
+    unchunked.name = "unchunked"  # another fingerprint: not the model compiled above
+    whole = convc.compile(unchunked, threads=2)
+    assert "reduce-tiles" not in whole.source("loops")
+    np.testing.assert_array_equal(whole.run(x)["out"], chunked)
+
+
+@pytest.mark.parametrize("outputs", [32 * 7, 272])
+def test_convs_with_few_output_channel_blocks_keep_the_whole_reduction(outputs):
+    # 7 blocks of 32 share too little between threads once the rows are inside the chunks;
+    # 272 channels are 17 blocks of 16 and do chunk
+    graph = deep_residual_graph(outputs)
+    text = convc.compile(graph, threads=1).source("loops")
+    deep = text[text.index("kernel deep") :].split("\nkernel ")[0]
+    assert ("reduce-tiles" in deep) == (outputs == 272)

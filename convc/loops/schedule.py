@@ -21,6 +21,8 @@ class Schedule:
     `unroll`: axis -> full unroll of that (constant-extent) axis, e.g. a register block.
     `parallel_axis`: the axis split over threads (None: single-threaded kernel).
     `layout`: buffer name -> layout tag such as ``"NCHW16c"``, for the lowering to honour.
+    `reduce_tiles`: reduction axis -> chunk size (cache blocking: the reduction runs chunk by
+    chunk in a loop just inside the parallel one, partial sums kept in the output).
     """
 
     tiles: dict = field(default_factory=dict)
@@ -31,6 +33,7 @@ class Schedule:
     unroll: tuple[str, ...] = ()
     parallel_axis: str | None = None
     layout: dict = field(default_factory=dict)
+    reduce_tiles: dict = field(default_factory=dict)
 
     def describe(self) -> str:
         """One line for printers, e.g. ``tiles ow=16 order n,oc,oh,ow.o,ow.i vector ow.i/16``."""
@@ -45,6 +48,9 @@ class Schedule:
             parts.append("unroll " + ",".join(self.unroll))
         if self.parallel_axis:
             parts.append(f"parallel {self.parallel_axis}")
+        if self.reduce_tiles:
+            chunks = ",".join(f"{k}={v}" for k, v in sorted(self.reduce_tiles.items()))
+            parts.append(f"reduce-tiles {chunks}")
         if self.layout:
             parts.append("layout " + ",".join(f"{k}:{v}" for k, v in sorted(self.layout.items())))
         return " ".join(parts) or "default"

@@ -72,6 +72,7 @@ class Nest:
     block: tuple | None = None  # (axis symbol, size, outer var, inner var)
     width: int = 16  # lanes of the width vector (schedule.vector_width)
     prefetch: tuple = ()  # (tensor, index) read at each step of the innermost reduction
+    chunk: tuple | None = None  # (reduce symbol, size, outer var, inner var): see _chunked
 
 
 def lower_nest(te, schedule, store, epilogue, scope, names) -> loops.Stmt:
@@ -214,7 +215,25 @@ def _point(nest: Nest, atoms) -> loops.Stmt:
     identity = convert(te.identity, nest.scope)
     body = _reduce_loops(nest, atoms, acc)
     stores = _block_loop(nest, lambda k: _store(nest, loops.Ref(acc, k)))
-    return loops.Block((loops.Alloc(acc, te.dtype, shape, identity), body, stores))
+    alloc = loops.Alloc(acc, te.dtype, shape, identity)
+    if nest.chunk is None:
+        return loops.Block((alloc, body, stores))
+    return _chunked(nest, acc, alloc, body, stores)
+
+
+def _chunked(nest: Nest, acc: str, alloc, body, stores) -> loops.Stmt:
+    """One chunk of a cache-blocked reduction: the accumulators start from the partial sums
+    the previous chunks left in the output (from the identity in the first chunk), and
+    only the last chunk applies the epilogue; the others store the partial sums."""
+    te, scope = nest.te, nest.scope
+    _, size, outer, _ = nest.chunk
+    last = sympy.sympify(te.reduce_shape[0]) / size - 1
+    index = scope.place(nest.store, te.attrs.get("store_index", te.indices))
+    resume = _block_loop(nest, lambda k: loops.Assign(acc, k, loops.Load(nest.store, index)))
+    partial = _block_loop(nest, lambda k: loops.Store(nest.store, index, loops.Ref(acc, k)))
+    later = loops.Cmp("gt", loops.Index(outer), loops.Index(0))
+    final = loops.Cmp("eq", loops.Index(outer), loops.Index(last))
+    return loops.Block((alloc, loops.If(later, resume), body, loops.If(final, stores, partial)))
 
 
 def _reduce_loops(nest: Nest, atoms, acc: str) -> loops.Stmt:
@@ -242,8 +261,10 @@ def _reduce_loops(nest: Nest, atoms, acc: str) -> loops.Stmt:
         stmt = loops.Block((*hints, stmt))
     for level in range(len(te.reduce_indices) - 1, -1, -1):
         stmt = _guard(stmt, [a for a in atoms if depth[a] == level], scope)
-        var = te.reduce_indices[level]
-        stmt = loops.For(loops.loop_var(str(var)), 0, te.reduce_shape[level], stmt)
+        var, extent = loops.loop_var(str(te.reduce_indices[level])), te.reduce_shape[level]
+        if nest.chunk and nest.chunk[0] == te.reduce_indices[level]:
+            var, extent = nest.chunk[3], nest.chunk[1]
+        stmt = loops.For(var, 0, extent, stmt)
     return _guard(stmt, [a for a in atoms if depth[a] == -1], scope)
 
 
@@ -313,6 +334,12 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
     narrow outputs (7, 14, 28 wide), strided convs (no gathers), the stem and dense layers
     (weights streamed once from [P/16][K][16] panels). A tile that does not divide its axis
     ends with a masked vector.
+
+    A schedule with `reduce_tiles` (cache blocking) runs the input channels in chunks in a
+    loop just outside the rows (`_chunked`):
+
+        parallel for n*o_o:  for c_o:  for i:  for j blocks:  vector(16) for o_i:
+          acc[R] = c_o ? y[..] : 0;  for c_i, a, b: ...;  y[..] = last c_o ? epilogue(acc) : acc
     """
     te = nest.te
     o = _symbol(te, schedule.vector_axis[:-2])
@@ -321,6 +348,12 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
     tile = (o, width, loops.loop_var(f"{o}_o"), loops.loop_var(f"{o}_i"))
     outer = _ordered([v for v in te.indices if v != j], schedule)
     loops_, subs = _outer_loops(te, outer, schedule, tile)
+    nest.chunk = _reduce_chunk(te, schedule)
+    if nest.chunk:
+        c, size, c_o, c_i = nest.chunk
+        subs[c] = c_o * size + c_i
+        rows = next(k for k, loop in enumerate(loops_) if str(loop[0]) == str(te.indices[-2]))
+        loops_.insert(rows, (c_o, 0, sympy.sympify(te.reduce_shape[0]) / size, "serial"))
     nest.scope = replace(
         nest.scope, subs={**nest.scope.subs, **subs}, rewrites=_tile_rewrites(tile)
     )
@@ -359,6 +392,19 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
     ]
     kept = [p for p in parts if not (isinstance(p, loops.For) and _empty(p.start, p.stop))]
     return _wrap(loops_, loops.Block(tuple(kept)))
+
+
+def _reduce_chunk(te: TensorExpr, schedule):
+    """(input-channel symbol, chunk size, outer var, inner var) of a cache-blocked
+    reduction (`schedule.reduce_tiles`), or None. Chunks divide the axis: a last partial
+    chunk would need a bound on every read."""
+    c = te.reduce_indices[0] if te.reduce_indices else None
+    size = schedule.reduce_tiles.get(str(c))
+    if size is None:
+        return None
+    if not (sympy.sympify(te.reduce_shape[0]) % size).is_zero:
+        raise ValueError(f"{te.name}: reduction chunk {size} does not divide {te.reduce_shape[0]}")
+    return c, size, loops.loop_var(f"{c}_o"), loops.loop_var(f"{c}_i")
 
 
 def _even(start: int, stop, block: int) -> list:
