@@ -285,7 +285,9 @@ def test_convs_with_weights_past_the_caches_prefetch_the_next_channel_block():
     np.testing.assert_allclose(got, convc.interpret(g, {"x": x})["conv"], rtol=1e-4, atol=1e-4)
     # 1x1 320 -> 1280: 41 KB blocks, 1.6 MB in all
     assert "prefetch w.oc32[" in loops.format_kernel(kernels(deep_conv(320, 1280, 1))[0])
-    # weights below 1 MB stay in cache: 3x3 128 -> 128 (590 KB), and a small stem
-    assert "prefetch" not in loops.format_kernel(kernels(deep_conv(128, 128, 3))[0])
+    # from 128 KB: 3x3 128 -> 128 (590 KB) prefetches; 3x3 32 -> 32 (37 KB) and a small
+    # stem stay in cache
+    assert "prefetch w.oc32[" in loops.format_kernel(kernels(deep_conv(128, 128, 3))[0])
+    assert "prefetch" not in loops.format_kernel(kernels(deep_conv(32, 32, 3))[0])
     (small,) = kernels(conv_graph(channels=32, size=8))
     assert "prefetch" not in loops.format_kernel(small)
