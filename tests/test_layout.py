@@ -182,14 +182,16 @@ def deep_residual_graph(outputs=264, size=5):
 
 
 def test_deep_convs_writing_blocked_values_run_their_reduction_in_chunks(monkeypatch):
-    # 16 input channels at a time, each chunk over all the rows; the partial sums wait in
-    # the blocked output, and only the last chunk adds the residual and applies the relu
+    # one block of 32 input channels at a time, each chunk over all the rows; the partial
+    # sums wait in the blocked output, and only the last chunk adds the residual and
+    # applies the relu
     graph = deep_residual_graph()
     program = convc.compile(graph, threads=1).program
     (deep,) = [k for k in program.kernels if k.name.startswith("deep")]
     text = convc.loops.format_kernel(deep)
-    assert "reduce-tiles c=16" in text and "for c_i in 0..16" in text
-    assert re.search(r"if idx\(c_o\) == idx\(15\):", text)
+    assert "reduce-tiles c=32" in text and "for c_i in 0..32" in text
+    assert re.search(r"if idx\(c_o\) == idx\(7\):", text)
+    assert re.search(r"r0\[[^]]*c_o, [^]]*, c_i\]", text)  # the chunk's lanes, no quotients
     (last,) = [k for k in program.kernels if k.name.startswith("out")]
     assert "reduce-tiles" not in convc.loops.format_kernel(last)  # no partial sums in NCHW
     x = inputs_for(graph, 2)
@@ -211,3 +213,14 @@ def test_convs_with_few_output_channel_blocks_keep_the_whole_reduction(outputs):
     text = convc.compile(graph, threads=1).source("loops")
     deep = text[text.index("kernel deep") :].split("\nkernel ")[0]
     assert ("reduce-tiles" in deep) == (outputs == 272)
+
+
+def test_reductions_over_a_blocked_input_loop_over_its_blocks_then_their_lanes():
+    # the body conv reads the 64-channel pool output, stored in blocks of 32: c = 32*c_b + c_l,
+    # read as pool[.., c_b, .., c_l] (no quotient or remainder left in the loop)
+    _, _, program = lower_graph(mixed_graph(batch=1))
+    (kernel,) = [k for k in program.kernels if k.name.startswith("body")]
+    text = convc.loops.format_kernel(kernel)
+    assert "for c_b in 0..2:" in text and "for c_l in 0..32:" in text
+    assert re.search(r"pool\[[^]]*, c_b, [^]]*, c_l\]", text)
+    assert "floor(c/" not in text and "Mod(c," not in text

@@ -35,22 +35,10 @@ from convc.passes import FusedGroup
 from convc.texpr import TensorExpr, texpr_of
 from ir import Graph
 
-from .schedule import VECTOR_WIDTH, WIDE_CHANNEL_TILE, depthwise
+from .schedule import channel_block, depthwise
 
 MIN_CHANNELS = 16
 CHANNEL_FAMILIES = ("conv", "pool", "elementwise")
-
-
-def channel_block(channels) -> int:
-    """The block (and vector width) for a tensor of `channels` channels: 32 unless the
-    last block of 32 would be at most half full. A partial block costs a whole pass over
-    the kernel's inputs, so 24 channels take one block of 32 (1x1 144->24 @56: 0.20 ms)
-    rather than two of 16 (0.32 ms)."""
-    channels = sympy.sympify(channels)
-    if not channels.is_number:
-        return VECTOR_WIDTH
-    last = int(channels) % WIDE_CHANNEL_TILE
-    return WIDE_CHANNEL_TILE if last == 0 or last > WIDE_CHANNEL_TILE // 2 else VECTOR_WIDTH
 
 
 def blocked_shape(shape, block: int) -> tuple:

@@ -73,6 +73,7 @@ class Nest:
     width: int = 16  # lanes of the width vector (schedule.vector_width)
     prefetch: tuple = ()  # (tensor, index) read at each step of the innermost reduction
     chunk: tuple | None = None  # (reduce symbol, size, outer var, inner var): see _chunked
+    lanes: tuple | None = None  # (the same) input channels as blocks x lanes: _input_lanes
 
 
 def lower_nest(te, schedule, store, epilogue, scope, names) -> loops.Stmt:
@@ -264,6 +265,9 @@ def _reduce_loops(nest: Nest, atoms, acc: str) -> loops.Stmt:
         var, extent = loops.loop_var(str(te.reduce_indices[level])), te.reduce_shape[level]
         if nest.chunk and nest.chunk[0] == te.reduce_indices[level]:
             var, extent = nest.chunk[3], nest.chunk[1]
+        elif nest.lanes and nest.lanes[0] == te.reduce_indices[level]:
+            _, size, var, lane = nest.lanes
+            stmt, extent = loops.For(lane, 0, size, stmt), sympy.sympify(extent) / size
         stmt = loops.For(var, 0, extent, stmt)
     return _guard(stmt, [a for a in atoms if depth[a] == -1], scope)
 
@@ -354,9 +358,13 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
         subs[c] = c_o * size + c_i
         rows = next(k for k, loop in enumerate(loops_) if str(loop[0]) == str(te.indices[-2]))
         loops_.insert(rows, (c_o, 0, sympy.sympify(te.reduce_shape[0]) / size, "serial"))
-    nest.scope = replace(
-        nest.scope, subs={**nest.scope.subs, **subs}, rewrites=_tile_rewrites(tile)
-    )
+    else:
+        nest.lanes = _input_lanes(te, nest.scope)
+        if nest.lanes:
+            c, size, c_b, c_l = nest.lanes
+            subs[c] = c_b * size + c_l
+    rewrites = {**_tile_rewrites(tile), **_tile_rewrites(nest.chunk or nest.lanes)}
+    nest.scope = replace(nest.scope, subs={**nest.scope.subs, **subs}, rewrites=rewrites)
     nest.prefetch = _next_block_weights(te, o, width)
     extent = te.shape[te.indices.index(j)]
     reduce_ranges = dict(zip(te.reduce_indices, te.reduce_shape))
@@ -405,6 +413,25 @@ def _reduce_chunk(te: TensorExpr, schedule):
     if not (sympy.sympify(te.reduce_shape[0]) % size).is_zero:
         raise ValueError(f"{te.name}: reduction chunk {size} does not divide {te.reduce_shape[0]}")
     return c, size, loops.loop_var(f"{c}_o"), loops.loop_var(f"{c}_i")
+
+
+def _input_lanes(te: TensorExpr, scope: Scope):
+    """(input-channel symbol, block B, block var, lane var) when the reduction's channels
+    index a channel-blocked input whose block divides them: the channel loop then runs as
+    blocks x lanes, and the input's `[c // B, .., c % B]` becomes `[c_b, .., c_l]`. With one
+    loop over `c` every step recomputed the quotient and remainder and a base address
+    per column (a 1x1 conv on 7x7: 7 address adds and a shift-and-multiply per 14 FMAs,
+    issue-bound); split, the columns are constant offsets from one pointer (1x1 96->576
+    @14: 0.147 -> 0.134 ms, 960->160 @7 0.104 -> 0.100, 3x3 64 @56 1.343 -> 1.316)."""
+    c = te.reduce_indices[0] if te.reduce_indices else None
+    if c is None or te.reduction != "sum":
+        return None
+    depth = sympy.sympify(te.reduce_shape[0])
+    for a in te.body.atoms(sympy.Indexed):
+        block = scope.layouts.get(str(a.base))
+        if block and len(a.indices) > 2 and a.indices[1] == c and (depth % block).is_zero:
+            return c, block, loops.loop_var(f"{c}_b"), loops.loop_var(f"{c}_l")
+    return None
 
 
 def _even(start: int, stop, block: int) -> list:

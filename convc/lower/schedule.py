@@ -96,12 +96,13 @@ WIDE_CHANNEL_TILE, WIDE_MAX_COLUMN_BLOCK = 32, 10
 #: Cache blocking of a channel-vector conv's reduction: with at least CHUNK_MIN_WEIGHTS bytes
 #: of weights per output-channel block, which a block reloads for every row it computes
 #: (from L2, or memory in a model that streams all its weights), the input channels run
-#: in chunks of REDUCE_CHUNK in a loop outside the rows. A chunk's weights (3x3, 32-wide:
-#: 18 KB) then stay in L1 for all the rows, and the partial sums wait in the output.
-#: Measured (A/B in one process, one thread): ResNet-18 at batch 1 24.5 -> 23.1-23.2 ms
-#: (512-channel 3x3 convs 1.90-1.98 -> 1.66-1.82 ms, 256-channel 1.45-1.60 -> 1.33-1.43),
-#: batch 8 182.6 -> 174.7 ms; chunks of 16 measured 1-2% ahead of 32 and 8, 64 behind.
-REDUCE_CHUNK, CHUNK_MIN_WEIGHTS, CHUNK_MIN_BLOCKS = 16, 1 << 16, 8
+#: one input channel block at a time in a loop outside the rows. A chunk's weights (3x3,
+#: 32 x 32: 37 KB) then stay in L1 for all the rows, and the partial sums wait in the
+#: output. Measured (A/B in one process, one thread): ResNet-18 at batch 1 24.5 -> 23.1-23.2
+#: ms (512-channel 3x3 convs 1.90-1.98 -> 1.66-1.82 ms, 256-channel 1.45-1.60 -> 1.33-1.43),
+#: batch 8 182.6 -> 174.7 ms. Chunks of 16 channels measured within 1.5% of whole blocks
+#: (either ahead), 64 behind.
+CHUNK_MIN_WEIGHTS, CHUNK_MIN_BLOCKS = 1 << 16, 8
 #: Vector registers a register block may keep as accumulators (AVX-512 has 32; the rest
 #: hold the loaded weights and broadcasts).
 MAX_ACCUMULATORS = 28
@@ -114,6 +115,18 @@ def work(te: TensorExpr) -> int:
     total = sympy.Mul(*te.shape) * sympy.Mul(*te.reduce_shape)
     total = total.subs({s: 1 for s in total.free_symbols})
     return int(total) if total.is_number else 0
+
+
+def channel_block(channels) -> int:
+    """The block (and vector width) for a tensor of `channels` channels: 32 unless the
+    last block of 32 would be at most half full. A partial block costs a whole pass over
+    the kernel's inputs, so 24 channels take one block of 32 (1x1 144->24 @56: 0.20 ms)
+    rather than two of 16 (0.32 ms)."""
+    channels = sympy.sympify(channels)
+    if not channels.is_number:
+        return VECTOR_WIDTH
+    last = int(channels) % WIDE_CHANNEL_TILE
+    return WIDE_CHANNEL_TILE if last == 0 or last > WIDE_CHANNEL_TILE // 2 else VECTOR_WIDTH
 
 
 def _channel_block(extent) -> int:
@@ -243,21 +256,24 @@ def channel_schedule(
 
 
 def reduce_chunks(te: TensorExpr, width: int) -> dict:
-    """{input-channel axis: REDUCE_CHUNK} when a conv's reduction should run in chunks
-    (cache blocking, see the constants), else {}. The chunk must divide the input channels
-    (no leftover chunk), and the output needs CHUNK_MIN_BLOCKS channel blocks: the rows
-    then run inside the chunk loop, so only batch x channel blocks are shared by threads."""
+    """{input-channel axis: chunk} when a conv's reduction should run in chunks (cache
+    blocking, see the constants), else {}. A chunk is one channel block of the input
+    (`channel_block`), so its loop walks the lanes of one block, and it must divide the
+    input channels (no leftover chunk). The output needs CHUNK_MIN_BLOCKS channel blocks:
+    the rows run inside the chunk loop, so only batch x channel blocks are shared by
+    threads."""
     if te.op != "conv" or te.reduction != "sum" or te.attrs.get("group") != 1:
         return {}
     per_block = sympy.Mul(width, *te.reduce_shape) * 4
     depth, channels = sympy.sympify(te.reduce_shape[0]), sympy.sympify(te.shape[1])
     if not (per_block.is_number and depth.is_number and channels.is_number):
         return {}
-    if int(per_block) < CHUNK_MIN_WEIGHTS or int(depth) % REDUCE_CHUNK:
+    chunk = channel_block(depth)
+    if int(per_block) < CHUNK_MIN_WEIGHTS or int(depth) % chunk or int(depth) == chunk:
         return {}
     if -(-int(channels) // width) < CHUNK_MIN_BLOCKS:
         return {}
-    return {str(te.reduce_indices[0]): REDUCE_CHUNK}
+    return {str(te.reduce_indices[0]): chunk}
 
 
 def default_schedule(te: TensorExpr) -> Schedule:
