@@ -68,18 +68,23 @@ def lower_group(
     layouts: dict | None = None,
     tuning: dict | None = None,
     texprs: dict | None = None,
+    rows: RowOrder | None = None,
 ) -> LoweredGroup:
     """The kernel computing `group` (anchor, then its epilogue) into `group.output`;
     `layouts`: the values stored channel-blocked (`layout.choose_layouts`); `tuning`:
     {`tuning_key`: {axis: tile}} overriding the chosen schedules' tiles; `texprs`: the
-    nodes' tensor expressions (`layout.group_texprs`, derived here when not given)."""
+    nodes' tensor expressions (`layout.group_texprs`, derived here when not given).
+    `rows`: lower for `pool_fusion` (see `RowOrder`)."""
     anchor = graph.nodes[group.anchor]
     texprs = texprs if texprs is not None else group_texprs(graph, [group])
     layouts = layouts or {}
-    names = Names({})
+    names = rows.names if rows is not None else Names({})
     nests, described, reads, writes, chained = [], [], set(), [], set()
     classes = []  # the residue classes' expression name per nest, else None
     planned, packs = plan_group(graph, group, layouts, tuning or {}, texprs)
+    if rows is not None:
+        te, schedule = planned[-1]
+        planned[-1] = (te, _rows_in_order(schedule, rows.parallel))
     for te, schedule in planned:
         fused = te.name == anchor.outputs[0] and group.epilogue
         steps = _chain(graph, group, te, texprs) if fused else []
@@ -111,6 +116,26 @@ def lower_group(
         packs,
         _view_source(graph, group, texprs[group.anchor]),
     )
+
+
+@dataclass
+class RowOrder:
+    """How `pool_fusion` has two groups lowered so that one kernel can hold both: threads
+    share batch x channel blocks only, each running its rows in order; `parallel` (when
+    not None) says whether that loop is parallel, as the first kernel decided; local
+    names come from (and are recorded in) `names`, unique across both."""
+
+    names: Names
+    parallel: bool | None = None
+
+
+def _rows_in_order(schedule: loops.Schedule, parallel: bool | None) -> loops.Schedule:
+    """`schedule` with its rows out of the parallel loop (channel-vector schedules collapse
+    batch x channel blocks x rows) and that loop parallel or not as `parallel` says."""
+    outer = "*".join(schedule.order[:2])
+    if parallel is None:
+        parallel = schedule.parallel_axis is not None
+    return replace(schedule, parallel_axis=outer if parallel else None)
 
 
 def _merged(first: loops.Stmt, second: loops.Stmt) -> loops.Stmt | None:

@@ -34,8 +34,9 @@ from convc import loops
 from convc.passes import FusedGroup
 from ir import Graph, UnsupportedError
 
-from .group import LoweredGroup, lower_group
+from .group import LoweredGroup
 from .layout import blocked_shape, choose_layouts, group_texprs
+from .pool_fusion import lower_groups
 
 #: The alignment graph inputs are declared with: NumPy's own (its large arrays start 16, 32
 #: or 48 bytes past a 64-byte boundary), so the runtime reads a caller's array in place
@@ -221,7 +222,7 @@ def assemble(graph: Graph, groups: list[FusedGroup], tuning: dict | None = None)
     symbols = _check_symbols(graph)
     texprs = group_texprs(graph, groups)
     layouts = choose_layouts(graph, groups, texprs)
-    lowered = [lower_group(graph, group, layouts, tuning, texprs) for group in groups]
+    lowered = lower_groups(graph, groups, layouts, tuning, texprs)
     aliases = {g.writes[0]: g.view_of for g in lowered if g.view_of is not None}
     lowered = [g for g in lowered if g.view_of is None]
     offsets, arena = plan_arena(graph, lowered, aliases, layouts)

@@ -1,0 +1,198 @@
+"""Pooling fused into the conv before it: one kernel computes a conv row, then every pool
+row whose window that row completes.
+
+Stage: lowering, between `group` (one kernel per fused group) and program assembly.
+
+Why: a conv followed by a pool (ResNet's stem and its 3x3/2 max pool, VGG's and LeNet's
+2x2 pools) wrote its whole output and the pool kernel read it back afterwards, from
+memory once the output outgrew the caches (ResNet-18's stem: 3.2 MB a image). Fused, each
+thread computes its channel block of the conv row by row, and a pool row runs as soon as
+its last conv row exists, reading conv rows the same thread wrote a moment before:
+
+    parallel for n*o_o:                      # batch x channel blocks, as both kernels
+      for i in conv rows:
+        <conv row i>                         # stored, channel-blocked, as before
+        if i = s*r + (k-1)*d - p for a pool row r:  <pool row r>
+      for r in the rows whose windows reach past the last conv row:  <pool row r>
+
+The conv's output keeps its buffer (storage is not shrunk; its rows are read hot), and
+only the parallel split changes: threads share batch x channel blocks but not rows.
+
+Which pairs: the pool (max or average, 2-D) is the conv group's only reader, the conv's
+value is stored channel-blocked and is no graph output, and the two groups run one after
+the other. Both are lowered with their rows in order (`lower_group(rows=...)`), and the
+two nests must then share their outer loops; anything else (a cache-blocked reduction,
+whose chunk loop sits outside the rows) stays two kernels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import sympy
+
+from convc import loops
+from convc.loops.analysis import substitute
+from convc.passes import FusedGroup
+from ir import Graph
+
+from .group import LoweredGroup, RowOrder, kernel_name, lower_group
+from .nest import Names
+
+POOLS = ("max_pool", "avg_pool")
+
+
+@dataclass(frozen=True)
+class Window:
+    """The pool's rows: window height, stride, dilation and top padding; the conv's rows
+    and the pool's."""
+
+    size: int
+    stride: int
+    dilation: int
+    pad: int
+    conv_rows: int
+    pool_rows: int
+
+    @property
+    def first(self) -> int:
+        """The conv row that completes pool row 0's window."""
+        return (self.size - 1) * self.dilation - self.pad
+
+    @property
+    def ready_in_loop(self) -> int:
+        """Pool rows whose window ends inside the conv map (the rest follow its last row)."""
+        if self.first > self.conv_rows - 1:
+            return 0
+        return min((self.conv_rows - 1 - self.first) // self.stride + 1, self.pool_rows)
+
+
+def lower_groups(graph: Graph, groups: list, layouts: dict, tuning, texprs: dict) -> list:
+    """Every group lowered (`lower_group`), a pool and the conv before it as one kernel
+    wherever they fuse (see the module doc)."""
+    lowered, k = [], 0
+    while k < len(groups):
+        pair = groups[k : k + 2]
+        window = _fusible(graph, pair, layouts, texprs) if len(pair) == 2 else None
+        if window is not None:
+            order = RowOrder(Names({}))
+            conv = lower_group(graph, pair[0], layouts, tuning, texprs, rows=order)
+            outermost = _outermost(conv.kernel.body)
+            order.parallel = isinstance(outermost, loops.For) and outermost.kind == "parallel"
+            pool = lower_group(graph, pair[1], layouts, tuning, texprs, rows=order)
+            fused = _fused(conv, pool, window, _row_names(pair, texprs))
+            if fused is not None:
+                lowered.append(fused)
+                k += 2
+                continue
+        lowered.append(lower_group(graph, groups[k], layouts, tuning, texprs))
+        k += 1
+    return lowered
+
+
+def _fusible(graph: Graph, pair: list[FusedGroup], layouts: dict, texprs: dict):
+    """The pool's `Window` when `pair` (conv group, pool group) may fuse, else None."""
+    producer, consumer = pair
+    conv, pool = graph.nodes[producer.anchor], graph.nodes[consumer.anchor]
+    if conv.op != "conv" or pool.op not in POOLS or pool.inputs[0] != producer.output:
+        return None
+    value = producer.output
+    if value in graph.outputs or value not in layouts or len(graph.consumers(value)) != 1:
+        return None
+    if len(texprs[producer.anchor]) != 1:
+        return None
+    te = texprs[consumer.anchor][-1]
+    if len(te.indices) != 4:
+        return None
+    attrs = te.attrs
+    rows = [sympy.sympify(graph.values[value].shape[2]), sympy.sympify(te.shape[2])]
+    if not all(r.is_number for r in rows):
+        return None
+    return Window(
+        attrs["kernel_shape"][0],
+        attrs["strides"][0],
+        attrs["dilations"][0],
+        attrs["pads"][0],
+        *(int(r) for r in rows),
+    )
+
+
+def _row_names(pair: list[FusedGroup], texprs: dict) -> tuple[str, str]:
+    return tuple(str(texprs[g.anchor][-1].indices[-2]) for g in pair)
+
+
+def _fused(conv: LoweredGroup, pool: LoweredGroup, window: Window, rows: tuple):
+    """One kernel running `pool`'s rows inside `conv`'s row loop, or None when the two
+    nests do not share their outer loops."""
+    *prelude, pool_nest = _statements(pool.kernel.body)
+    conv_outer, conv_rows = _split_at_rows(conv.kernel.body, rows[0])
+    pool_outer, pool_rows = _split_at_rows(pool_nest, rows[1])
+    if conv_rows is None or pool_rows is None or len(conv_outer) != len(pool_outer):
+        return None
+    if any(_bounds(a) != _bounds(b) for a, b in zip(conv_outer, pool_outer)):
+        return None
+    shared = {b.var: a.var for a, b in zip(conv_outer, pool_outer)}
+    i, r = conv_rows.var, pool_rows.var
+    step = sympy.floor((i - window.first) / window.stride)
+    ready = loops.Binary(
+        "and",
+        loops.Cmp("ge", loops.Index(i), loops.Index(window.first)),
+        loops.Binary(
+            "and",
+            loops.Cmp(
+                "eq", loops.Index(sympy.Mod(i - window.first, window.stride)), loops.Index(0)
+            ),
+            loops.Cmp("lt", loops.Index(step), loops.Index(window.ready_in_loop)),
+        ),
+    )
+    pool_row = substitute(pool_rows.body, {**shared, r: step})
+    body = loops.Block((conv_rows.body, loops.If(ready, pool_row)))
+    stmts = [replace(conv_rows, body=body)]
+    if window.ready_in_loop < window.pool_rows:
+        rest = substitute(pool_rows.body, shared)
+        stmts.append(loops.For(r, window.ready_in_loop, window.pool_rows, rest))
+    nest = loops.Block(tuple(stmts))
+    for loop in reversed(conv_outer):
+        nest = replace(loop, body=nest)
+    nest = loops.Block((*prelude, nest))
+    name = kernel_name(f"{conv.kernel.name}__{pool.kernel.name}")
+    comment = f"{conv.kernel.comment} ; then by rows {pool.kernel.comment}"
+    return LoweredGroup(
+        loops.Kernel(name, nest, comment),
+        tuple(sorted(set(conv.reads) | (set(pool.reads) - set(conv.writes)))),
+        (*conv.writes, *pool.writes),
+        (*conv.scratch, *pool.scratch),
+        {**conv.packed, **pool.packed},
+    )
+
+
+def _outermost(body: loops.Stmt) -> loops.Stmt:
+    while isinstance(body, loops.Block) and len(body.stmts) == 1:
+        body = body.stmts[0]
+    return body
+
+
+def _statements(body: loops.Stmt) -> tuple:
+    """A kernel body's nests: the pool's last, after any it reads (an average pool's
+    divisor counts), which do not read the conv and run first in the fused kernel."""
+    return body.stmts if isinstance(body, loops.Block) else (body,)
+
+
+def _split_at_rows(body: loops.Stmt, row: str):
+    """([the loops around the row loop, outermost first], the row loop) of a kernel body
+    that is one loop nest down to its serial loop over `row`; ([], None) otherwise."""
+    outer = []
+    stmt = body
+    while True:
+        if isinstance(stmt, loops.Block) and len(stmt.stmts) == 1:
+            stmt = stmt.stmts[0]
+        if not isinstance(stmt, loops.For):
+            return [], None
+        if str(stmt.var) == row:
+            return (outer, stmt) if stmt.kind == "serial" and stmt.start == 0 else ([], None)
+        outer.append(stmt)
+        stmt = stmt.body
+
+
+def _bounds(loop: loops.For) -> tuple:
+    return (sympy.sympify(loop.start), sympy.sympify(loop.stop), loop.kind, loop.width)
