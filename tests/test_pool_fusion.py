@@ -50,26 +50,43 @@ WINDOWS = [
 
 
 @pytest.mark.parametrize("pool, window", WINDOWS)
-@pytest.mark.parametrize("size", [12, 13])
+@pytest.mark.parametrize("size", [12, 13, 40, 41])
 def test_pools_after_a_blocked_conv_run_in_its_kernel_and_match_the_interpreter(pool, window, size):
+    # 12 and 13 rows: a serial kernel, rows in order; 40 and 41: parallel, in bands of 16
+    # conv rows (the last one partial)
     graph = conv_pool_graph(pool, size, **window)
-    names = kernel_names(graph)
+    model = convc.compile(graph, threads=1)
+    names = [k.name for k in model.program.kernels]
     # one kernel for conv (+ relu) and pool (+ relu): the relu moves past a max pool
     assert len(names) == 2 and names[0].startswith("c1") and "pool" in names[0], names
+    assert ("n_o_o_band" in model.source("loops")) == (size > 16)
     for batch, threads in ((1, 1), (3, 2)):
         assert_compiled_matches(graph, inputs_for(graph, batch), threads=threads)
 
 
 def test_the_fused_kernel_runs_pool_rows_inside_the_conv_row_loop():
-    # 3x3/2 pad 1 on 41 rows: pool row r follows conv row 2r + 1 (rows 0..19); row 20's
-    # window reaches past the last conv row (40), so it runs after the loop
+    # 3x3/2 pad 1 on 13 rows: pool row r follows conv row 2r + 1 (rows 0..5); row 6's
+    # window reaches past the last conv row (12), so it runs after the loop
+    graph = conv_pool_graph(size=13, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    text = convc.compile(graph, threads=1).source("loops")
+    kernel = text[text.index("kernel c1__pool") :].split("\nkernel ")[0]
+    assert "      for i in 0..13:" in kernel
+    assert "(idx(Mod(i + 1, 2)) == idx(0))" in kernel and "< idx(6)" in kernel
+    assert "      for i in 6..7:" in kernel
+
+
+def test_parallel_fused_kernels_share_bands_of_rows_and_finish_the_straddling_pool_rows():
+    # 41 rows in bands of 16: each band's pool rows whose windows start inside it (band 0:
+    # all), then in a second loop row 8 (conv rows 15-17), row 16 (31-33) and row 20 (past
+    # the last conv row)
     graph = conv_pool_graph(size=41, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
     text = convc.compile(graph, threads=1).source("loops")
     kernel = text[text.index("kernel c1__pool") :].split("\nkernel ")[0]
-    assert "parallel for n_o_o in 0..N:" in kernel  # batch x one channel block, rows inside
-    assert "    for i in 0..41:" in kernel
-    assert "(idx(Mod(i + 1, 2)) == idx(0))" in kernel and "< idx(20)" in kernel
-    assert "    for i in 20..21:" in kernel
+    assert kernel.count("parallel for n_o_o_band in 0..3*N:") == 2
+    assert "for i_in in 0..Min(16, 41 - 16*Mod(n_o_o_band, 3)):" in kernel
+    assert "(idx(Mod(n_o_o_band, 3)) == idx(0)) | (idx(i_in) >= idx(2))" in kernel
+    assert "for i in 8*(Mod(n_o_o_band, 3))..Min(20, 8*(Mod(n_o_o_band, 3)) + 1):" in kernel
+    assert "for i in 20..21:" in kernel
 
 
 def test_a_conv_value_with_a_second_reader_keeps_its_own_kernel():

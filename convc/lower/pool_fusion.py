@@ -40,6 +40,9 @@ from .group import LoweredGroup, RowOrder, kernel_name, lower_group
 from .nest import Names
 
 POOLS = ("max_pool", "avg_pool")
+#: Conv rows a thread computes at a time when the fused loop is parallel: 16 leaves one
+#: pool row in eight (3x3/2 windows) for the second loop (`_in_bands`).
+BAND_ROWS = 16
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,11 @@ class Window:
     pad: int
     conv_rows: int
     pool_rows: int
+
+    @property
+    def extent(self) -> int:
+        """Conv rows one window spans."""
+        return (self.size - 1) * self.dilation + 1
 
     @property
     def first(self) -> int:
@@ -108,13 +116,14 @@ def _fusible(graph: Graph, pair: list[FusedGroup], layouts: dict, texprs: dict):
     rows = [sympy.sympify(graph.values[value].shape[2]), sympy.sympify(te.shape[2])]
     if not all(r.is_number for r in rows):
         return None
-    return Window(
+    window = Window(
         attrs["kernel_shape"][0],
         attrs["strides"][0],
         attrs["dilations"][0],
         attrs["pads"][0],
         *(int(r) for r in rows),
     )
+    return window if window.first >= 0 else None  # every window ends at a conv row
 
 
 def _row_names(pair: list[FusedGroup], texprs: dict) -> tuple[str, str]:
@@ -132,38 +141,102 @@ def _fused(conv: LoweredGroup, pool: LoweredGroup, window: Window, rows: tuple):
     if any(_bounds(a) != _bounds(b) for a, b in zip(conv_outer, pool_outer)):
         return None
     shared = {b.var: a.var for a, b in zip(conv_outer, pool_outer)}
-    i, r = conv_rows.var, pool_rows.var
-    step = sympy.floor((i - window.first) / window.stride)
-    ready = loops.Binary(
-        "and",
-        loops.Cmp("ge", loops.Index(i), loops.Index(window.first)),
-        loops.Binary(
-            "and",
-            loops.Cmp(
-                "eq", loops.Index(sympy.Mod(i - window.first, window.stride)), loops.Index(0)
-            ),
-            loops.Cmp("lt", loops.Index(step), loops.Index(window.ready_in_loop)),
-        ),
-    )
-    pool_row = substitute(pool_rows.body, {**shared, r: step})
-    body = loops.Block((conv_rows.body, loops.If(ready, pool_row)))
-    stmts = [replace(conv_rows, body=body)]
-    if window.ready_in_loop < window.pool_rows:
-        rest = substitute(pool_rows.body, shared)
-        stmts.append(loops.For(r, window.ready_in_loop, window.pool_rows, rest))
-    nest = loops.Block(tuple(stmts))
-    for loop in reversed(conv_outer):
-        nest = replace(loop, body=nest)
-    nest = loops.Block((*prelude, nest))
+    rows = _Rows(conv_rows.var, conv_rows.body, pool_rows.var, substitute(pool_rows.body, shared))
+    banded = len(conv_outer) == 1 and conv_outer[0].kind == "parallel"
+    if banded and window.conv_rows > BAND_ROWS >= window.extent:
+        nest = _in_bands(conv_outer[0], rows, window)
+    else:
+        nest = _in_order(conv_outer, conv_rows, rows, window)
     name = kernel_name(f"{conv.kernel.name}__{pool.kernel.name}")
     comment = f"{conv.kernel.comment} ; then by rows {pool.kernel.comment}"
     return LoweredGroup(
-        loops.Kernel(name, nest, comment),
+        loops.Kernel(name, loops.Block((*prelude, *nest)), comment),
         tuple(sorted(set(conv.reads) | (set(pool.reads) - set(conv.writes)))),
         (*conv.writes, *pool.writes),
         (*conv.scratch, *pool.scratch),
         {**conv.packed, **pool.packed},
     )
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The conv's row variable and one row's statements; the pool's, over the conv's outer
+    loop variables."""
+
+    conv: sympy.Symbol
+    conv_row: loops.Stmt
+    pool: sympy.Symbol
+    pool_row: loops.Stmt
+
+
+def _ready(row, window: Window) -> tuple:
+    """(whether conv row `row` completes a pool row's window, that pool row)."""
+    step = sympy.floor((row - window.first) / window.stride)
+    aligned = _cmp("eq", sympy.Mod(row - window.first, window.stride), 0)
+    ready = _all(_cmp("ge", row, window.first), aligned, _cmp("lt", step, window.ready_in_loop))
+    return ready, step
+
+
+def _in_order(outer: list, conv_rows: loops.For, rows: _Rows, window: Window) -> tuple:
+    """Every conv row of a channel block in order, each followed by the pool row it
+    completes; the rows whose windows reach past the last conv row after the loop."""
+    ready, step = _ready(rows.conv, window)
+    pool_row = substitute(rows.pool_row, {rows.pool: step})
+    stmts = [replace(conv_rows, body=loops.Block((rows.conv_row, loops.If(ready, pool_row))))]
+    if window.ready_in_loop < window.pool_rows:
+        stmts.append(loops.For(rows.pool, window.ready_in_loop, window.pool_rows, rows.pool_row))
+    nest = loops.Block(tuple(stmts))
+    for loop in reversed(outer):
+        nest = replace(loop, body=nest)
+    return (nest,)
+
+
+def _in_bands(outer: loops.For, rows: _Rows, window: Window) -> tuple:
+    """Two parallel loops over batch x channel blocks x bands of BAND_ROWS conv rows, so
+    that threads share rows too. The first computes each band's conv rows and the pool
+    rows whose windows lie inside the band; the second, once every band is done, the
+    pool rows whose windows start in the band before (and, for the last band, those
+    reaching past the last conv row)."""
+    height, size = window.conv_rows, BAND_ROWS
+    bands = -(-height // size)
+    band_loop = loops.loop_var(f"{outer.var}_band")
+    item, band = sympy.floor(band_loop / bands), sympy.Mod(band_loop, bands)
+    inner = loops.loop_var(f"{rows.conv}_in")
+    row = band * size + inner
+    ready, step = _ready(row, window)
+    own = loops.Binary("or", _cmp("eq", band, 0), _cmp("ge", inner, window.extent - 1))
+    pool_row = substitute(rows.pool_row, {outer.var: item, rows.pool: step})
+    conv_row = substitute(rows.conv_row, {outer.var: item, rows.conv: row})
+    body = loops.Block((conv_row, loops.If(loops.Binary("and", ready, own), pool_row)))
+    count = outer.stop * bands
+    first = replace(
+        outer,
+        var=band_loop,
+        stop=count,
+        body=loops.For(inner, 0, sympy.Min(size, height - band * size), body),
+    )
+    pool_row = substitute(rows.pool_row, {outer.var: item})
+    start = sympy.Max(0, sympy.ceiling((band * size - window.first) / window.stride))
+    stop = sympy.Min(
+        sympy.ceiling((band * size + window.pad) / window.stride), window.ready_in_loop
+    )
+    late = [loops.If(_cmp("ge", band, 1), loops.For(rows.pool, start, stop, pool_row))]
+    if window.ready_in_loop < window.pool_rows:
+        tail = loops.For(rows.pool, window.ready_in_loop, window.pool_rows, pool_row)
+        late.append(loops.If(_cmp("eq", band, bands - 1), tail))
+    second = replace(outer, var=band_loop, stop=count, body=loops.Block(tuple(late)))
+    return first, second
+
+
+def _cmp(op: str, left, right) -> loops.Cmp:
+    return loops.Cmp(op, loops.Index(left), loops.Index(right))
+
+
+def _all(*conditions) -> loops.Expr:
+    result = conditions[0]
+    for condition in conditions[1:]:
+        result = loops.Binary("and", result, condition)
+    return result
 
 
 def _outermost(body: loops.Stmt) -> loops.Stmt:
