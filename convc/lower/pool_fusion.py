@@ -15,8 +15,11 @@ its last conv row exists, reading conv rows the same thread wrote a moment befor
         if i = s*r + (k-1)*d - p for a pool row r:  <pool row r>
       for r in the rows whose windows reach past the last conv row:  <pool row r>
 
-The conv's output keeps its buffer (storage is not shrunk; its rows are read hot), and
-only the parallel split changes: threads share batch x channel blocks but not rows.
+The conv's output keeps its buffer (storage is not shrunk; its rows are read hot). Where
+the kernel is parallel, threads share bands of BAND_ROWS conv rows as well (`_in_bands`):
+a second parallel loop then computes the pool rows whose windows straddle two bands.
+Measured on ResNet-18's stem + max pool (one thread, 14 alternating profiles): 1.47 +
+0.30 ms in two kernels, 1.50-1.59 ms fused (N=1); 14.2 -> 12.0 ms at N=8.
 
 Which pairs: the pool (max or average, 2-D) is the conv group's only reader, the conv's
 value is stored channel-blocked and is no graph output, and the two groups run one after
@@ -213,7 +216,7 @@ def _in_bands(outer: loops.For, rows: _Rows, window: Window) -> tuple:
         outer,
         var=band_loop,
         stop=count,
-        body=loops.For(inner, 0, sympy.Min(size, height - band * size), body),
+        body=loops.For(inner, 0, _band_rows(height, size, band), body),
     )
     pool_row = substitute(rows.pool_row, {outer.var: item})
     start = sympy.Max(0, sympy.ceiling((band * size - window.first) / window.stride))
@@ -226,6 +229,12 @@ def _in_bands(outer: loops.For, rows: _Rows, window: Window) -> tuple:
         late.append(loops.If(_cmp("eq", band, bands - 1), tail))
     second = replace(outer, var=band_loop, stop=count, body=loops.Block(tuple(late)))
     return first, second
+
+
+def _band_rows(height: int, size: int, band) -> sympy.Expr:
+    """Conv rows in band `band`: `size`, but fewer in a last, partial band (a constant
+    trip count where bands divide the rows: 1.62 -> 1.55 ms for ResNet-18's stem)."""
+    return sympy.Integer(size) if height % size == 0 else sympy.Min(size, height - band * size)
 
 
 def _cmp(op: str, left, right) -> loops.Cmp:
