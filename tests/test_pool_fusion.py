@@ -11,6 +11,7 @@ from compile_check import assert_compiled_matches, inputs_for
 
 import convc
 import ir
+from convc.profile import kernel_parts
 
 
 def conv_pool_graph(pool="max_pool", size=12, reader=False, **window):
@@ -68,7 +69,10 @@ def test_the_fused_kernel_runs_pool_rows_inside_the_conv_row_loop():
     # 3x3/2 pad 1 on 13 rows: pool row r follows conv row 2r + 1 (rows 0..5); row 6's
     # window reaches past the last conv row (12), so it runs after the loop
     graph = conv_pool_graph(size=13, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
-    text = convc.compile(graph, threads=1).source("loops")
+    model = convc.compile(graph, threads=1)
+    # the profile (and the tuner) see every node the kernel computes
+    assert kernel_parts(model.program.kernels[0].comment)[0] == ("c1", "pool", "r1")
+    text = model.source("loops")
     kernel = text[text.index("kernel c1__pool") :].split("\nkernel ")[0]
     assert "      for i in 0..13:" in kernel
     assert "(idx(Mod(i + 1, 2)) == idx(0))" in kernel and "< idx(6)" in kernel

@@ -37,6 +37,7 @@ import sympy
 from convc import loops
 from convc.loops.analysis import substitute
 from convc.passes import FusedGroup
+from convc.profile import kernel_parts
 from ir import Graph
 
 from .group import LoweredGroup, RowOrder, kernel_name, lower_group
@@ -151,7 +152,11 @@ def _fused(conv: LoweredGroup, pool: LoweredGroup, window: Window, rows: tuple):
     else:
         nest = _in_order(conv_outer, conv_rows, rows, window)
     name = kernel_name(f"{conv.kernel.name}__{pool.kernel.name}")
-    comment = f"{conv.kernel.comment} ; then by rows {pool.kernel.comment}"
+    (conv_nodes, conv_schedule), (pool_nodes, pool_schedule) = (
+        kernel_parts(group.kernel.comment) for group in (conv, pool)
+    )
+    nodes = " + ".join((*conv_nodes, *pool_nodes))
+    comment = f"{nodes} | {conv_schedule}; then by rows: {pool_schedule}"
     return LoweredGroup(
         loops.Kernel(name, loops.Block((*prelude, *nest)), comment),
         tuple(sorted(set(conv.reads) | (set(pool.reads) - set(conv.writes)))),

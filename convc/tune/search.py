@@ -72,8 +72,10 @@ def _round_table(searched: dict[str, Tunable], r: int) -> dict:
 
 
 def _tiles(per_group: dict, nodes: tuple[str, ...], key: str) -> bool:
-    """Whether the kernel computing `nodes` has a schedule tiled by `key`."""
-    return any(t.key == key for t in per_group.get(nodes, ()))
+    """Whether the kernel computing `nodes` has a schedule tiled by `key` (a kernel may
+    compute two groups: a conv and the pool fused into it, `lower.pool_fusion`)."""
+    groups = [tunables for group, tunables in per_group.items() if set(group) <= set(nodes)]
+    return any(t.key == key for tunables in groups for t in tunables)
 
 
 def _kernel_times(models: list, inputs: dict) -> tuple[list, np.ndarray]:
