@@ -15,7 +15,11 @@ Decisions worth knowing:
   (expression, schedule) pairs of a group's kernel, which a tuner may re-tile.
 - Every kernel is derived from the op's tensor expression; the fused epilogue
   (bias, activation, residual add, folded batch norm) is applied to the
-  accumulator in registers and only the group's last value is stored.
+  accumulator in registers and only the group's last value is stored. A pool
+  that alone reads a blocked conv output runs in the conv's kernel, row after
+  row (`pool_fusion`).
+- Convs with deep weights per output-channel block run their reduction one
+  input channel block at a time outside the rows (`schedule.reduce_chunks`).
 - Padding never reaches the vectorized interior: the vector (or register-
   blocked) axis is split into borders, where every bound is checked, and an
   interior where the bounds are proven (`regions`).
