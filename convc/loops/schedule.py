@@ -22,7 +22,7 @@ class Schedule:
     `parallel_axis`: the axis split over threads (None: single-threaded kernel).
     `layout`: buffer name -> layout tag such as ``"NCHW16c"``, for the lowering to honour.
     `reduce_tiles`: reduction axis -> chunk size (cache blocking: the reduction runs chunk by
-    chunk in a loop just inside the parallel one, partial sums kept in the output).
+    chunk in a loop just outside the rows, partial sums kept in the output).
     """
 
     tiles: dict = field(default_factory=dict)
