@@ -224,3 +224,28 @@ def test_reductions_over_a_blocked_input_loop_over_its_blocks_then_their_lanes()
     assert "for c_b in 0..2:" in text and "for c_l in 0..32:" in text
     assert re.search(r"pool\[[^]]*, c_b, [^]]*, c_l\]", text)
     assert "floor(c/" not in text and "Mod(c," not in text
+
+
+def test_chunked_reductions_into_nchw_outputs_keep_their_partial_sums_in_blocked_scratch(
+    monkeypatch,
+):
+    # a lone deep conv writes the NCHW graph output: the partial sums wait in a blocked
+    # temporary, and the last chunk stores the rows of the output
+    g = ir.Graph("deep_nchw")
+    g.add_input("x", ("N", 256, 5, 6))
+    rng = np.random.default_rng(5)
+    weights = rng.standard_normal((272, 256, 3, 3)) / 48
+    g.add_param("w", weights.astype(np.float32))
+    g.add_node("conv", ["x", "w"], {"pads": [1, 1, 1, 1]}, name="conv")
+    g.set_outputs("conv")
+    model = convc.compile(g, threads=2)
+    text = model.source("loops")
+    assert "buffer conv.partial: f32[N,17,5,6,16] temp" in text
+    assert "reduce-tiles c=32" in text
+    x = inputs_for(g, 2)
+    chunked = assert_compiled_matches(g, x, threads=2)["conv"]
+    monkeypatch.setattr(convc.lower.schedule, "CHUNK_MIN_WEIGHTS", 1 << 40)
+    g.name = "deep_nchw_whole"
+    whole = convc.compile(g, threads=2)
+    assert "partial" not in whole.source("loops")
+    np.testing.assert_array_equal(whole.run(x)["conv"], chunked)

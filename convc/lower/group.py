@@ -24,7 +24,13 @@ from ir import Graph, UnsupportedError
 
 from .convert import Scope
 from .grad_schedule import grad_schedule, split_batch
-from .layout import channel_block, channel_vectorizable, group_reads, group_texprs
+from .layout import (
+    blocked_shape,
+    channel_block,
+    channel_vectorizable,
+    group_reads,
+    group_texprs,
+)
 from .nest import Names, lower_nest
 from .packing import pack_weights
 from .relayout import pad_operand, shared_pad, transpose_for
@@ -39,7 +45,7 @@ class LoweredGroup:
     kernel: loops.Kernel
     reads: tuple[str, ...]
     writes: tuple[str, ...]
-    scratch: tuple[TensorExpr, ...]
+    scratch: tuple[TensorExpr | Scratch, ...]  # temporaries: name, dtype and shape
     packed: dict  # packed parameter name -> array (see `packing`)
     view_of: str | None = None  # the value this group's output re-indexes in place (a view)
 
@@ -81,6 +87,7 @@ def lower_group(
     names = rows.names if rows is not None else Names({})
     nests, described, reads, writes, chained = [], [], set(), [], set()
     classes = []  # the residue classes' expression name per nest, else None
+    scratch = []  # temporaries that are no tensor expression's value (partial sums)
     planned, packs = plan_group(graph, group, layouts, tuning or {}, texprs)
     if rows is not None:
         te, schedule = planned[-1]
@@ -91,7 +98,11 @@ def lower_group(
         store = group.output if fused else te.name
         where = f"{anchor.op} '{anchor.name}'"
         scope = Scope(dtype=te.dtype, layouts=layouts, where=where)
-        nest = lower_nest(te, schedule, store, steps, scope, names)
+        partials = _partial_sums(te, schedule, store, layouts)
+        if partials is not None:
+            scope.layouts = {**layouts, partials.name: schedule.vector_width}
+            scratch.append(partials)
+        nest = lower_nest(te, schedule, store, steps, scope, names, partials and partials.name)
         merge = "residue" in te.attrs and classes and classes[-1] == te.name
         merged = _merged(nests[-1], nest) if merge else None
         nests, classes = (nests[:-1], classes[:-1]) if merged else (nests, classes)
@@ -112,10 +123,29 @@ def lower_group(
         kernel,
         tuple(sorted(reads - internal)),
         tuple(writes),
-        tuple(te for te, _ in planned if te.role == "temp"),
+        (*(te for te, _ in planned if te.role == "temp"), *scratch),
         packs,
         _view_source(graph, group, texprs[group.anchor]),
     )
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """A kernel's temporary that holds no tensor expression's value (partial sums)."""
+
+    name: str
+    dtype: str
+    shape: tuple
+
+
+def _partial_sums(te: TensorExpr, schedule, store: str, layouts: dict) -> Scratch | None:
+    """The scratch holding a cache-blocked reduction's partial sums when its output is not
+    stored channel-blocked (an NCHW graph output, which the last chunk writes as rows):
+    `te`'s shape blocked by the vector width, so each chunk reloads whole vectors."""
+    if not schedule.reduce_tiles or store in layouts:
+        return None
+    shape = blocked_shape(te.shape, schedule.vector_width)
+    return Scratch(f"{te.name}.partial", te.dtype, shape)
 
 
 @dataclass

@@ -74,11 +74,15 @@ class Nest:
     prefetch: tuple = ()  # (tensor, index) read at each step of the innermost reduction
     chunk: tuple | None = None  # (reduce symbol, size, outer var, inner var): see _chunked
     lanes: tuple | None = None  # (the same) input channels as blocks x lanes: _input_lanes
+    partials: str | None = None  # where a chunked reduction's partial sums wait, if not store
 
 
-def lower_nest(te, schedule, store, epilogue, scope, names) -> loops.Stmt:
-    """The loop nest computing `te` (then `epilogue`) into buffer `store`."""
+def lower_nest(te, schedule, store, epilogue, scope, names, partials=None) -> loops.Stmt:
+    """The loop nest computing `te` (then `epilogue`) into buffer `store`; `partials`: the
+    channel-blocked buffer a cache-blocked reduction keeps its partial sums in (default:
+    `store` itself)."""
     nest = Nest(te, store, tuple(epilogue), scope, names, width=schedule.vector_width)
+    nest.partials = partials
     atoms = conjuncts(te.condition)
     if schedule.vector_axis and schedule.vector_axis.endswith(".i"):
         return _channel_vector_nest(nest, schedule, atoms)
@@ -229,9 +233,12 @@ def _chunked(nest: Nest, acc: str, alloc, body, stores) -> loops.Stmt:
     te, scope = nest.te, nest.scope
     _, size, outer, _ = nest.chunk
     last = sympy.sympify(te.reduce_shape[0]) / size - 1
-    index = scope.place(nest.store, te.attrs.get("store_index", te.indices))
-    resume = _block_loop(nest, lambda k: loops.Assign(acc, k, loops.Load(nest.store, index)))
-    partial = _block_loop(nest, lambda k: loops.Store(nest.store, index, loops.Ref(acc, k)))
+    if nest.partials is None:
+        buffer, index = nest.store, scope.place(nest.store, te.attrs.get("store_index", te.indices))
+    else:
+        buffer, index = nest.partials, scope.place(nest.partials, te.indices)
+    resume = _block_loop(nest, lambda k: loops.Assign(acc, k, loops.Load(buffer, index)))
+    partial = _block_loop(nest, lambda k: loops.Store(buffer, index, loops.Ref(acc, k)))
     later = loops.Cmp("gt", loops.Index(outer), loops.Index(0))
     final = loops.Cmp("eq", loops.Index(outer), loops.Index(last))
     return loops.Block((alloc, loops.If(later, resume), body, loops.If(final, stores, partial)))

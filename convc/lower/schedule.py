@@ -22,9 +22,10 @@ Stage: (TensorExpr, thread count) -> `convc.loops.Schedule` (plain data that
   for waking a second thread; channel-vector convs collapse the output rows too
   ("n*o*i"), since they have few channel blocks (the stem at batch 1: one 32-wide
   block, nothing to share; 96 channels: 3 blocks, 2:1 between two threads);
-- convs whose weights per output-channel block pass CHUNK_MIN_WEIGHTS and that write a
-  channel-blocked value run their reduction in chunks of input channels, the rows
-  inside (`reduce_tiles`, cache blocking; parallel over "n*o" only);
+- channel-vector convs whose weights per output-channel block pass CHUNK_MIN_WEIGHTS
+  run their reduction in chunks of input channels, the rows inside (`reduce_tiles`,
+  cache blocking; parallel over "n*o" only); the partial sums wait in the output, or in
+  a blocked scratch when the output is NCHW (`group`);
 - depthwise convs and pooling do a few multiply-adds per loaded element, far below the
   rate of a register-blocked conv, so they go parallel from less work
   (`PARALLEL_MIN_STENCIL`).
@@ -101,7 +102,8 @@ WIDE_CHANNEL_TILE, WIDE_MAX_COLUMN_BLOCK = 32, 10
 #: output. Measured (A/B in one process, one thread): ResNet-18 at batch 1 24.5 -> 23.1-23.2
 #: ms (512-channel 3x3 convs 1.90-1.98 -> 1.66-1.82 ms, 256-channel 1.45-1.60 -> 1.33-1.43),
 #: batch 8 182.6 -> 174.7 ms. Chunks of 16 channels measured within 1.5% of whole blocks
-#: (either ahead), 64 behind.
+#: (either ahead), 64 behind. A single 3x3 512 @7 layer (NCHW output, partial sums in a
+#: blocked scratch): 1.575 -> 1.302 ms.
 CHUNK_MIN_WEIGHTS, CHUNK_MIN_BLOCKS = 1 << 16, 8
 #: Vector registers a register block may keep as accumulators (AVX-512 has 32; the rest
 #: hold the loaded weights and broadcasts).
@@ -236,8 +238,8 @@ def channel_schedule(
     for any 4-D family: the schedule of every kernel reading or writing a channel-blocked
     value (`layout`), whose vector of channels is then one contiguous load or store.
     `limits`: (widest row taken as one block, largest column block), by default those of
-    the vector width. `partials`: the output is stored channel-blocked, so a cache-blocked
-    reduction may keep its partial sums there (`reduce_chunks`)."""
+    the vector width. `partials`: the reduction may run in chunks (`reduce_chunks`), its
+    partial sums kept in the output, or in a blocked scratch if the output is NCHW."""
     names = [str(i) for i in te.indices]
     if limits is None:
         narrow = (MAX_ROW_BLOCK, MAX_COLUMN_BLOCK)
@@ -297,7 +299,7 @@ def default_schedule(te: TensorExpr) -> Schedule:
         )
     if _channel_vector(te):
         width, max_row, max_block = _channel_tile(te)
-        return channel_schedule(te, width, (max_row, max_block))
+        return channel_schedule(te, width, (max_row, max_block), partials=True)
     if (
         family in ("conv", "dense")
         and te.reduction == "sum"
