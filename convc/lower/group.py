@@ -188,21 +188,16 @@ def plan_group(
     schedules `lower_group` lowers (and a tuner tries tiles for), its run-time copies
     first. A kernel reading or writing a channel-blocked value (`layouts`) takes
     channel-vector schedules. `texprs`: as from `layout.group_texprs`."""
-    blocked = None
-    if group.output in layouts:
-        blocked = "written"
-    elif group_reads(group, texprs) & layouts.keys():
-        blocked = "read"
-    return _with_relayouts(graph, texprs[group.anchor], layouts, blocked, tuning)
+    touches = group.output in layouts or bool(group_reads(group, texprs) & layouts.keys())
+    return _with_relayouts(graph, texprs[group.anchor], layouts, touches, tuning)
 
 
 def _with_relayouts(
-    graph: Graph, exprs, layouts: dict, blocked: str | None, tuning: dict
+    graph: Graph, exprs, layouts: dict, blocked: bool, tuning: dict
 ) -> tuple[list, dict]:
     """([(expression, schedule)] in kernel order, packed weights): each expression's
     schedule (`grad_schedule` for derived gradients, `channel_schedule` for the computed
-    expression of a kernel reading or writing a channel-blocked value (`blocked`: "read",
-    "written" when its output is one, else None), else
+    expression of a kernel reading or writing a channel-blocked value (`blocked`), else
     the default), its compile-time packed weights, and the run-time re-layout
     temporaries it reads (`relayout`) placed before it. Constants (packed instead) and
     values already stored channel-blocked (`layouts`) are read in place."""
@@ -237,8 +232,7 @@ def _scheduled(
 ) -> list:
     """[(expression, schedule)] for `te` and the run-time copies it reads, those first
     (copies already made for another residue class are shared); updates `shapes`, `packs`.
-    `choice`: (how the kernel touches channel-blocked values, see `_with_relayouts`; the
-    tuning table)."""
+    `choice`: (whether the kernel touches a channel-blocked value, the tuning table)."""
     blocked, tuning = choice
     planned = []
     partials, te = split_batch(_without_unit_reductions(te))
@@ -260,12 +254,12 @@ def _scheduled(
     return planned
 
 
-def _blocked_schedule(te: TensorExpr, blocked: str | None):
+def _blocked_schedule(te: TensorExpr, blocked: bool):
     """`channel_schedule` for the computed expression of a kernel that reads or writes a
-    channel-blocked value (`blocked`); a blocked output may hold partial sums."""
+    channel-blocked value (`blocked`)."""
     if not blocked or te.role == "temp" or not channel_vectorizable(te):
         return None
-    return channel_schedule(te, channel_block(te.shape[1]), partials=blocked == "written")
+    return channel_schedule(te, channel_block(te.shape[1]))
 
 
 def _without_unit_reductions(te: TensorExpr) -> TensorExpr:

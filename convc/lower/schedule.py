@@ -231,20 +231,17 @@ def _parallel_work(te: TensorExpr) -> bool:
     return work(te) >= (PARALLEL_MIN_STENCIL if stencil else PARALLEL_MIN_WORK)
 
 
-def channel_schedule(
-    te: TensorExpr, width: int, limits: tuple | None = None, partials: bool = False
-) -> Schedule:
+def channel_schedule(te: TensorExpr, width: int, limits: tuple | None = None) -> Schedule:
     """Output channels (axis 1) `width` to a vector and a register block of output columns,
     for any 4-D family: the schedule of every kernel reading or writing a channel-blocked
     value (`layout`), whose vector of channels is then one contiguous load or store.
     `limits`: (widest row taken as one block, largest column block), by default those of
-    the vector width. `partials`: the reduction may run in chunks (`reduce_chunks`), its
-    partial sums kept in the output, or in a blocked scratch if the output is NCHW."""
+    the vector width. A conv's reduction may run in chunks (`reduce_chunks`)."""
     names = [str(i) for i in te.indices]
     if limits is None:
         narrow = (MAX_ROW_BLOCK, MAX_COLUMN_BLOCK)
         limits = narrow if width == VECTOR_WIDTH else (WIDE_MAX_COLUMN_BLOCK,) * 2
-    chunks = reduce_chunks(te, width) if partials else {}
+    chunks = reduce_chunks(te, width)
     parallel = names[:2] if chunks else names[:-1]
     return Schedule(
         tiles={names[1]: width, names[-1]: _column_block(te, *limits)},
@@ -299,7 +296,7 @@ def default_schedule(te: TensorExpr) -> Schedule:
         )
     if _channel_vector(te):
         width, max_row, max_block = _channel_tile(te)
-        return channel_schedule(te, width, (max_row, max_block), partials=True)
+        return channel_schedule(te, width, (max_row, max_block))
     if (
         family in ("conv", "dense")
         and te.reduction == "sum"
