@@ -249,3 +249,26 @@ def test_chunked_reductions_into_nchw_outputs_keep_their_partial_sums_in_blocked
     whole = convc.compile(g, threads=2)
     assert "partial" not in whole.source("loops")
     np.testing.assert_array_equal(whole.run(x)["conv"], chunked)
+
+
+def test_convs_with_few_channel_blocks_chunk_their_reduction_inside_each_wide_row(monkeypatch):
+    # 64 -> 64 channels (2 blocks): threads keep sharing rows, and each row's 4 register
+    # blocks of 10 columns share a chunk's weights; a 3x3/2 conv (2 blocks a row) does not
+    g = ir.Graph("row_chunks")
+    g.add_input("x", ("N", 64, 12, 40))
+    rng = np.random.default_rng(7)
+    g.add_param("w1", (rng.standard_normal((64, 64, 3, 3)) / 24).astype(np.float32))
+    g.add_param("w2", (rng.standard_normal((64, 64, 3, 3)) / 24).astype(np.float32))
+    g.add_node("relu", ["x"], name="r0")
+    g.add_node("conv", ["r0", "w1"], {"pads": [1, 1, 1, 1]}, name="wide")
+    g.add_node("conv", ["wide", "w2"], {"pads": [1, 1, 1, 1], "strides": [2, 2]}, name="s2")
+    g.set_outputs("s2")
+    text = convc.compile(g, threads=2).source("loops")
+    wide = text[text.index("kernel wide") :].split("\nkernel ")[0]
+    assert "order n,o,i,c.o,j" in wide and "parallel n*o*i reduce-tiles c=32" in wide
+    assert "reduce-tiles" not in text[text.index("kernel s2") :]
+    x = inputs_for(g, 2)
+    chunked = assert_compiled_matches(g, x, threads=2)["s2"]
+    monkeypatch.setattr(convc.lower.schedule, "CHUNK_MIN_WEIGHTS", 1 << 40)
+    g.name = "row_chunks_whole"
+    np.testing.assert_array_equal(convc.compile(g, threads=2).run(x)["s2"], chunked)

@@ -363,8 +363,8 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
     if nest.chunk:
         c, size, c_o, c_i = nest.chunk
         subs[c] = c_o * size + c_i
-        rows = next(k for k, loop in enumerate(loops_) if str(loop[0]) == str(te.indices[-2]))
-        loops_.insert(rows, (c_o, 0, sympy.sympify(te.reduce_shape[0]) / size, "serial"))
+        at = _chunk_position(outer, loops_, schedule, c)
+        loops_.insert(at, (c_o, 0, sympy.sympify(te.reduce_shape[0]) / size, "serial"))
     else:
         nest.lanes = _input_lanes(te, nest.scope)
         if nest.lanes:
@@ -420,6 +420,19 @@ def _reduce_chunk(te: TensorExpr, schedule):
     if not (sympy.sympify(te.reduce_shape[0]) % size).is_zero:
         raise ValueError(f"{te.name}: reduction chunk {size} does not divide {te.reduce_shape[0]}")
     return c, size, loops.loop_var(f"{c}_o"), loops.loop_var(f"{c}_i")
+
+
+def _chunk_position(outer: list, loops_: list, schedule, c) -> int:
+    """Where among the outer loops the chunk loop goes: after the axes that precede
+    `c.o` in `schedule.order` (a parallel loop collapsing axes on both sides of it is a
+    scheduling error)."""
+    order = list(schedule.order)
+    before = set(order[: order.index(f"{c}.o")])
+    collapsed = len(outer) - (len(loops_) - 1) if loops_ and loops_[0][3] == "parallel" else 0
+    if collapsed and any(str(v) not in before for v in outer[:collapsed]):
+        raise ValueError(f"chunk loop {c}.o inside the collapsed parallel loop {loops_[0][0]}")
+    inside = [str(v) in before for v in outer[collapsed:]]
+    return (1 if collapsed else 0) + sum(inside)
 
 
 def _input_lanes(te: TensorExpr, scope: Scope):

@@ -23,9 +23,10 @@ Stage: (TensorExpr, thread count) -> `convc.loops.Schedule` (plain data that
   ("n*o*i"), since they have few channel blocks (the stem at batch 1: one 32-wide
   block, nothing to share; 96 channels: 3 blocks, 2:1 between two threads);
 - channel-vector convs whose weights per output-channel block pass CHUNK_MIN_WEIGHTS
-  run their reduction in chunks of input channels, the rows inside (`reduce_tiles`,
-  cache blocking; parallel over "n*o" only); the partial sums wait in the output, or in
-  a blocked scratch when the output is NCHW (`group`);
+  run their reduction in chunks of input channels (`reduce_tiles`, cache blocking),
+  outside the rows where there are enough channel blocks to share among threads
+  (parallel over "n*o" only), else inside each wide row; the partial sums wait in the
+  output, or in a blocked scratch when the output is NCHW (`group`);
 - depthwise convs and pooling do a few multiply-adds per loaded element, far below the
   rate of a register-blocked conv, so they go parallel from less work
   (`PARALLEL_MIN_STENCIL`).
@@ -103,8 +104,12 @@ WIDE_CHANNEL_TILE, WIDE_MAX_COLUMN_BLOCK = 32, 10
 #: ms (512-channel 3x3 convs 1.90-1.98 -> 1.66-1.82 ms, 256-channel 1.45-1.60 -> 1.33-1.43),
 #: batch 8 182.6 -> 174.7 ms. Chunks of 16 channels measured within 1.5% of whole blocks
 #: (either ahead), 64 behind. A single 3x3 512 @7 layer (NCHW output, partial sums in a
-#: blocked scratch): 1.575 -> 1.302 ms.
-CHUNK_MIN_WEIGHTS, CHUNK_MIN_BLOCKS = 1 << 16, 8
+#: blocked scratch): 1.575 -> 1.302 ms. Convs with fewer output-channel blocks run the
+#: chunk loop inside each row instead, when the row has ROW_CHUNK_MIN_COLUMNS register
+#: blocks to share a chunk's weights: 3x3 64 @56 (7 blocks a row) 1.328 -> 1.286 ms and
+#: ResNet-18's layer1 convs 1.37-1.40 -> 1.29-1.33 ms; with 3 blocks (3x3/2 64->128 @28)
+#: 0.72 -> 0.96 ms, so those keep the whole reduction.
+CHUNK_MIN_WEIGHTS, CHUNK_MIN_BLOCKS, ROW_CHUNK_MIN_COLUMNS = 1 << 16, 8, 4
 #: Vector registers a register block may keep as accumulators (AVX-512 has 32; the rest
 #: hold the loaded weights and broadcasts).
 MAX_ACCUMULATORS = 28
@@ -241,11 +246,15 @@ def channel_schedule(te: TensorExpr, width: int, limits: tuple | None = None) ->
     if limits is None:
         narrow = (MAX_ROW_BLOCK, MAX_COLUMN_BLOCK)
         limits = narrow if width == VECTOR_WIDTH else (WIDE_MAX_COLUMN_BLOCK,) * 2
-    chunks = reduce_chunks(te, width)
-    parallel = names[:2] if chunks else names[:-1]
+    columns = _column_block(te, *limits)
+    chunks, outside_rows = reduce_chunks(te, width, columns)
+    parallel = names[:2] if outside_rows else names[:-1]
+    order = list(names)
+    if chunks:  # the chunk loop, before the rows or right inside them
+        order.insert(2 if outside_rows else 3, f"{te.reduce_indices[0]}.o")
     return Schedule(
-        tiles={names[1]: width, names[-1]: _column_block(te, *limits)},
-        order=tuple(names),
+        tiles={names[1]: width, names[-1]: columns},
+        order=tuple(order),
         vector_axis=f"{names[1]}.i",
         vector_width=width,
         unroll=(f"{names[-1]}.i",),
@@ -254,25 +263,30 @@ def channel_schedule(te: TensorExpr, width: int, limits: tuple | None = None) ->
     )
 
 
-def reduce_chunks(te: TensorExpr, width: int) -> dict:
-    """{input-channel axis: chunk} when a conv's reduction should run in chunks (cache
-    blocking, see the constants), else {}. A chunk is one channel block of the input
+def reduce_chunks(te: TensorExpr, width: int, columns: int) -> tuple[dict, bool]:
+    """({input-channel axis: chunk} or {}, whether the chunk loop runs outside the rows)
+    for a conv's reduction (cache blocking, see the constants; `columns`: the register
+    block of output columns). A chunk is one channel block of the input
     (`channel_block`), so its loop walks the lanes of one block, and it must divide the
-    input channels (no leftover chunk). The output needs CHUNK_MIN_BLOCKS channel blocks:
-    the rows run inside the chunk loop, so only batch x channel blocks are shared by
-    threads."""
+    input channels (no leftover chunk). With CHUNK_MIN_BLOCKS output-channel blocks the
+    chunk loop runs outside the rows (threads share batch x channel blocks); with fewer,
+    inside each row, where it pays when the row has ROW_CHUNK_MIN_COLUMNS register blocks
+    sharing the chunk's weights."""
     if te.op != "conv" or te.reduction != "sum" or te.attrs.get("group") != 1:
-        return {}
+        return {}, False
     per_block = sympy.Mul(width, *te.reduce_shape) * 4
     depth, channels = sympy.sympify(te.reduce_shape[0]), sympy.sympify(te.shape[1])
-    if not (per_block.is_number and depth.is_number and channels.is_number):
-        return {}
+    row = sympy.sympify(te.shape[-1])
+    if not all(e.is_number for e in (per_block, depth, channels, row)):
+        return {}, False
     chunk = channel_block(depth)
     if int(per_block) < CHUNK_MIN_WEIGHTS or int(depth) % chunk or int(depth) == chunk:
-        return {}
-    if -(-int(channels) // width) < CHUNK_MIN_BLOCKS:
-        return {}
-    return {str(te.reduce_indices[0]): chunk}
+        return {}, False
+    if -(-int(channels) // width) >= CHUNK_MIN_BLOCKS:
+        return {str(te.reduce_indices[0]): chunk}, True
+    if -(-int(row) // columns) >= ROW_CHUNK_MIN_COLUMNS:
+        return {str(te.reduce_indices[0]): chunk}, False
+    return {}, False
 
 
 def default_schedule(te: TensorExpr) -> Schedule:
