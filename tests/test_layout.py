@@ -272,3 +272,28 @@ def test_convs_with_few_channel_blocks_chunk_their_reduction_inside_each_wide_ro
     monkeypatch.setattr(convc.lower.schedule, "CHUNK_MIN_WEIGHTS", 1 << 40)
     g.name = "row_chunks_whole"
     np.testing.assert_array_equal(convc.compile(g, threads=2).run(x)["s2"], chunked)
+
+
+@pytest.mark.parametrize("size, merged", [(7, 7), (14, 2), (28, 1)])
+def test_narrow_unpadded_1x1_convs_merge_rows_so_register_blocks_span_them(size, merged):
+    # 1x1 convs on 7-wide rows run all 7 rows as one row of 49 columns, on 14-wide rows
+    # pairs of rows; the residual add and the relu read and write with the same indices
+    g = ir.Graph(f"merged{size}")
+    g.add_input("x", ("N", 64, size, size))
+    rng = np.random.default_rng(size)
+    g.add_param("w1", (rng.standard_normal((96, 64, 1, 1)) / 8).astype(np.float32))
+    g.add_param("w2", (rng.standard_normal((64, 96, 1, 1)) / 10).astype(np.float32))
+    g.add_node("relu", ["x"], name="r0")
+    g.add_node("conv", ["r0", "w1"], name="expand")
+    g.add_node("relu", ["expand"], name="r1")
+    g.add_node("conv", ["r1", "w2"], name="project")
+    g.add_node("add", ["project", "r0"], name="sum")
+    g.add_node("relu", ["sum"], name="out")
+    g.set_outputs("out")
+    text = convc.compile(g, threads=1).source("loops")
+    expected = f"merge-rows {merged}" if merged > 1 else "order n,o,i,j vector"
+    assert text.count(expected) >= 2, text[:3000]
+    if merged == 1:
+        assert "merge-rows" not in text
+    for batch, threads in ((1, 1), (3, 2)):
+        assert_compiled_matches(g, inputs_for(g, batch), threads=threads)

@@ -21,6 +21,8 @@ class Schedule:
     `unroll`: axis -> full unroll of that (constant-extent) axis, e.g. a register block.
     `parallel_axis`: the axis split over threads (None: single-threaded kernel).
     `layout`: buffer name -> layout tag such as ``"NCHW16c"``, for the lowering to honour.
+    `merge_rows`: R > 1 runs R consecutive rows (the axis before the last) as one row of R
+    times the width: in a row-major layout they are consecutive elements.
     `reduce_tiles`: reduction axis -> chunk size (cache blocking: the reduction runs chunk by
     chunk in a loop just outside the rows, partial sums kept in the output).
     """
@@ -34,6 +36,7 @@ class Schedule:
     parallel_axis: str | None = None
     layout: dict = field(default_factory=dict)
     reduce_tiles: dict = field(default_factory=dict)
+    merge_rows: int = 1
 
     def describe(self) -> str:
         """One line for printers, e.g. ``tiles ow=16 order n,oc,oh,ow.o,ow.i vector ow.i/16``."""
@@ -48,6 +51,8 @@ class Schedule:
             parts.append("unroll " + ",".join(self.unroll))
         if self.parallel_axis:
             parts.append(f"parallel {self.parallel_axis}")
+        if self.merge_rows > 1:
+            parts.append(f"merge-rows {self.merge_rows}")
         if self.reduce_tiles:
             chunks = ",".join(f"{k}={v}" for k, v in sorted(self.reduce_tiles.items()))
             parts.append(f"reduce-tiles {chunks}")

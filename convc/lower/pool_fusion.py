@@ -145,6 +145,8 @@ def _fused(conv: LoweredGroup, pool: LoweredGroup, window: Window, rows: tuple):
     pool_outer, pool_rows = _split_at_rows(pool_nest, rows[1])
     if conv_rows is None or pool_rows is None or len(conv_outer) != len(pool_outer):
         return None
+    if (conv_rows.stop, pool_rows.stop) != (window.conv_rows, window.pool_rows):
+        return None  # rows merged into one (`Schedule.merge_rows`)
     if any(_bounds(a) != _bounds(b) for a, b in zip(conv_outer, pool_outer)):
         return None
     shared = {b.var: a.var for a, b in zip(conv_outer, pool_outer)}
