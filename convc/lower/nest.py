@@ -71,7 +71,7 @@ class Nest:
     vector: sympy.Symbol | None = None
     block: tuple | None = None  # (axis symbol, size, outer var, inner var)
     width: int = 16  # lanes of the width vector (schedule.vector_width)
-    prefetch: tuple = ()  # (tensor, index) read at each step of the innermost reduction
+    prefetch: tuple = ()  # loops.Prefetch hints issued at each step of the innermost reduction
     chunk: tuple | None = None  # (reduce symbol, size, outer var, inner var): see _chunked
     lanes: tuple | None = None  # (the same) input channels as blocks x lanes: _input_lanes
     partials: str | None = None  # where a chunked reduction's partial sums wait, if not store
@@ -287,8 +287,7 @@ def _reduce_loops(nest: Nest, atoms, acc: str) -> loops.Stmt:
 
     stmt = _block_loop(nest, update)
     if nest.prefetch:
-        hints = [loops.Prefetch(name, tuple(map(scope.index, idx))) for name, idx in nest.prefetch]
-        stmt = loops.Block((*hints, stmt))
+        stmt = loops.Block((*nest.prefetch, stmt))
     for level in range(len(te.reduce_indices) - 1, -1, -1):
         stmt = _guard(stmt, [a for a in atoms if depth[a] == level], scope)
         var, extent = loops.loop_var(str(te.reduce_indices[level])), te.reduce_shape[level]
@@ -394,7 +393,9 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
             subs[c] = c_b * size + c_l
     rewrites = {**_tile_rewrites(tile), **_tile_rewrites(nest.chunk or nest.lanes)}
     nest.scope = replace(nest.scope, subs={**nest.scope.subs, **subs}, rewrites=rewrites)
-    nest.prefetch = _next_block_weights(te, o, width)
+    # converted once: weight indices do not involve the columns that row blocks place
+    hints = _next_block_weights(te, o, width)
+    nest.prefetch = tuple(loops.Prefetch(n, tuple(map(nest.scope.index, i))) for n, i in hints)
     extent = te.shape[te.indices.index(j)]
     reduce_ranges = dict(zip(te.reduce_indices, te.reduce_shape))
     split = interior(atoms, j, extent, reduce_ranges, te.indices)
