@@ -16,7 +16,7 @@ import sympy
 from llvmlite import ir
 
 from ..loops import ir as L
-from ..loops.analysis import known_multiple
+from ..loops.analysis import known_multiple, walk
 from .index import IndexEmitter, depends_on, stride_in
 from .llvmutil import const, for_range, i64, lanes, smax, splat, value_type, vector_fma
 from .memory import Memory, VecCtx, flat_index
@@ -415,20 +415,6 @@ class FunctionEmitter:
 
 def _is_ref(e: L.Expr, name: str) -> bool:
     return isinstance(e, L.Ref) and e.name == name and e.index == ()
-
-
-def walk(s: L.Stmt):
-    """Every statement in `s`, pre-order."""
-    yield s
-    if isinstance(s, L.Block):
-        for st in s.stmts:
-            yield from walk(st)
-    elif isinstance(s, L.For):
-        yield from walk(s.body)
-    elif isinstance(s, L.If):
-        yield from walk(s.then)
-        if s.orelse is not None:
-            yield from walk(s.orelse)
 
 
 def _assigned_names(s: L.Stmt) -> set[str]:

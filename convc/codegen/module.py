@@ -31,9 +31,10 @@ from llvmlite import ir
 from ir.errors import CodegenError
 
 from ..loops import ir as L
+from ..loops.analysis import loaded_buffers, walk
 from ..loops.verify import verify_program
 from .index import IndexCodegenError, emit_index
-from .kernel import FunctionEmitter, walk
+from .kernel import FunctionEmitter
 from .llvmutil import I32, I64, PTR, VOID, declare
 
 ENTRY = "convc_main"
@@ -75,40 +76,12 @@ class ModuleContext:
 
 def kernel_buffers(program: L.Program, kernel: L.Kernel) -> list[str]:
     """Names of the buffers `kernel` reads or writes, in program order."""
-    used = set()
-    for st in walk(kernel.body):
-        used |= _stmt_buffers(st)
+    used = loaded_buffers(kernel.body)
+    used |= {st.buffer for st in walk(kernel.body) if isinstance(st, (L.Store, L.Prefetch))}
     unknown = used - {b.name for b in program.buffers}
     if unknown:
         raise CodegenError(f"kernel '{kernel.name}': unknown buffer(s) {sorted(unknown)}")
     return [b.name for b in program.buffers if b.name in used]
-
-
-def _stmt_buffers(st: L.Stmt) -> set[str]:
-    names = {st.buffer} if isinstance(st, (L.Store, L.Prefetch)) else set()
-    for value in _stmt_values(st):
-        names |= _expr_buffers(value)
-    return names
-
-
-def _stmt_values(st: L.Stmt) -> list[L.Expr]:
-    if isinstance(st, (L.Store, L.Let, L.Assign)):
-        return [st.value]
-    if isinstance(st, L.Alloc) and st.init is not None:
-        return [st.init]
-    if isinstance(st, L.If):
-        return [st.cond]
-    return []
-
-
-def _expr_buffers(e: L.Expr) -> set[str]:
-    if isinstance(e, L.Load):
-        return {e.buffer}
-    out = set()
-    for child in vars(e).values():
-        if isinstance(child, L.Expr):
-            out |= _expr_buffers(child)
-    return out
 
 
 def kernel_symbol(name: str) -> str:

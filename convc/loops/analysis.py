@@ -3,7 +3,8 @@
 Stage: loop IR (sympy only). `known_multiple` proves divisibility of an index expression:
 the verifier uses it to check that arena offsets are multiples of 64 for every binding of the
 symbols, codegen to give vector loads and stores the alignment they provably have.
-`substitute` rewrites the index symbols of a statement tree.
+`walk` visits a statement tree, `loaded_buffers` names the buffers it loads from, and
+`substitute` rewrites its index symbols.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import math
 from functools import lru_cache
 
 import sympy
+
+from . import ir as L
 
 
 @lru_cache(maxsize=65536)
@@ -50,3 +53,46 @@ def substitute(node, mapping: dict):
         }
         return dataclasses.replace(node, **changes)
     return node
+
+
+def walk(s: L.Stmt):
+    """Every statement in `s`, pre-order."""
+    yield s
+    if isinstance(s, L.Block):
+        for st in s.stmts:
+            yield from walk(st)
+    elif isinstance(s, L.For):
+        yield from walk(s.body)
+    elif isinstance(s, L.If):
+        yield from walk(s.then)
+        if s.orelse is not None:
+            yield from walk(s.orelse)
+
+
+def loaded_buffers(s: L.Stmt) -> set[str]:
+    """The buffers the values in `s` load from."""
+    names = set()
+    for st in walk(s):
+        for value in _stmt_values(st):
+            names |= _expr_buffers(value)
+    return names
+
+
+def _stmt_values(st: L.Stmt) -> list[L.Expr]:
+    if isinstance(st, (L.Store, L.Let, L.Assign)):
+        return [st.value]
+    if isinstance(st, L.Alloc) and st.init is not None:
+        return [st.init]
+    if isinstance(st, L.If):
+        return [st.cond]
+    return []
+
+
+def _expr_buffers(e: L.Expr) -> set[str]:
+    if isinstance(e, L.Load):
+        return {e.buffer}
+    out = set()
+    for child in vars(e).values():
+        if isinstance(child, L.Expr):
+            out |= _expr_buffers(child)
+    return out

@@ -30,13 +30,12 @@ whose chunk loop sits outside the rows) stays two kernels.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, replace
 
 import sympy
 
 from convc import loops
-from convc.loops.analysis import substitute
+from convc.loops.analysis import loaded_buffers, substitute
 from convc.passes import FusedGroup
 from convc.profile import kernel_parts
 from ir import Graph
@@ -139,7 +138,7 @@ def _fused(conv: LoweredGroup, pool: LoweredGroup, window: Window, rows: tuple):
     """One kernel running `pool`'s rows inside `conv`'s row loop, or None when the two
     nests do not share their outer loops."""
     *prelude, pool_nest = _statements(pool.kernel.body)
-    if _loaded(tuple(prelude)) & set(conv.writes):
+    if loaded_buffers(loops.Block(tuple(prelude))) & set(conv.writes):
         return None  # the prelude runs first: it must not read the conv's output
     conv_outer, conv_rows = _split_at_rows(conv.kernel.body, rows[0])
     pool_outer, pool_rows = _split_at_rows(pool_nest, rows[1])
@@ -268,17 +267,6 @@ def _statements(body: loops.Stmt) -> tuple:
     """A kernel body's nests: the pool's last, after any it reads (an average pool's
     divisor counts), which do not read the conv and run first in the fused kernel."""
     return body.stmts if isinstance(body, loops.Block) else (body,)
-
-
-def _loaded(node) -> set:
-    """The buffers a loop-IR tree loads from."""
-    if isinstance(node, loops.Load):
-        return {node.buffer} | _loaded(node.index)
-    if isinstance(node, tuple):
-        return set().union(*(_loaded(item) for item in node))
-    if dataclasses.is_dataclass(node) and not isinstance(node, type):
-        return _loaded(tuple(getattr(node, f.name) for f in dataclasses.fields(node)))
-    return set()
 
 
 def _split_at_rows(body: loops.Stmt, row: str):
