@@ -97,11 +97,12 @@ def lower_group(
         steps = _chain(graph, group, te, texprs) if fused else []
         store = group.output if fused else te.name
         where = f"{anchor.op} '{anchor.name}'"
-        scope = Scope(dtype=te.dtype, layouts=layouts, where=where)
         partials = _partial_sums(te, schedule, store, layouts)
+        blocked = layouts
         if partials is not None:
-            scope.layouts = {**layouts, partials.name: schedule.vector_width}
+            blocked = {**layouts, partials.name: schedule.vector_width}
             scratch.append(partials)
+        scope = Scope(dtype=te.dtype, layouts=blocked, where=where)
         nest = lower_nest(te, schedule, store, steps, scope, names, partials and partials.name)
         merge = "residue" in te.attrs and classes and classes[-1] == te.name
         merged = _merged(nests[-1], nest) if merge else None

@@ -39,7 +39,7 @@ from convc.texpr import TensorExpr
 
 from .convert import Scope, condition, convert
 from .regions import conjuncts, interior
-from .schedule import FEW_ROW_BLOCKS, MAX_ROW_COPIES
+from .schedule import FEW_ROW_BLOCKS, MAX_ROW_COPIES, merge_rows
 
 UPDATE = {"sum": "add", "max": "max"}
 #: Weights from which a channel-vector conv prefetches its next channel block's
@@ -82,9 +82,9 @@ def lower_nest(te, schedule, store, epilogue, scope, names, partials=None) -> lo
     channel-blocked buffer a cache-blocked reduction keeps its partial sums in (default:
     `store` itself)."""
     if schedule.merge_rows > 1:
-        te, epilogue = _merge_rows(te, epilogue, schedule.merge_rows)
-    nest = Nest(te, store, tuple(epilogue), scope, names, width=schedule.vector_width)
-    nest.partials = partials
+        te, epilogue = merge_rows(te, epilogue, schedule.merge_rows)
+    width = schedule.vector_width
+    nest = Nest(te, store, tuple(epilogue), scope, names, width=width, partials=partials)
     atoms = conjuncts(te.condition)
     if schedule.vector_axis and schedule.vector_axis.endswith(".i"):
         return _channel_vector_nest(nest, schedule, atoms)
@@ -94,26 +94,6 @@ def lower_nest(te, schedule, store, epilogue, scope, names, partials=None) -> lo
     loops_, subs = _outer_loops(nest.te, outer, schedule, nest.block)
     nest.scope = replace(scope, subs={**scope.subs, **subs}, rewrites=_tile_rewrites(nest.block))
     return _wrap(loops_, _innermost(nest, atoms))
-
-
-def _merge_rows(te: TensorExpr, epilogue, rows: int) -> tuple:
-    """`te` (and its fused epilogue) over rows `rows` times as long and `rows` times fewer
-    (`Schedule.merge_rows`): row `i` of the result is rows `rows*i ..` of `te`. Every
-    access keeps its row index (now `rows*i`) and runs its column index past the row's end
-    into the rows after it, consecutive elements in NCHW and channel-blocked layouts
-    alike (only for accesses with no bound on rows or columns: unpadded 1x1 convs)."""
-    i = te.indices[-2]
-    *lead, height, width = te.shape
-    moved = {i: rows * i}
-    store = tuple(sympy.sympify(e).xreplace(moved) for e in te.attrs.get("store_index", te.indices))
-    te = replace(
-        te,
-        shape=(*lead, sympy.sympify(height) / rows, sympy.sympify(width) * rows),
-        body=te.body.xreplace(moved),
-        epilogue=None if te.epilogue is None else te.epilogue.xreplace(moved),
-        attrs={**te.attrs, "store_index": store},
-    )
-    return te, tuple((name, expr.xreplace(moved)) for name, expr in epilogue)
 
 
 def _ordered(axes, schedule) -> list:
@@ -371,7 +351,7 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
     ends with a masked vector.
 
     A schedule with `reduce_tiles` (cache blocking) runs the input channels in chunks in a
-    loop just outside the rows (`_chunked`):
+    loop placed by its order (`c.o`: outside the rows, or inside each row; `_chunked`):
 
         parallel for n*o_o:  for c_o:  for i:  for j blocks:  vector(16) for o_i:
           acc[R] = c_o ? y[..] : 0;  for c_i, a, b: ...;  y[..] = last c_o ? epilogue(acc) : acc

@@ -258,9 +258,7 @@ def channel_schedule(te: TensorExpr, width: int, limits: tuple | None = None) ->
         limits = narrow if width == VECTOR_WIDTH else (WIDE_MAX_COLUMN_BLOCK,) * 2
     merge = _merged_rows(te, limits[1])
     if merge > 1:  # rows of `merge` times the columns, register blocks of the largest size
-        height, row = te.shape[-2:]
-        flat = replace(te, shape=(*te.shape[:-2], height / merge, row * merge))
-        columns = limits[1]
+        flat, columns = merge_rows(te, (), merge)[0], limits[1]
     else:
         flat, columns = te, _column_block(te, *limits)
     chunks, outside_rows = reduce_chunks(flat, width, columns)
@@ -292,6 +290,26 @@ def _merged_rows(te: TensorExpr, block: int) -> int:
         return 1
     rows = [r for r in range(2, int(height) + 1) if int(height) % r == 0]
     return next((r for r in rows if r * int(row) >= 2 * block), 1)
+
+
+def merge_rows(te: TensorExpr, epilogue, rows: int) -> tuple:
+    """`te` (and its fused epilogue) over rows `rows` times as long and `rows` times fewer
+    (`Schedule.merge_rows`): row `i` of the result is rows `rows*i ..` of `te`. Every
+    access keeps its row index (now `rows*i`) and runs its column index past the row's end
+    into the rows after it, consecutive elements in NCHW and channel-blocked layouts
+    alike (only for accesses with no bound on rows or columns: unpadded 1x1 convs)."""
+    i = te.indices[-2]
+    *lead, height, width = te.shape
+    moved = {i: rows * i}
+    store = tuple(sympy.sympify(e).xreplace(moved) for e in te.attrs.get("store_index", te.indices))
+    te = replace(
+        te,
+        shape=(*lead, sympy.sympify(height) / rows, sympy.sympify(width) * rows),
+        body=te.body.xreplace(moved),
+        epilogue=None if te.epilogue is None else te.epilogue.xreplace(moved),
+        attrs={**te.attrs, "store_index": store},
+    )
+    return te, tuple((name, expr.xreplace(moved)) for name, expr in epilogue)
 
 
 def reduce_chunks(te: TensorExpr, width: int, columns: int) -> tuple[dict, bool]:
