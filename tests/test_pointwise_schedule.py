@@ -1,7 +1,8 @@
 """1x1 stride-1 convolutions under their schedule (32-column vectors, output-channel
-register blocks, rows outside the channel blocks): widths that leave masked tails, channel
-counts with and without a block, padding, batches 1 and 3, two threads, a fused epilogue;
-compiled == interpreted."""
+register blocks; unpadded ones run the whole plane as one row in packed panels, padded
+ones row by row): widths that leave masked tails and partial panels, channel counts with
+and without a block, padding, batches 1 and 3, two threads, a fused epilogue, an input not
+aligned to a vector; compiled == interpreted."""
 
 from __future__ import annotations
 
@@ -30,6 +31,40 @@ def pointwise(cin, cout, width, pads=0, bias=True, seed=0, height=5):
 def test_schedule_is_applied():
     text = stage_source(pointwise(8, 16, 40), "loops")
     assert "order n,i,o,j vector j/32" in text and "unroll o.i" in text
+    assert "merge-rows 5 pack-columns 128" in text
+
+
+def test_channel_blocks_read_the_packed_panel():
+    text = stage_source(pointwise(8, 16, 40), "loops")
+    assert "alloc panel: f32[8, 4] x32 lanes" in text
+    assert "panel[c, j_o] = x[" in text  # the panel is copied from the input once
+    assert "acc[o_i] + (panel[c, j_o] * w." in text  # and every channel block reads it
+    assert text.count("x[") == 1
+
+
+def test_padded_pointwise_runs_row_by_row():
+    text = stage_source(pointwise(8, 16, 40, pads=1), "loops")
+    assert "pack-columns" not in text and "merge-rows" not in text and "panel" not in text
+
+
+@pytest.mark.parametrize("group", [2, 4])
+def test_grouped_pointwise_runs_row_by_row(group):
+    """Each group reads its own input channels: no panel shared by all channel blocks."""
+    rng = np.random.default_rng(0)
+    g = ir.Graph("grouped")
+    g.add_input("x", ("N", 8, 5, 40))
+    g.add_param("w", rng.standard_normal((16, 8 // group, 1, 1)).astype(np.float32))
+    g.add_node("conv", ["x", "w"], {"group": group}, name="y")
+    g.set_outputs("y")
+    assert "pack-columns" not in stage_source(g, "loops")
+    assert_compiled_matches(g, inputs_for(g, 2))
+
+
+def test_deep_pointwise_without_channel_blocks_runs_row_by_row():
+    """200 input channels make a 100 KB panel: past PACK_MAX_BYTES, so rows stay."""
+    g = pointwise(200, 24, 40)
+    assert "pack-columns" not in stage_source(g, "loops")
+    assert_compiled_matches(g, inputs_for(g, 1))
 
 
 @pytest.mark.parametrize("cin, cout", [(3, 16), (8, 24), (5, 7), (16, 6)])
@@ -46,7 +81,22 @@ def test_pointwise_padding_and_threads(threads):
     assert_compiled_matches(g, inputs_for(g, 3), threads=threads)
 
 
-def test_large_pointwise_runs_rows_in_parallel():
+@pytest.mark.parametrize("batch", [1, 3])
+def test_large_pointwise_runs_panels_in_parallel(batch):
     g = pointwise(32, 64, 32, height=17)  # over a million multiply-adds: a parallel loop
-    assert "parallel for n_i in" in stage_source(g, "loops")
-    assert_compiled_matches(g, inputs_for(g, 1), threads=2)
+    assert "parallel for n_j_o in" in stage_source(g, "loops")
+    assert_compiled_matches(g, inputs_for(g, batch), threads=2)
+
+
+@pytest.mark.parametrize("offset", [4, 8, 12])
+def test_unaligned_input_is_read_in_place(offset):
+    """NumPy aligns large arrays to 16 bytes, not to a vector's 64: such an input is read
+    in place (the panels copy it), at each offset within a cache line."""
+    g = pointwise(16, 24, 45, height=6)
+    shape = (2, 16, 6, 45)
+    raw = np.zeros(int(np.prod(shape)) + 32, np.float32)
+    start = (-raw.ctypes.data // 4) % 16 + offset
+    x = raw[start : start + int(np.prod(shape))].reshape(shape)
+    x[...] = inputs_for(g, 2)["x"]
+    assert x.ctypes.data % 64 == offset * 4
+    assert_compiled_matches(g, {"x": x})

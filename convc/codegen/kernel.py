@@ -87,6 +87,10 @@ class FunctionEmitter:
 
     def _alloc(self, s: L.Alloc) -> None:
         width = self.vec.width if self.vec is not None else None
+        if s.lanes > 1:
+            if width not in (None, s.lanes):
+                raise ValueError(f"local '{s.name}' of {s.lanes} lanes in a {width}-lane loop")
+            width = s.lanes
         size = 1
         for d in s.shape:
             size *= d
@@ -268,10 +272,13 @@ class FunctionEmitter:
             self.vec = None
 
     def _start_reductions(self, s: L.For, width: int) -> dict:
-        """Vector partial accumulators for the outer locals the loop body reduces into."""
+        """Vector partial accumulators for the outer locals the loop body reduces into
+        (outer locals of `width` lanes are written lane by lane instead)."""
         out = {}
         for name in sorted(_assigned_names(s.body) & set(self.locals)):
             local = self.locals[name]
+            if local.width == width:
+                continue
             if local.ptr is None or local.shape != () or local.width is not None:
                 raise ValueError(f"vectorized loop '{s.var}' assigns outer local '{name}'")
             op = _reduction_op(s.body, name)

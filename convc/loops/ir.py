@@ -311,12 +311,17 @@ class Alloc(Stmt):
     """A mutable local array of constant `shape` (``()`` for a scalar), set to `init`.
 
     Lives in registers when every access index is constant after unrolling (accumulators).
+    Each element is one value, or one vector of the enclosing vectorized loop's width.
+    `lanes` > 1 declares elements of that many lanes outside any vectorized loop: a panel
+    that vectorized loops of that width later write and read lane by lane (packed inputs,
+    `convc.lower.nest`), each thread its own.
     """
 
     name: str
     dtype: str
     shape: tuple[int, ...] = ()
     init: Expr | None = None
+    lanes: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))

@@ -100,7 +100,8 @@ def format_stmt(s: ir.Stmt, indent: int = 0) -> list[str]:
     if isinstance(s, ir.Alloc):
         shape = "[" + ", ".join(map(str, s.shape)) + "]" if s.shape else ""
         init = "" if s.init is None else f" = {format_expr(s.init)}"
-        return [f"{pad}alloc {s.name}: {SHORT[s.dtype]}{shape}{init}"]
+        lanes = f" x{s.lanes} lanes" if s.lanes > 1 else ""
+        return [f"{pad}alloc {s.name}: {SHORT[s.dtype]}{shape}{lanes}{init}"]
     if isinstance(s, ir.Assign):
         return [f"{pad}{s.name}{_indices(s.index)} = {format_expr(s.value)}"]
     if isinstance(s, ir.If):

@@ -37,6 +37,7 @@ class Schedule:
     layout: dict = field(default_factory=dict)
     reduce_tiles: dict = field(default_factory=dict)
     merge_rows: int = 1
+    pack_columns: int = 0
 
     def describe(self) -> str:
         """One line for printers, e.g. ``tiles ow=16 order n,oc,oh,ow.o,ow.i vector ow.i/16``."""
@@ -53,6 +54,8 @@ class Schedule:
             parts.append(f"parallel {self.parallel_axis}")
         if self.merge_rows > 1:
             parts.append(f"merge-rows {self.merge_rows}")
+        if self.pack_columns:
+            parts.append(f"pack-columns {self.pack_columns}")
         if self.reduce_tiles:
             chunks = ",".join(f"{k}={v}" for k, v in sorted(self.reduce_tiles.items()))
             parts.append(f"reduce-tiles {chunks}")

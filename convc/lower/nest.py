@@ -88,12 +88,89 @@ def lower_nest(te, schedule, store, epilogue, scope, names, partials=None) -> lo
     atoms = conjuncts(te.condition)
     if schedule.vector_axis and schedule.vector_axis.endswith(".i"):
         return _channel_vector_nest(nest, schedule, atoms)
+    if schedule.pack_columns:
+        return _packed_nest(nest, schedule)
     nest.vector = _symbol(te, schedule.vector_axis)
     nest.block = _block(te, schedule)
     outer = _ordered([v for v in te.indices if v != nest.vector], schedule)
     loops_, subs = _outer_loops(nest.te, outer, schedule, nest.block)
     nest.scope = replace(scope, subs={**scope.subs, **subs}, rewrites=_tile_rewrites(nest.block))
     return _wrap(loops_, _innermost(nest, atoms))
+
+
+def _packed_nest(nest: Nest, schedule) -> loops.Stmt:
+    """A width-vector 1x1 conv whose rows are merged into one (`merge_rows`), panel by
+    panel of P columns (`pack_columns`, a packed GEMM):
+
+        parallel for n*p:
+          alloc panel[C, P/V] x V lanes
+          for c:  for q_o:  vector(V) for q_i:  panel[c, q_o] = x[n, c, p*P + q_o*V + q_i]
+          for o_o:  for q_o:  vector(V) for q_i:
+            alloc acc[B];  for c:  unrolled for o_i:  acc[o_i] += panel[c, q_o] * w[o_o, c, o_i]
+            unrolled for o_i:  y[n, o_o*B + o_i, p*P + q_o*V + q_i] = acc[o_i]
+
+    The panel is copied from the input once and read by every output-channel block: its
+    vectors are aligned and C x P floats stay in L1 (see PACK_COLUMNS)."""
+    te, width = nest.te, nest.width
+    n, o, i, j = te.indices
+    c, *taps = te.reduce_indices
+    source = next(a for a in te.body.atoms(sympy.Indexed) if j in a.free_symbols)
+    size, channels = schedule.pack_columns, sympy.sympify(te.reduce_shape[0])
+    columns = sympy.sympify(te.shape[-1])
+    panels = sympy.ceiling(columns / size)
+    block, o_o, o_i = schedule.tiles[str(o)], loops.loop_var(f"{o}_o"), loops.loop_var(f"{o}_i")
+    image_panel, var_c = loops.loop_var(f"{n}_{j}_o"), loops.loop_var(str(c))
+    q_o, q_i = loops.loop_var(f"{j}_o"), loops.loop_var(f"{j}_i")
+    start = sympy.Mod(image_panel, panels) * size
+    in_panel = sympy.Min(size, columns - start) if columns % size else sympy.Integer(size)
+    subs = {
+        n: sympy.floor(image_panel / panels),
+        i: sympy.Integer(0),
+        j: start + q_o * width + q_i,
+        c: var_c,
+        o: o_o * block + o_i,
+        **{t: sympy.Integer(0) for t in taps},
+    }
+    scope = replace(
+        nest.scope, subs={**nest.scope.subs, **subs}, rewrites=_tile_rewrites((o, block, o_o, o_i))
+    )
+
+    def vectors(body) -> loops.Stmt:
+        """`body` over the panel's columns, V at a time."""
+        whole = in_panel.is_Integer and int(in_panel) % width == 0
+        lanes = width if whole else sympy.Min(width, in_panel - q_o * width)
+        inner = loops.For(q_i, 0, lanes, body, kind="vectorized", width=width, tail="masked")
+        return loops.For(q_o, 0, sympy.ceiling(in_panel / width), inner)
+
+    panel = nest.names.fresh("panel")
+    ref = loops.Ref(panel, (var_c, q_o))
+    copy = loops.For(
+        var_c, 0, channels, vectors(loops.Assign(panel, (var_c, q_o), convert(source, scope)))
+    )
+    nest.scope = replace(scope, inline={**scope.inline, str(source.base): ref})
+    acc = nest.names.fresh("acc")
+    update = loops.Assign(
+        acc, (o_i,), loops.Binary("add", loops.Ref(acc, (o_i,)), convert(te.body, nest.scope))
+    )
+    registers = loops.Block(
+        (
+            loops.Alloc(acc, te.dtype, (block,), convert(te.identity, scope)),
+            loops.For(var_c, 0, channels, loops.For(o_i, 0, block, update, kind="unrolled")),
+            loops.For(o_i, 0, block, _store(nest, loops.Ref(acc, (o_i,))), kind="unrolled"),
+        )
+    )
+    blocks = loops.For(
+        o_o, 0, sympy.ceiling(sympy.sympify(te.shape[1]) / block), vectors(registers)
+    )
+    body = loops.Block(
+        (
+            loops.Alloc(panel, te.dtype, (int(channels), -(-size // width)), lanes=width),
+            copy,
+            blocks,
+        )
+    )
+    kind = "parallel" if schedule.parallel_axis else "serial"
+    return loops.For(image_panel, 0, sympy.sympify(te.shape[0]) * panels, body, kind=kind)
 
 
 def _ordered(axes, schedule) -> list:

@@ -88,6 +88,16 @@ DEEP_DENSE = 2048
 #: so an input row stays in L1 for all of them. Measured (busy machine, min of 15): 32->64
 #: @112 0.60 -> 0.45-0.54 ms, 96->24 @56 0.172 -> 0.146 ms.
 POINTWISE_WIDTH = 32
+#: Width-vector 1x1 convs (NCHW input: a model's edge, or a single layer) read each input
+#: vector once per output-channel block. Straight from the caller's array those loads
+#: straddle cache lines (NumPy aligns to 16 bytes, a vector is 64) and walk as many pages
+#: as input channels; so the plane runs in panels of PACK_COLUMNS columns, each first
+#: copied once into an aligned per-thread panel (C x PACK_COLUMNS floats, 16 KB at 32
+#: channels, in L1) that every channel block then reads: a packed GEMM.
+PACK_COLUMNS = 128
+#: The largest panel (on each thread's stack): 128 input channels. Deeper 1x1 convs with
+#: channels in blocks of 16 vectorize over channels (`_channel_vector`); the others keep rows.
+PACK_MAX_BYTES = 1 << 16
 #: Channel-vector convs with a multiple of 32 output channels: 32 channels a vector (two registers), so
 #: each input broadcast feeds two FMAs and a column block of R costs 2 + R loads for 2R FMAs
 #: (16 channels: 1 + R loads for R FMAs, load bound); R is capped at 10 (2R accumulators
@@ -370,10 +380,11 @@ def default_schedule(te: TensorExpr) -> Schedule:
         block = _channel_block(te.shape[names.index(axis)])
         if block > 1 and axis != _vector_axis(te):
             tiles, unroll = {axis: block}, (f"{axis}.i",)
-    order, width = tuple(names), VECTOR_WIDTH
+    order, width, merge, pack = tuple(names), VECTOR_WIDTH, 1, 0
     if tiles and _pointwise_conv(te):
         order, width = (names[0], names[2], names[1], *names[3:]), POINTWISE_WIDTH
         parallel = f"{names[0]}*{names[2]}" if parallel else None
+        merge, pack = _packed_plane(te)
     return Schedule(
         tiles=tiles,
         order=order,
@@ -382,7 +393,23 @@ def default_schedule(te: TensorExpr) -> Schedule:
         tail="masked",
         unroll=unroll,
         parallel_axis=parallel,
+        merge_rows=merge,
+        pack_columns=pack,
     )
+
+
+def _packed_plane(te: TensorExpr) -> tuple[int, int]:
+    """(`merge_rows`, `pack_columns`) of a width-vector 1x1 conv: an ungrouped, unpadded
+    one over a plane of known size, with a panel of at most PACK_MAX_BYTES, runs as one row
+    of the whole plane in packed panels (see PACK_COLUMNS), else row by row, unpacked."""
+    height, width = (sympy.sympify(e) for e in te.shape[-2:])
+    depth = sympy.sympify(te.reduce_shape[0])
+    known = all(e.is_number for e in (height, width, depth))
+    if not known or conjuncts(te.condition) or te.attrs.get("group", 1) != 1:
+        return 1, 0
+    if int(depth) * PACK_COLUMNS * 4 > PACK_MAX_BYTES:
+        return 1, 0
+    return int(height), PACK_COLUMNS
 
 
 def tile_choices(te: TensorExpr, schedule: Schedule) -> dict:
