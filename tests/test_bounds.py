@@ -135,19 +135,22 @@ IN_BOUNDS = textwrap.dedent(
         assert "llvm.masked.store.v16f32" in runtime.load(program).source("llvm")
         check(program, {"x": x}, {"y": (channels, 5)}, {"N": channels}, {"y": 2 * x.T})
 
-    # 8. a compiled 1x1 conv in packed panels: a plane of 200 columns is a panel of 128 and
-    # a partial one of 72 (vectors of 32, 32 and 8 masked lanes); input and output end at
-    # the guard page (sizes multiples of 64 bytes, so the runtime reads them in place)
+    # 8. compiled 1x1 convs in packed panels: a plane of 200 columns is a panel of 128 and
+    # a partial one of 72 (vectors of 32, 32 and 8 masked lanes); a 1 MB output of 64x64
+    # planes is written with streaming stores. Inputs and outputs end at the guard page
+    # (sizes are multiples of 64 bytes, so the runtime reads and writes them in place).
     import convc, ir
-    g = ir.Graph("packed")
-    g.add_input("x", (1, 4, 5, 40))
-    g.add_param("w", rng.standard_normal((24, 4, 1, 1)).astype(np.float32))
-    g.add_node("conv", ["x", "w"], name="y")
-    g.set_outputs("y")
-    x = rng.standard_normal((1, 4, 5, 40)).astype(np.float32)
-    program = convc.compile(g).program
-    assert "pack-columns 128" in format_program(program)
-    check(program, {"x": x}, {"y": (1, 24, 5, 40)}, {}, convc.interpret(g, {"x": x}))
+    for cin, cout, height, width, mark in ((4, 24, 5, 40, "pack-columns 128"),
+                                           (16, 64, 64, 64, "streaming-stores")):
+        g = ir.Graph("packed")
+        g.add_input("x", (1, cin, height, width))
+        g.add_param("w", rng.standard_normal((cout, cin, 1, 1)).astype(np.float32))
+        g.add_node("conv", ["x", "w"], name="y")
+        g.set_outputs("y")
+        x = rng.standard_normal((1, cin, height, width)).astype(np.float32)
+        program = convc.compile(g).program
+        assert mark in format_program(program)
+        check(program, {"x": x}, {"y": (1, cout, height, width)}, {}, convc.interpret(g, {"x": x}))
     print("ok")
     """
 )

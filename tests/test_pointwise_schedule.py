@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from compile_check import assert_compiled_matches, inputs_for
 
+import convc
 import ir
 from convc.compiler import stage_source
 
@@ -86,6 +87,33 @@ def test_large_pointwise_runs_panels_in_parallel(batch):
     g = pointwise(32, 64, 32, height=17)  # over a million multiply-adds: a parallel loop
     assert "parallel for n_j_o in" in stage_source(g, "loops")
     assert_compiled_matches(g, inputs_for(g, batch), threads=2)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_large_model_output_is_streamed(threads):
+    """A 1 MB model output (at batch 1) is written with non-temporal stores, fenced."""
+    g = pointwise(16, 64, 64, height=64)
+    model = convc.compile(g, threads=threads)
+    loops_text, asm = model.source("loops"), model.source("asm")
+    assert "streaming-stores" in loops_text and "  # streaming" in loops_text
+    assert "vmovntps" in asm and "sfence" in asm
+    assert_compiled_matches(g, inputs_for(g, 2), threads=threads)
+
+
+@pytest.mark.parametrize(
+    "width, height, chained",
+    [(64, 60, False), (60, 64, True), (63, 64, False)],  # small; not the model output; plane
+)
+def test_other_outputs_are_not_streamed(width, height, chained):
+    """Under STREAM_MIN_BYTES, a value another kernel reads, or planes that are not whole
+    cache lines (4032 floats) keep ordinary stores."""
+    g = pointwise(16, 64, width, height=height)
+    if chained:  # a concat keeps its inputs NCHW
+        g.add_node("concat", ["act", "x"], {"axis": 1}, name="cat")
+        g.set_outputs("cat")
+    text = stage_source(g, "loops")
+    assert "pack-columns" in text and "streaming" not in text
+    assert_compiled_matches(g, inputs_for(g, 1))
 
 
 @pytest.mark.parametrize("offset", [4, 8, 12])

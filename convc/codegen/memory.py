@@ -12,6 +12,7 @@ condition that keeps an index inside its buffer protects the access as it would 
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -19,11 +20,13 @@ import sympy
 from llvmlite import ir
 
 from ..loops import ir as L
-from ..loops.analysis import known_multiple
+from ..loops.analysis import known_multiple, walk
 from .index import IndexEmitter, depends_on, stride_in
 from .llvmutil import I1, I32, I64, MEMORY_TYPES, PTR, const, declare, i64, type_suffix
 from .transpose import store_rows
 
+#: A cache line: a non-temporal store writes whole aligned ones (`L.Store.streaming`).
+LINE_BYTES = 64
 MAX_SHUFFLE_STRIDE = 4  # constant strides up to this load contiguously and shuffle
 
 
@@ -122,7 +125,10 @@ class Memory:
         if stride == 1:
             ptr = self._gep(node.buffer, etype, flat)
             if vec.mask is None:
-                b.store(value, ptr, align=self._align(buf, flat, vec))
+                align = self._align(buf, flat, vec)
+                store = b.store(value, ptr, align=align)
+                if node.streaming and align >= LINE_BYTES:
+                    store.set_metadata("nontemporal", b.module.add_metadata([ir.Constant(I32, 1)]))
                 return
             fn = declare(
                 b.module,
@@ -226,3 +232,17 @@ class Memory:
             ptr = b.gep(self.buffers[name], [idx], inbounds=True, source_etype=etype)
             out = b.insert_element(out, ptr, ir.Constant(I64, lane))
         return out
+
+
+def fence_streaming_stores(b: ir.IRBuilder, body: L.Stmt) -> None:
+    """A store fence where `body` has streaming stores: non-temporal stores are weakly
+    ordered, and the fence makes them visible before the function returns (to the thread
+    that joins the parallel region, or to the caller). On x86 that is ``sfence``, the fence
+    the architecture defines for them (LLVM lowers ``fence seq_cst`` to a locked ``or``);
+    elsewhere ``fence seq_cst``."""
+    if not any(isinstance(st, L.Store) and st.streaming for st in walk(body)):
+        return
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        b.call(declare(b.module, "llvm.x86.sse.sfence", ir.VoidType(), []), [])
+    else:
+        b.fence("seq_cst")

@@ -36,6 +36,7 @@ from ..loops.verify import verify_program
 from .index import IndexCodegenError, emit_index
 from .kernel import FunctionEmitter
 from .llvmutil import I32, I64, PTR, VOID, declare
+from .memory import fence_streaming_stores
 
 ENTRY = "convc_main"
 PROFILE_ENTRY = "convc_profile"
@@ -112,6 +113,7 @@ def _emit_kernel(mctx: ModuleContext, kernel: L.Kernel) -> ir.Function:
         em.stmt(kernel.body)
     except KERNEL_ERRORS as err:
         raise CodegenError(f"kernel '{kernel.name}': {err}") from err
+    fence_streaming_stores(em.b, kernel.body)
     em.b.ret_void()
     return fn
 

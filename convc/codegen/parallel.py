@@ -33,6 +33,7 @@ from llvmlite import ir
 
 from ..loops import ir as L
 from .llvmutil import I32, I64, PTR, VOID, declare, for_range, i64, smax, smin
+from .memory import fence_streaming_stores
 
 GOMP_PARALLEL = "GOMP_parallel"
 THREAD_NUM = "omp_get_thread_num"
@@ -122,6 +123,7 @@ def _outline_body(em, nest: list[L.For]) -> tuple[list[ir.Value], ir.Function]:
     sub.in_parallel = True
     bounds = args[len(values) : -2]
     _flat_loop(sub, nest, bounds[: len(nest)], bounds[len(nest) :], args[-2], args[-1])
+    fence_streaming_stores(sub.b, nest[-1].body)
     sub.b.ret_void()
     return values, body_fn
 

@@ -272,11 +272,18 @@ class For(Stmt):
 
 @dataclass(frozen=True)
 class Store(Stmt):
-    """``buffer[index...] = value`` (value converted to the buffer's dtype must match it)."""
+    """``buffer[index...] = value`` (value converted to the buffer's dtype must match it).
+
+    `streaming`: a non-temporal store where the store is a whole aligned vector (the line
+    goes to memory without being read first, and leaves the caches to the kernel's inputs):
+    for large model outputs that nothing in the program reads again. Codegen fences the
+    kernel (and each parallel body) that has them, so the writes are visible when it returns.
+    """
 
     buffer: str
     index: tuple[sympy.Expr, ...]
     value: Expr
+    streaming: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "index", _index(self.index))

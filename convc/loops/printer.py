@@ -92,7 +92,8 @@ def format_stmt(s: ir.Stmt, indent: int = 0) -> list[str]:
     if isinstance(s, ir.For):
         return [pad + _loop_head(s)] + format_stmt(s.body, indent + 1)
     if isinstance(s, ir.Store):
-        return [f"{pad}{s.buffer}{_indices(s.index)} = {format_expr(s.value)}"]
+        streaming = "  # streaming" if s.streaming else ""
+        return [f"{pad}{s.buffer}{_indices(s.index)} = {format_expr(s.value)}{streaming}"]
     if isinstance(s, ir.Prefetch):
         return [f"{pad}prefetch {s.buffer}{_indices(s.index)}"]
     if isinstance(s, ir.Let):

@@ -25,6 +25,11 @@ class Schedule:
     times the width: in a row-major layout they are consecutive elements.
     `reduce_tiles`: reduction axis -> chunk size (cache blocking: the reduction runs chunk by
     chunk in a loop just outside the rows, partial sums kept in the output).
+    `pack_columns`: P > 0 runs a width-vector 1x1 conv panel by panel of P output columns,
+    first copying the panel's input columns into an aligned per-thread panel that every
+    output-channel block then reads (a packed GEMM).
+    `streaming_stores`: the kernel writes its output with non-temporal stores
+    (`loops.Store.streaming`).
     """
 
     tiles: dict = field(default_factory=dict)
@@ -38,6 +43,7 @@ class Schedule:
     reduce_tiles: dict = field(default_factory=dict)
     merge_rows: int = 1
     pack_columns: int = 0
+    streaming_stores: bool = False
 
     def describe(self) -> str:
         """One line for printers, e.g. ``tiles ow=16 order n,oc,oh,ow.o,ow.i vector ow.i/16``."""
@@ -56,6 +62,8 @@ class Schedule:
             parts.append(f"merge-rows {self.merge_rows}")
         if self.pack_columns:
             parts.append(f"pack-columns {self.pack_columns}")
+        if self.streaming_stores:
+            parts.append("streaming-stores")
         if self.reduce_tiles:
             chunks = ",".join(f"{k}={v}" for k, v in sorted(self.reduce_tiles.items()))
             parts.append(f"reduce-tiles {chunks}")

@@ -35,7 +35,7 @@ from .nest import Names, lower_nest
 from .packing import pack_weights
 from .relayout import pad_operand, shared_pad, transpose_for
 from .residue_classes import residue_classes
-from .schedule import channel_schedule, default_schedule, tuning_key
+from .schedule import channel_schedule, default_schedule, streaming_output, tuning_key
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,8 @@ def lower_group(
         fused = te.name == anchor.outputs[0] and group.epilogue
         steps = _chain(graph, group, te, texprs) if fused else []
         store = group.output if fused else te.name
+        if store in graph.outputs:
+            schedule = streaming_output(te, schedule)
         where = f"{anchor.op} '{anchor.name}'"
         partials = _partial_sums(te, schedule, store, layouts)
         blocked = layouts

@@ -110,8 +110,9 @@ def _packed_nest(nest: Nest, schedule) -> loops.Stmt:
             unrolled for o_i:  y[n, o_o*B + o_i, p*P + q_o*V + q_i] = acc[o_i]
 
     The panel is copied from the input once and read by every output-channel block: its
-    vectors are aligned and C x P floats stay in L1 (see PACK_COLUMNS)."""
-    te, width = nest.te, nest.width
+    vectors are aligned and C x P floats stay in L1 (see PACK_COLUMNS). The stores stream
+    (`Schedule.streaming_stores`) when the schedule says so."""
+    te, width, stream = nest.te, nest.width, schedule.streaming_stores
     n, o, i, j = te.indices
     c, *taps = te.reduce_indices
     source = next(a for a in te.body.atoms(sympy.Indexed) if j in a.free_symbols)
@@ -156,7 +157,7 @@ def _packed_nest(nest: Nest, schedule) -> loops.Stmt:
         (
             loops.Alloc(acc, te.dtype, (block,), convert(te.identity, scope)),
             loops.For(var_c, 0, channels, loops.For(o_i, 0, block, update, kind="unrolled")),
-            loops.For(o_i, 0, block, _store(nest, loops.Ref(acc, (o_i,))), kind="unrolled"),
+            loops.For(o_i, 0, block, _store(nest, loops.Ref(acc, (o_i,)), stream), kind="unrolled"),
         )
     )
     blocks = loops.For(
@@ -388,8 +389,9 @@ def _pointwise(nest: Nest, atoms) -> loops.Stmt:
     return loops.If(condition(sympy.And(*atoms), nest.scope), value, other)
 
 
-def _store(nest: Nest, acc: loops.Expr) -> loops.Stmt:
-    """Apply the op's epilogue and the fused chain to `acc` (as lets), then store."""
+def _store(nest: Nest, acc: loops.Expr, streaming: bool = False) -> loops.Stmt:
+    """Apply the op's epilogue and the fused chain to `acc` (as lets), then store
+    (`streaming`: with a non-temporal store, `loops.Store.streaming`)."""
     te, scope = nest.te, nest.scope
     stmts = []
     value = convert(te.value(), replace(scope, acc=acc)) if te.epilogue is not None else acc
@@ -400,7 +402,7 @@ def _store(nest: Nest, acc: loops.Expr) -> loops.Stmt:
         value = convert(expr, replace(scope, inline={previous: loops.Ref(local)}))
         previous = name
     index = scope.place(nest.store, te.attrs.get("store_index", te.indices)) or (0,)
-    stmts.append(loops.Store(nest.store, index, value))
+    stmts.append(loops.Store(nest.store, index, value, streaming))
     return loops.Block(tuple(stmts)) if len(stmts) > 1 else stmts[0]
 
 

@@ -98,6 +98,11 @@ PACK_COLUMNS = 128
 #: The largest panel (on each thread's stack): 128 input channels. Deeper 1x1 convs with
 #: channels in blocks of 16 vectorize over channels (`_channel_vector`); the others keep rows.
 PACK_MAX_BYTES = 1 << 16
+#: A packed 1x1 conv writing a model output of at least STREAM_MIN_BYTES (at batch 1: half
+#: of L2) uses non-temporal stores (`streaming_output`): the output's lines go to memory
+#: without first being read in for ownership, and the caches keep the input. Pointwise
+#: 32->64 @112 (a 3.2 MB output): 0.405 -> 0.367 ms (A/B, kernel time).
+STREAM_MIN_BYTES = 1 << 20
 #: Channel-vector convs with a multiple of 32 output channels: 32 channels a vector (two registers), so
 #: each input broadcast feeds two FMAs and a column block of R costs 2 + R loads for 2R FMAs
 #: (16 channels: 1 + R loads for R FMAs, load bound); R is capped at 10 (2R accumulators
@@ -410,6 +415,19 @@ def _packed_plane(te: TensorExpr) -> tuple[int, int]:
     if int(depth) * PACK_COLUMNS * 4 > PACK_MAX_BYTES:
         return 1, 0
     return int(height), PACK_COLUMNS
+
+
+def streaming_output(te: TensorExpr, schedule: Schedule) -> Schedule:
+    """`schedule` for `te` when its kernel stores a model output: packed 1x1 convs (which
+    write each output line whole, in one pass) with STREAM_MIN_BYTES of output stream it
+    (`streaming_stores`), when its planes are whole cache lines (16 floats), so that every
+    vector store is line-aligned."""
+    plane = sympy.Mul(*te.shape[-2:])
+    size = sympy.Mul(*te.shape) * 4
+    size = size.subs({s: 1 for s in size.free_symbols})
+    if not schedule.pack_columns or int(plane) % VECTOR_WIDTH or int(size) < STREAM_MIN_BYTES:
+        return schedule
+    return replace(schedule, streaming_stores=True)
 
 
 def tile_choices(te: TensorExpr, schedule: Schedule) -> dict:
