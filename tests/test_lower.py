@@ -291,3 +291,7 @@ def test_convs_with_weights_past_the_caches_prefetch_the_next_channel_block():
     assert "prefetch" not in loops.format_kernel(kernels(deep_conv(32, 32, 3))[0])
     (small,) = kernels(conv_graph(channels=32, size=8))
     assert "prefetch" not in loops.format_kernel(small)
+    # a 31x31 map (961 outputs a weight) prefetches; from 32x32 (1024) the weights stay in
+    # L2 while the rows reuse them
+    assert "prefetch w.oc32[" in loops.format_kernel(kernels(deep_conv(128, 128, 3, 31))[0])
+    assert "prefetch" not in loops.format_kernel(kernels(deep_conv(128, 128, 3, 32))[0])
