@@ -45,6 +45,7 @@ def max_pool(channels, size):
         (conv(96, 96, 14, 3), "n*o*i"),  # 3 blocks of 32: rows balance them
         (conv(64, 64, 16, 1), "n*o*i"),  # 1x1 on narrow rows is a channel-vector conv too
         (conv(96, 96, 28, 3, group=96), "n*o"),  # depthwise, 0.68M multiply-adds
+        (conv(96, 96, 14, 3, group=96), "n*o"),  # 0.17M: past PARALLEL_MIN_STENCIL too
         (max_pool(64, 76), "n*c"),  # 0.83M
     ],
 )
@@ -59,7 +60,7 @@ def test_parallel_axis_and_results(graph, axis):
 
 
 def test_small_stencils_stay_serial():
-    (kernel,) = lower_graph(conv(96, 96, 14, 3, group=96))[2].kernels  # 0.17M multiply-adds
+    (kernel,) = lower_graph(conv(32, 32, 14, 3, group=32))[2].kernels  # 56K multiply-adds
     assert "parallel" not in kernel.comment
 
 

@@ -54,12 +54,15 @@ VECTOR_WIDTH = 16
 PARALLEL_MIN_WORK = 1 << 20
 #: The same for depthwise convs and pooling (no register reuse: fewer multiply-adds a
 #: nanosecond than a register-blocked conv). On channel-blocked values they run at 30-40
-#: a nanosecond: depthwise 960 channels @7 (0.42M) takes 14 us and 192 @14 s2 (0.34M) 12 us
-#: on one thread, and on two they took 15-23 us, the second thread pulling its half of the
-#: data from the first one's cache. 1 << 17 -> 1 << 19: MobileNetV2 on 2 threads 4.44 ->
-#: 4.06 ms (A/B in one process); 1 << 21 made the 1.0M depthwise convs @28 serial and
-#: slower (0.06 -> 0.10 ms).
-PARALLEL_MIN_STENCIL = 1 << 19
+#: a nanosecond: depthwise 960 channels @7 (0.42M) takes 9-12 us on one thread. Each
+#: thread now runs its own share of a parallel loop first (`codegen.parallel`), so on two
+#: threads a kernel that stays serial is the slow one: half its input sits in the other
+#: core's cache, where the parallel kernel before it left it (that depthwise conv took 16-21
+#: us serial on a 2-thread run, 9-10 us parallel). 1 << 19 -> 1 << 17 (every depthwise conv
+#: of MobileNetV2 parallel): MobileNetV2 on 2 threads 3.40 -> 3.35 ms at batch 1 and 25.3
+#: -> 24.7 ms at batch 8 (A/B in one process), one thread unchanged; 1 << 21 had made the
+#: 1.0M depthwise convs @28 serial and slower (0.06 -> 0.10 ms).
+PARALLEL_MIN_STENCIL = 1 << 17
 CHANNEL_BLOCKS = (8, 6, 4, 3, 2)
 #: Output rows narrower than this vectorize over channels; R columns share each weight vector.
 NARROW_WIDTH = 32
