@@ -16,7 +16,9 @@ Stage: (TensorExpr, thread count) -> `convc.loops.Schedule` (plain data that
   channel per output channel) share no input between channels: they are not
   blocked (as fast, and a third of the code);
 - 2-D 1x1 stride-1 convs with a channel block use 32-column vectors and loop rows
-  outside the channel blocks (`POINTWISE_WIDTH`);
+  outside the channel blocks (`POINTWISE_WIDTH`); unpadded ones run the whole plane as
+  one row in packed panels (`PACK_COLUMNS`), and write a large model output with
+  streaming stores (`STREAM_MIN_BYTES`);
 - the two outermost loops (batch x output-channel block) are collapsed into one
   parallel loop (`parallel_axis` "n*o") when the kernel does enough work to pay
   for waking a second thread; channel-vector convs collapse the output rows too
