@@ -51,5 +51,5 @@ def test_tile_width_follows_the_rule():
 
 def test_wide_tiles_in_parallel():
     g = conv(32, 64, 30, 3, 1, 1)  # over a million multiply-adds: a parallel loop
-    assert "parallel for n_o_o" in stage_source(g, "loops")
+    assert "parallel for n_i_o_o" in stage_source(g, "loops")  # rows before channel blocks
     assert_compiled_matches(g, inputs_for(g, 1), threads=2)

@@ -265,7 +265,7 @@ def test_convs_with_few_channel_blocks_chunk_their_reduction_inside_each_wide_ro
     g.set_outputs("s2")
     text = convc.compile(g, threads=2).source("loops")
     wide = text[text.index("kernel wide") :].split("\nkernel ")[0]
-    assert "order n,o,i,c.o,j" in wide and "parallel n*o*i reduce-tiles c=32" in wide
+    assert "order n,i,o,c.o,j" in wide and "parallel n*i*o reduce-tiles c=32" in wide
     assert "reduce-tiles" not in text[text.index("kernel s2") :]
     x = inputs_for(g, 2)
     chunked = assert_compiled_matches(g, x, threads=2)["s2"]
@@ -291,7 +291,7 @@ def test_narrow_unpadded_1x1_convs_merge_rows_so_register_blocks_span_them(size,
     g.add_node("relu", ["sum"], name="out")
     g.set_outputs("out")
     text = convc.compile(g, threads=1).source("loops")
-    expected = f"merge-rows {merged}" if merged > 1 else "order n,o,i,j vector"
+    expected = f"merge-rows {merged}" if merged > 1 else "order n,i,o,j vector"
     assert text.count(expected) >= 2, text[:3000]
     if merged == 1:
         assert "merge-rows" not in text

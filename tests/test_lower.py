@@ -101,7 +101,7 @@ def test_big_kernels_get_one_collapsed_parallel_loop():
     g = conv_graph(channels=48, size=64)
     (kernel,) = kernels(g)
     outer = kernel.body.stmts[0]
-    assert outer.kind == "parallel" and str(outer.var) == "n_o_o_i"  # rows collapsed too
+    assert outer.kind == "parallel" and str(outer.var) == "n_i_o_o"  # rows, then channels
     assert outer.stop == sympy.Symbol("N", integer=True, positive=True) * 3 * 64
     (small,) = kernels(conv_graph(channels=16, size=8))
     assert all(s.kind != "parallel" for s, _ in walk(small.body) if isinstance(s, loops.For))

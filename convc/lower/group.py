@@ -165,7 +165,10 @@ class RowOrder:
 def _rows_in_order(schedule: loops.Schedule, parallel: bool | None) -> loops.Schedule:
     """`schedule` with its rows out of the parallel loop (channel-vector schedules collapse
     batch x channel blocks x rows) and that loop parallel or not as `parallel` says."""
-    outer = "*".join(schedule.order[:2])
+    batch, channels = schedule.order[0], schedule.vector_axis.split(".")[0]
+    order = (batch, channels, *(a for a in schedule.order if a not in (batch, channels)))
+    schedule = replace(schedule, order=order)
+    outer = f"{batch}*{channels}"
     if parallel is None:
         parallel = schedule.parallel_axis is not None
     return replace(schedule, parallel_axis=outer if parallel else None)

@@ -15,7 +15,8 @@ index, e.g. "j"; elementwise, pooling, depthwise and 1x1 convs):
           unrolled for o_i: y[...] = epilogue(acc[o_i])
 
 The outer loops follow `schedule.order` (1x1 convs put the rows outside the channel
-blocks: order n,i,o,j, parallel over "n*i").
+blocks: order n,i,o,j, parallel over "n*i"; unpadded ones run packed panels instead,
+`_packed_nest`).
 
 Channel vectors (`vector_axis` a tile's inner part, "o.i"; windowed convs and
 dense layers): 16 output channels (features) a vector and a register block of
@@ -416,7 +417,7 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
     """The vector runs over a tiled output axis "o.i" (conv: output channels; dense: output
     features) and a register block over another axis (conv: output columns; dense: rows):
 
-        parallel for n*o_o:  for i:
+        parallel for n*i*o_o:                (rows before channel blocks, `channel_schedule`)
           for j in interior blocks of R:  vector(16) for o_i:
             alloc acc[R];  for c, a, b:  unrolled for j_i:  acc[j_i] += x[.., j] * w[o_o, .., o_i]
 
