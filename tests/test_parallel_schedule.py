@@ -1,6 +1,6 @@
 """Parallel decisions of the default schedules: channel-vector convs split output rows as well
-as channel blocks over threads, depthwise convs and pooling go parallel from less work, and
-libgomp loads with a bounded spin count. Compiled == interpreted; 1 and 2 threads
+as channel blocks over threads, depthwise convs, pooling and dense layers go parallel from
+less work, and libgomp loads with a bounded spin count. Compiled == interpreted; 1 and 2 threads
 bit-identical."""
 
 from __future__ import annotations
@@ -29,6 +29,16 @@ def conv(cin, cout, size, kernel, stride=1, group=1):
     return g
 
 
+def dense(features_in, features_out):
+    g = Graph("dense")
+    g.add_input("x", ("N", features_in))
+    w = np.random.default_rng(0).standard_normal((features_out, features_in)) / features_in
+    g.add_param("w", w.astype(np.float32))
+    g.add_node("gemm", ["x", "w"], {"transB": 1}, name="fc")
+    g.set_outputs("fc")
+    return g
+
+
 def max_pool(channels, size):
     g = Graph("pool")
     g.add_input("x", ("N", channels, size, size))
@@ -45,8 +55,9 @@ def max_pool(channels, size):
         (conv(96, 96, 14, 3), "n*i*o"),  # 3 blocks of 32: rows balance them
         (conv(64, 64, 16, 1), "n*i*o"),  # 1x1 on narrow rows is a channel-vector conv too
         (conv(96, 96, 28, 3, group=96), "n*o"),  # depthwise, 0.68M multiply-adds
-        (conv(96, 96, 14, 3, group=96), "n*o"),  # 0.17M: past PARALLEL_MIN_STENCIL too
+        (conv(96, 96, 14, 3, group=96), "n*o"),  # 0.17M: past PARALLEL_MIN_LIGHT too
         (max_pool(64, 76), "n*c"),  # 0.83M
+        (dense(512, 1000), "j"),  # 0.5M weights, streamed once at batch 1
     ],
 )
 def test_parallel_axis_and_results(graph, axis):
@@ -59,8 +70,12 @@ def test_parallel_axis_and_results(graph, axis):
         np.testing.assert_array_equal(one[graph.outputs[0]], two[graph.outputs[0]])
 
 
-def test_small_stencils_stay_serial():
-    (kernel,) = lower_graph(conv(32, 32, 14, 3, group=32))[2].kernels  # 56K multiply-adds
+@pytest.mark.parametrize(
+    "graph",
+    [conv(32, 32, 14, 3, group=32), dense(400, 120)],  # 56K and 48K multiply-adds
+)
+def test_small_stencils_and_dense_layers_stay_serial(graph):
+    (kernel,) = lower_graph(graph)[2].kernels
     assert "parallel" not in kernel.comment
 
 

@@ -32,7 +32,7 @@ Stage: (TensorExpr, thread count) -> `convc.loops.Schedule` (plain data that
   output, or in a blocked scratch when the output is NCHW (`group`);
 - depthwise convs and pooling do a few multiply-adds per loaded element, far below the
   rate of a register-blocked conv, so they go parallel from less work
-  (`PARALLEL_MIN_STENCIL`).
+  (`PARALLEL_MIN_LIGHT`), as do dense layers, which at batch 1 stream their weights;
 
 Schedules do not depend on the thread count: it is an argument of the entry
 point, so one compiled program serves every count and 1 and 2 threads compute
@@ -55,17 +55,21 @@ VECTOR_WIDTH = 16
 #: Multiply-adds (or elements) below which a kernel stays on one thread: a parallel region
 #: costs ~7 us to open and join, about 1M multiply-adds of vectorized work.
 PARALLEL_MIN_WORK = 1 << 20
-#: The same for depthwise convs and pooling (no register reuse: fewer multiply-adds a
-#: nanosecond than a register-blocked conv). On channel-blocked values they run at 30-40
-#: a nanosecond: depthwise 960 channels @7 (0.42M) takes 9-12 us on one thread. Each
-#: thread now runs its own share of a parallel loop first (`codegen.parallel`), so on two
-#: threads a kernel that stays serial is the slow one: half its input sits in the other
-#: core's cache, where the parallel kernel before it left it (that depthwise conv took 16-21
-#: us serial on a 2-thread run, 9-10 us parallel). 1 << 19 -> 1 << 17 (every depthwise conv
-#: of MobileNetV2 parallel): MobileNetV2 on 2 threads 3.40 -> 3.35 ms at batch 1 and 25.3
-#: -> 24.7 ms at batch 8 (A/B in one process), one thread unchanged; 1 << 21 had made the
-#: 1.0M depthwise convs @28 serial and slower (0.06 -> 0.10 ms).
-PARALLEL_MIN_STENCIL = 1 << 17
+#: The same for depthwise convs, pooling and dense layers (no register reuse, or none at
+#: batch 1: fewer multiply-adds a nanosecond than a register-blocked conv). On
+#: channel-blocked values the first two run at 30-40 a nanosecond: depthwise 960 channels
+#: @7 (0.42M) takes 9-12 us on one thread. Each thread runs its own share of a parallel
+#: loop first (`codegen.parallel`), so on two threads a kernel that stays serial is the
+#: slow one: half its input sits in the other core's cache, where the parallel kernel
+#: before it left it (that depthwise conv took 16-21 us serial on a 2-thread run, 9-10 us
+#: parallel). 1 << 19 -> 1 << 17 (every depthwise conv of MobileNetV2 parallel):
+#: MobileNetV2 on 2 threads 3.40 -> 3.35 ms at batch 1 and 25.3 -> 24.7 ms at batch 8 (A/B
+#: in one process), one thread unchanged; 1 << 21 had made the 1.0M depthwise convs @28
+#: serial and slower (0.06 -> 0.10 ms). Dense layers count their work at batch 1, where
+#: they stream their weights once (a GEMV), and two cores pull them twice as fast:
+#: ResNet-18's fc (0.5M weights, 2 MB) 0.169 -> 0.082 ms on two threads (the model 11.98
+#: -> 11.73 ms, A/B).
+PARALLEL_MIN_LIGHT = 1 << 17
 CHANNEL_BLOCKS = (8, 6, 4, 3, 2)
 #: Output rows narrower than this vectorize over channels; R columns share each weight vector.
 NARROW_WIDTH = 32
@@ -263,8 +267,8 @@ def depthwise(te: TensorExpr) -> bool:
 
 def _parallel_work(te: TensorExpr) -> bool:
     """Whether `te` does enough work to pay for a parallel region (see the constants)."""
-    stencil = depthwise(te) or te.attrs.get("family") == "pool"
-    return work(te) >= (PARALLEL_MIN_STENCIL if stencil else PARALLEL_MIN_WORK)
+    light = depthwise(te) or te.attrs.get("family") in ("pool", "dense")
+    return work(te) >= (PARALLEL_MIN_LIGHT if light else PARALLEL_MIN_WORK)
 
 
 def channel_schedule(te: TensorExpr, width: int, limits: tuple | None = None) -> Schedule:
