@@ -101,16 +101,17 @@ def test_large_model_output_is_streamed(threads):
 
 
 @pytest.mark.parametrize(
-    "width, height, chained",
-    [(64, 60, False), (60, 64, True), (63, 64, False)],  # small; not the model output; plane
+    "width, height, read_by",
+    # small; not a model output; a model output another kernel reads; planes of 4032
+    [(64, 60, None), (64, 64, "cat"), (64, 64, "cat+act"), (63, 64, None)],
 )
-def test_other_outputs_are_not_streamed(width, height, chained):
-    """Under STREAM_MIN_BYTES, a value another kernel reads, or planes that are not whole
-    cache lines (4032 floats) keep ordinary stores."""
+def test_other_outputs_are_not_streamed(width, height, read_by):
+    """Under STREAM_MIN_BYTES, a value another kernel reads (a model output or not), or
+    planes that are not whole cache lines keep ordinary stores."""
     g = pointwise(16, 64, width, height=height)
-    if chained:  # a concat keeps its inputs NCHW
+    if read_by:  # a concat keeps its inputs NCHW
         g.add_node("concat", ["act", "x"], {"axis": 1}, name="cat")
-        g.set_outputs("cat")
+        g.set_outputs(*read_by.split("+"))
     text = stage_source(g, "loops")
     assert "pack-columns" in text and "streaming" not in text
     assert_compiled_matches(g, inputs_for(g, 1))

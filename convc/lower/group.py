@@ -96,7 +96,7 @@ def lower_group(
         fused = te.name == anchor.outputs[0] and group.epilogue
         steps = _chain(graph, group, te, texprs) if fused else []
         store = group.output if fused else te.name
-        if store in graph.outputs:
+        if store in graph.outputs and not graph.consumers(store):
             schedule = streaming_output(te, schedule)
         where = f"{anchor.op} '{anchor.name}'"
         partials = _partial_sums(te, schedule, store, layouts)

@@ -440,7 +440,8 @@ def _packed_plane(te: TensorExpr) -> tuple[int, int]:
 
 
 def streaming_output(te: TensorExpr, schedule: Schedule) -> Schedule:
-    """`schedule` for `te` when its kernel stores a model output: packed 1x1 convs (which
+    """`schedule` for `te` when its kernel stores a model output that no other kernel
+    reads (the lines go to memory, out of every cache): packed 1x1 convs (which
     write each output line whole, in one pass) with STREAM_MIN_BYTES of output stream it
     (`streaming_stores`), when its planes are whole cache lines (16 floats), so that every
     vector store is line-aligned."""
