@@ -102,12 +102,12 @@ def test_large_model_output_is_streamed(threads):
 
 @pytest.mark.parametrize(
     "width, height, read_by",
-    # small; not a model output; a model output another kernel reads; planes of 4032
-    [(64, 60, None), (64, 64, "cat"), (64, 64, "cat+act"), (63, 64, None)],
+    # small; not a model output; a model output another kernel reads; 4225-float planes
+    [(64, 60, None), (64, 64, "cat"), (64, 64, "cat+act"), (65, 65, None)],
 )
 def test_other_outputs_are_not_streamed(width, height, read_by):
     """Under STREAM_MIN_BYTES, a value another kernel reads (a model output or not), or
-    planes that are not whole cache lines keep ordinary stores."""
+    planes that are not whole cache lines (65x65) keep ordinary stores."""
     g = pointwise(16, 64, width, height=height)
     if read_by:  # a concat keeps its inputs NCHW
         g.add_node("concat", ["act", "x"], {"axis": 1}, name="cat")
