@@ -53,6 +53,7 @@ def max_pool(channels, size):
     [
         (conv(3, 32, 80, 3, stride=2), "n*i*o"),  # a stem: one 32-wide channel block
         (conv(96, 96, 14, 3), "n*i*o"),  # 3 blocks of 32: rows balance them
+        (conv(96, 96, 7, 3), "n*o*i"),  # under ROWS_FIRST_MIN rows: channel blocks first
         (conv(64, 64, 16, 1), "n*i*o"),  # 1x1 on narrow rows is a channel-vector conv too
         (conv(96, 96, 28, 3, group=96), "n*o"),  # depthwise, 0.68M multiply-adds
         (conv(96, 96, 14, 3, group=96), "n*o"),  # 0.17M: past PARALLEL_MIN_LIGHT too

@@ -145,6 +145,13 @@ CHUNK_MIN_WEIGHTS, CHUNK_MIN_BLOCKS, ROW_CHUNK_MIN_COLUMNS = 1 << 16, 8, 4
 #: 576->96 @14 + add 0.161 -> 0.148), but on two threads the 14-wide maps kept too few
 #: rows to share (576->96 @14 + add: 0.096 -> 0.116 ms); pairs of 14-wide rows keep 7.
 MERGED_ROW_WIDTH = 14
+#: Channel-vector kernels over fewer output rows than this share channel blocks before
+#: rows among threads (`channel_schedule`): the 1x1 convs of a 7x7 map run all its rows as
+#: one (`merge_rows`), so they can only share channel blocks, and a depthwise conv between
+#: two of them that shared rows read half its input from the other core's cache
+#: (MobileNetV2's depthwise convs @7 on two threads: 0.017-0.020 -> 0.010-0.011 ms; the
+#: model 3.38-3.41 -> 3.28-3.37 ms at batch 1, 27.0 -> 26.7 ms at batch 8, A/B).
+ROWS_FIRST_MIN = 8
 #: Vector registers a register block may keep as accumulators (AVX-512 has 32; the rest
 #: hold the loaded weights and broadcasts).
 MAX_ACCUMULATORS = 28
@@ -286,7 +293,8 @@ def channel_schedule(te: TensorExpr, width: int, limits: tuple | None = None) ->
     at batch 1 3.37 -> 3.13 ms on two threads and 5.82 -> 5.67 ms on one, ResNet-18 12.19
     -> 12.01 ms on two (its 3x3 64 @56 convs 0.70 -> 0.66-0.67 ms); at batch 8, where the
     threads share whole images either way, within 0.6%. Where the chunk loop runs
-    outside the rows, threads share batch x channel blocks."""
+    outside the rows, threads share batch x channel blocks; over fewer than
+    ROWS_FIRST_MIN rows, channel blocks before rows."""
     names = [str(i) for i in te.indices]
     if limits is None:
         narrow = (MAX_ROW_BLOCK, MAX_COLUMN_BLOCK)
@@ -298,11 +306,14 @@ def channel_schedule(te: TensorExpr, width: int, limits: tuple | None = None) ->
         flat, columns = te, _column_block(te, *limits)
     chunks, outside_rows = reduce_chunks(flat, width, columns)
     batch, channels, rows, *rest = names
+    chunk = [f"{te.reduce_indices[0]}.o"] if chunks else []
+    height = sympy.sympify(te.shape[2])
     if outside_rows:  # threads share batch x channel blocks; the chunk loop, then rows
-        order, parallel = [batch, channels, f"{te.reduce_indices[0]}.o", rows, *rest], 2
+        order, parallel = [batch, channels, *chunk, rows, *rest], 2
+    elif height.is_number and int(height) < ROWS_FIRST_MIN:  # channel blocks, then rows
+        order, parallel = [batch, channels, rows, *chunk, *rest], 3
     else:  # rows before channel blocks; a chunk loop right inside them
-        inner = [f"{te.reduce_indices[0]}.o"] if chunks else []
-        order, parallel = [batch, rows, channels, *inner, *rest], 3
+        order, parallel = [batch, rows, channels, *chunk, *rest], 3
     return Schedule(
         tiles={names[1]: width, names[-1]: columns},
         order=tuple(order),
