@@ -40,7 +40,7 @@ from convc.texpr import TensorExpr
 
 from .convert import Scope, condition, convert
 from .regions import conjuncts, interior
-from .schedule import FEW_ROW_BLOCKS, MAX_ROW_COPIES, merge_rows
+from .schedule import FEW_ROW_BLOCKS, MAX_ROW_COPIES, at_batch_one, merge_rows
 
 UPDATE = {"sum": "add", "max": "max"}
 #: Weights from which a channel-vector conv prefetches its next channel block's
@@ -591,8 +591,7 @@ def _next_block_weights(te: TensorExpr, o, width: int) -> tuple:
     total = sympy.Mul(te.shape[1], *te.reduce_shape) * 4
     if not total.is_number or int(total) < PREFETCH_MIN_TOTAL:
         return ()
-    uses = sympy.Mul(*te.shape) / te.shape[1]  # outputs sharing each weight
-    if int(uses.subs({s: 1 for s in uses.free_symbols})) >= PREFETCH_MAX_USES:
+    if at_batch_one(sympy.Mul(*te.shape) / te.shape[1]) >= PREFETCH_MAX_USES:  # per weight
         return ()
     block, lane = sympy.floor(o / width), sympy.Mod(o, width)
     blocks = sympy.ceiling(sympy.sympify(te.shape[1]) / width)

@@ -159,11 +159,17 @@ MAX_ACCUMULATORS = 28
 TUNING_ATTRS = ("family", "group", "strides", "dilations", "kernel_shape", "pads", "global")
 
 
+def at_batch_one(expr) -> int:
+    """`expr` (a count or size) with its run-time symbols (the batch) at 1, the value that
+    schedule decisions use; 0 where it is still not a number."""
+    expr = sympy.sympify(expr)
+    expr = expr.subs({s: 1 for s in expr.free_symbols})
+    return int(expr) if expr.is_number else 0
+
+
 def work(te: TensorExpr) -> int:
     """Multiply-adds (or element operations) at batch 1: the size used for decisions."""
-    total = sympy.Mul(*te.shape) * sympy.Mul(*te.reduce_shape)
-    total = total.subs({s: 1 for s in total.free_symbols})
-    return int(total) if total.is_number else 0
+    return at_batch_one(sympy.Mul(*te.shape) * sympy.Mul(*te.reduce_shape))
 
 
 def channel_block(channels) -> int:
@@ -456,10 +462,8 @@ def streaming_output(te: TensorExpr, schedule: Schedule) -> Schedule:
     write each output line whole, in one pass) with STREAM_MIN_BYTES of output stream it
     (`streaming_stores`), when its planes are whole cache lines (16 floats), so that every
     vector store is line-aligned."""
-    plane = sympy.Mul(*te.shape[-2:])
-    size = sympy.Mul(*te.shape) * 4
-    size = size.subs({s: 1 for s in size.free_symbols})
-    if not schedule.pack_columns or int(plane) % VECTOR_WIDTH or int(size) < STREAM_MIN_BYTES:
+    plane, size = sympy.Mul(*te.shape[-2:]), at_batch_one(sympy.Mul(*te.shape) * 4)
+    if not schedule.pack_columns or int(plane) % VECTOR_WIDTH or size < STREAM_MIN_BYTES:
         return schedule
     return replace(schedule, streaming_stores=True)
 
