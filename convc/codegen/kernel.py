@@ -81,6 +81,11 @@ class FunctionEmitter:
         """``llvm.prefetch`` (read, into L2: locality 2, data) of one element's line."""
         self.mem.prefetch(s)
 
+    def _barrier(self, s: L.Barrier) -> None:
+        """An empty inline assembly statement that may read and write any memory."""
+        barrier = ir.InlineAsm(ir.FunctionType(ir.VoidType(), []), "", "~{memory}", True)
+        self.b.call(barrier, [])
+
     def _let(self, s: L.Let) -> None:
         value, dtype = self.expr(s.value)
         self.locals[s.name] = Local(dtype, value=value)

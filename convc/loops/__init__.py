@@ -3,6 +3,7 @@
 from .ir import (
     Alloc,
     Assign,
+    Barrier,
     Binary,
     Block,
     Buffer,
@@ -33,6 +34,7 @@ from .verify import verify_program
 __all__ = [
     "Alloc",
     "Assign",
+    "Barrier",
     "Binary",
     "Block",
     "Buffer",

@@ -303,6 +303,15 @@ class Prefetch(Stmt):
 
 
 @dataclass(frozen=True)
+class Barrier(Stmt):
+    """A compiler barrier: stores before it are done there and loads after it read memory
+    again (no instruction is emitted). It ends each chunk of a cache-blocked reduction
+    (`convc.lower.nest`): without it LLVM merged a bias-free conv's final and partial
+    stores into one, then kept a whole row's partial sums in registers across the chunk
+    loop and spilled them inside the reduction (3x3 64->64 @56: 3.0 ms against 1.35)."""
+
+
+@dataclass(frozen=True)
 class Let(Stmt):
     """Bind `name` to a value for the rest of the block (immutable; read with `Ref(name)`)."""
 

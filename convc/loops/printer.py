@@ -96,6 +96,8 @@ def format_stmt(s: ir.Stmt, indent: int = 0) -> list[str]:
         return [f"{pad}{s.buffer}{_indices(s.index)} = {format_expr(s.value)}{streaming}"]
     if isinstance(s, ir.Prefetch):
         return [f"{pad}prefetch {s.buffer}{_indices(s.index)}"]
+    if isinstance(s, ir.Barrier):
+        return [f"{pad}barrier"]
     if isinstance(s, ir.Let):
         return [f"{pad}let {s.name} = {format_expr(s.value)}"]
     if isinstance(s, ir.Alloc):

@@ -106,6 +106,8 @@ class _Checker:
             self.expr(s.value, scope)
         elif isinstance(s, L.Prefetch):
             self.access(s.buffer, s.index, scope)
+        elif isinstance(s, L.Barrier):
+            pass
         elif isinstance(s, (L.Let, L.Assign, L.Alloc)):
             for value in (getattr(s, "value", None), getattr(s, "init", None)):
                 if value is not None:

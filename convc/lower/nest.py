@@ -316,7 +316,9 @@ def _point(nest: Nest, atoms) -> loops.Stmt:
 def _chunked(nest: Nest, acc: str, alloc, body, stores) -> loops.Stmt:
     """One chunk of a cache-blocked reduction: the accumulators start from the partial sums
     the previous chunks left in the output (from the identity in the first chunk), and
-    only the last chunk applies the epilogue; the others store the partial sums."""
+    only the last chunk applies the epilogue; the others store the partial sums. A
+    barrier follows the stores: every chunk then finds its partial sums in memory, and
+    LLVM cannot carry a whole row of them in (spilled) registers across the chunk loop."""
     te, scope = nest.te, nest.scope
     _, size, outer, _ = nest.chunk
     last = sympy.sympify(te.reduce_shape[0]) / size - 1
@@ -328,7 +330,8 @@ def _chunked(nest: Nest, acc: str, alloc, body, stores) -> loops.Stmt:
     partial = _block_loop(nest, lambda k: loops.Store(buffer, index, loops.Ref(acc, k)))
     later = loops.Cmp("gt", loops.Index(outer), loops.Index(0))
     final = loops.Cmp("eq", loops.Index(outer), loops.Index(last))
-    return loops.Block((alloc, loops.If(later, resume), body, loops.If(final, stores, partial)))
+    stored = loops.If(final, stores, partial)
+    return loops.Block((alloc, loops.If(later, resume), body, stored, loops.Barrier()))
 
 
 def _reduce_loops(nest: Nest, atoms, acc: str) -> loops.Stmt:
