@@ -9,8 +9,8 @@ import re
 
 import numpy as np
 import pytest
-from llvmlite import binding as llvm
 from compile_check import assert_compiled_matches, inputs_for
+from llvmlite import binding as llvm
 
 import convc
 import ir
