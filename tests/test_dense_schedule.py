@@ -1,6 +1,7 @@
 """Dense layers under their panel schedule (32-wide feature vectors, blocks of 8 rows):
 feature counts that leave masked tails, batches below, at and above the row block, both
-weight orientations and a fused epilogue, compiled == interpreted."""
+weight orientations, a fused epilogue and a GEMV read as several weight streams,
+compiled == interpreted."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 from compile_check import assert_compiled_matches
 
+import convc.lower.streams
 import ir
 from convc.compiler import stage_source
 
@@ -57,3 +59,32 @@ def test_large_dense_prefetches_its_next_panel_unless_one_row(batch, prefetches)
     assert ("prefetch w" in text) == prefetches
     x = np.random.default_rng(3).standard_normal((1 if batch == "N" else batch, 1024))
     assert_compiled_matches(g, {"x": x.astype(np.float32)})
+
+
+@pytest.mark.parametrize("trans_b", [True, False])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gemv_with_large_weights_reads_them_as_four_streams(monkeypatch, trans_b, threads):
+    """At batch 1, weights past STREAMS_MIN_BYTES are read as four parts of the reduction
+    side by side (one row each of a partial-sum temporary), then summed with the bias;
+    37 features leave a masked tail."""
+    monkeypatch.setattr(convc.lower.streams, "STREAMS_MIN_BYTES", 1000 * 37 * 4)
+    g = dense_graph(1000, 37, trans_b=trans_b, batch=1)
+    text = stage_source(g, "loops")
+    assert "buffer fc:streams: f32[4,37] temp" in text
+    assert "unrolled for k_stream_i in 0..4:" in text and "for k in 0..250:" in text
+    assert "prefetch" not in text  # each weight is still read once
+    x = np.random.default_rng(4).standard_normal((1, 1000)).astype(np.float32)
+    assert_compiled_matches(g, {"x": x}, threads=threads)
+
+
+@pytest.mark.parametrize(
+    "features_in, batch, min_bytes",
+    # weights 4 bytes short of the limit; a batch of 2; a batch not known; 1001 inputs
+    [(1000, 1, 1000 * 37 * 4 + 4), (1000, 2, 0), (1000, "N", 0), (1001, 1, 0)],
+)
+def test_gemv_streams_only_for_one_known_row_and_large_weights(
+    monkeypatch, features_in, batch, min_bytes
+):
+    monkeypatch.setattr(convc.lower.streams, "STREAMS_MIN_BYTES", min_bytes)
+    g = dense_graph(features_in, 37, trans_b=True, batch=batch)
+    assert "streams" not in stage_source(g, "loops")

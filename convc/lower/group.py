@@ -36,6 +36,7 @@ from .packing import pack_weights
 from .relayout import pad_operand, shared_pad, transpose_for
 from .residue_classes import residue_classes
 from .schedule import channel_schedule, default_schedule, streaming_output, tuning_key
+from .streams import split_streams
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,8 @@ def _scheduled(
     blocked, tuning = choice
     planned = []
     partials, te = split_batch(_without_unit_reductions(te))
+    if not partials:
+        partials, te = split_streams(te)
     for part in [*partials, te]:
         schedule = grad_schedule(part) or _blocked_schedule(part, blocked) or default_schedule(part)
         tiles = tuning.get(tuning_key(part))

@@ -1,0 +1,71 @@
+"""A dense layer of one row (a GEMV) with large weights, read as several streams.
+
+Stage: part of lowering (`group`), before scheduling. Input: a tensor expression.
+Output: ([the partial sums], the expression summing them), or ([], the expression).
+
+At batch 1 a dense layer reads each weight once, and the weights of one vector of
+outputs are one contiguous panel (`packing`). Read front to back, a panel is one stream,
+and one stream from memory arrives no faster than the lines one hardware prefetch stream
+keeps in flight. Weights of STREAMS_MIN_BYTES or more are therefore read as STREAMS
+streams: the reduction is cut into that many equal parts, each a row of a dense
+partial-sum expression
+
+    part[s, j] = Σ_{k < K/S} x[0, s*K/S + k] * W[j, s*K/S + k]
+    y[0, j]    = Σ_s part[s, j]     (then the layer's bias and the fused chain)
+
+whose register block over rows (`schedule.ROW_BLOCK`) reads the S parts of each panel
+side by side. Measured (one process per variant, one thread, median ms, one stream -> four):
+AlexNet at batch 1 25.3 -> 23.0 (fc6, 9216->4096, 151 MB: 10.8 -> 9.5; fc7, 4096->4096:
+5.3 -> 4.3), on two threads 12.7 -> 11.7; VGG-11 123.7 -> 118.7 (fc6, 25088->4096,
+411 MB: 30.1 -> 25.5). Two streams gained less, eight no more. Up to 32 MB the split
+measured within 2% either way (4096->1000: 0.636 both), so those layers keep one stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import sympy
+
+from convc.texpr import TensorExpr, access, index
+
+#: Weight streams of a split GEMV, and the weight bytes from which it is split.
+STREAMS, STREAMS_MIN_BYTES = 4, 32 << 20
+
+
+def split_streams(te: TensorExpr) -> tuple[list, TensorExpr]:
+    """([partial sums of STREAMS parts of the reduction], te summing them) for a 2-D dense
+    layer of one known row whose weights pass STREAMS_MIN_BYTES (module doc); else ([], te).
+    """
+    if te.attrs.get("family") != "dense" or te.reduction != "sum" or len(te.indices) != 2:
+        return [], te
+    (rows, features), (depth,) = te.shape, te.reduce_shape
+    if not (rows == 1 and features.is_number and depth.is_number) or depth % STREAMS:
+        return [], te
+    if int(features * depth) * 4 < STREAMS_MIN_BYTES:
+        return [], te
+    i, j = te.indices
+    (k,) = te.reduce_indices
+    s, part_depth = index(f"{k}_stream"), depth // STREAMS
+    place = {i: sympy.Integer(0), k: s * part_depth + k}
+    part = replace(
+        te,
+        name=f"{te.name}:streams",
+        indices=(s, j),
+        shape=(STREAMS, features),
+        body=te.body.xreplace(place),
+        reduce_shape=(part_depth,),
+        condition=te.condition.xreplace(place),
+        epilogue=None,
+        role="temp",
+        attrs={**te.attrs, "streams": True},
+    )
+    total = replace(
+        te,
+        body=access(part.name, (s, j), te.dtype),
+        reduce_indices=(s,),
+        reduce_shape=(STREAMS,),
+        condition=sympy.true,
+        attrs={**te.attrs, "family": "reduce"},
+    )
+    return [part], total
