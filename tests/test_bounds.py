@@ -151,6 +151,18 @@ IN_BOUNDS = textwrap.dedent(
         program = convc.compile(g).program
         assert mark in format_program(program)
         check(program, {"x": x}, {"y": (1, cout, height, width)}, {}, convc.interpret(g, {"x": x}))
+
+    # 9. a compiled 5x5 conv with padding 2 on 17-wide rows (width vectors): its two border
+    # columns a side run as masked vectors whose lanes past the row's end read nothing
+    g = ir.Graph("borders")
+    g.add_input("x", (1, 2, 16, 17))
+    g.add_param("w", rng.standard_normal((8, 2, 5, 5)).astype(np.float32))
+    g.add_node("conv", ["x", "w"], {"pads": [2, 2, 2, 2]}, name="y")
+    g.set_outputs("y")
+    x = rng.standard_normal((1, 2, 16, 17)).astype(np.float32)
+    program = convc.compile(g).program
+    assert "vector(16, tail=masked) for j in 15..17:" in format_program(program)
+    check(program, {"x": x}, {"y": (1, 8, 16, 17)}, {}, convc.interpret(g, {"x": x}))
     print("ok")
     """
 )

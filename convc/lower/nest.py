@@ -7,7 +7,7 @@ index, e.g. "j"; elementwise, pooling, depthwise and 1x1 convs):
 
     parallel for n*o_o:                     # schedule.parallel_axis "n*o"
       for i:
-        for j in border:  (one at a time, every bound checked)
+        vector(16) for j in border:         # every bound checked, lane by lane (masked)
         vector(16) for j in interior:       # checks on j dropped
           alloc acc[B] = 0                  # B = schedule.tiles["o"], "o.i" unrolled
           for c: for a: [if row bound] for b:
@@ -251,7 +251,10 @@ def _outer_loops(te: TensorExpr, outer, schedule, tile):
 
 
 def _innermost(nest: Nest, atoms) -> loops.Stmt:
-    """The vector axis' region loops around the point body (or the body alone)."""
+    """The vector axis' region loops around the point body (or the body alone): the
+    interior without the checks on that axis, the borders as masked vectors that keep them
+    (one column at a time, an 8 -> 24 5x5 conv on 17-wide rows, whose two border columns
+    a side ran its register block one channel at a time, took 0.188 ms; masked, 0.062)."""
     te, v = nest.te, nest.vector
     if v is None:
         return _scalar_point(nest, atoms)
@@ -263,27 +266,23 @@ def _innermost(nest: Nest, atoms) -> loops.Stmt:
         return loops.For(var, 0, extent, _scalar_point(nest, atoms))
     lo, hi = split
     inside = [a for a in atoms if v not in a.free_symbols]
-    parts = [
-        (0, lo, "serial", atoms),
-        (lo, hi, "vectorized", inside),
-        (hi, extent, "serial", atoms),
-    ]
+    parts = [(0, lo, atoms), (lo, hi, inside), (hi, extent, atoms)]
     stmts = []
-    for start, stop, kind, kept in parts:
+    for start, stop, kept in parts:
         if _empty(start, stop):
             continue
-        width = nest.width if kind == "vectorized" else 1
-        body = _point(nest, kept) if kind == "vectorized" else _scalar_point(nest, kept)
-        stmts.append(loops.For(var, start, stop, body, kind=kind, width=width, tail="masked"))
+        body = _point(nest, kept)
+        stmts.append(
+            loops.For(var, start, stop, body, kind="vectorized", width=nest.width, tail="masked")
+        )
     return loops.Block(tuple(stmts))
 
 
 def _scalar_point(nest: Nest, atoms) -> loops.Stmt:
-    """The point body outside the vectorized interior: one output at a time.
-
-    A register block pays only in the vector loop; elsewhere its channels run in a plain
-    loop, which keeps the (rarely executed) border code B times smaller.
-    """
+    """The point body one output at a time: for a row with no interior to split off
+    (bounds tying the vector axis to another index), and for expressions with no vector
+    axis. A register block pays only in a vector loop; here its channels run in a plain
+    loop, which keeps this code B times smaller."""
     if nest.block is None:
         return _point(nest, atoms)
     var_i = nest.block[3]
