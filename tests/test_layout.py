@@ -275,6 +275,26 @@ def test_convs_with_few_channel_blocks_chunk_their_reduction_inside_each_wide_ro
     np.testing.assert_array_equal(convc.compile(g, threads=2).run(x)["s2"], chunked)
 
 
+@pytest.mark.parametrize("outputs", [128, 160])
+def test_convs_whose_weights_pass_l2_chunk_outside_the_rows_with_few_blocks(outputs):
+    # 5x5 160 -> 160: 5 blocks of 32 and 2.56 MB of weights, which every row would stream
+    # from beyond L2; 160 -> 128 (4 blocks, 2.05 MB, just under 2 MiB) keeps them whole
+    g = ir.Graph(f"wide_weights{outputs}")
+    g.add_input("x", ("N", 160, 6, 7))
+    rng = np.random.default_rng(outputs)
+    g.add_param("w", (rng.standard_normal((outputs, 160, 5, 5)) / 60).astype(np.float32))
+    g.add_node("relu", ["x"], name="r0")
+    g.add_node("conv", ["r0", "w"], {"pads": [2, 2, 2, 2]}, name="wide")
+    g.add_node("relu", ["wide"], name="r1")
+    g.set_outputs("r1")
+    text = convc.compile(g, threads=2).source("loops")
+    wide = text[text.index("kernel wide") :].split("\nkernel ")[0]
+    assert ("order n,o,c.o,i,j" in wide and "parallel n*o reduce-tiles c=32" in wide) == (
+        outputs == 160
+    )
+    assert_compiled_matches(g, inputs_for(g, 2), threads=2)
+
+
 def bias_free_chain(width: int) -> ir.Graph:
     """Two bias-free 3x3 64->64 convs: the first writes a blocked value in row chunks."""
     g = ir.Graph(f"bias_free{width}")

@@ -135,8 +135,14 @@ WIDE_CHANNEL_TILE, WIDE_MAX_COLUMN_BLOCK = 32, 10
 #: chunk loop inside each row instead, when the row has ROW_CHUNK_MIN_COLUMNS register
 #: blocks to share a chunk's weights: 3x3 64 @56 (7 blocks a row) 1.328 -> 1.286 ms and
 #: ResNet-18's layer1 convs 1.37-1.40 -> 1.29-1.33 ms; with 3 blocks (3x3/2 64->128 @28)
-#: 0.72 -> 0.96 ms, so those keep the whole reduction.
+#: 0.72 -> 0.96 ms, so those keep the whole reduction. Weights of CHUNK_MIN_TOTAL bytes or
+#: more (this machine's L2 a core) chunk outside the rows with any number of blocks: every
+#: row would stream them all from beyond L2, which costs more than 2 threads sharing few
+#: channel blocks unevenly. Measured (one thread / two, ms): 5x5 160->160 @13 1.79 -> 1.20
+#: / 0.88 -> 0.68, 3x3 512->128 @14 2.40 -> 1.37 / 1.28 -> 0.75, 5x5 192->192 @14 3.51 ->
+#: 2.00; AlexNet's 5x5 64->192 (1.2 MB) measured no faster chunked (its pool then unfused).
 CHUNK_MIN_WEIGHTS, CHUNK_MIN_BLOCKS, ROW_CHUNK_MIN_COLUMNS = 1 << 16, 8, 4
+CHUNK_MIN_TOTAL = 2 << 20
 #: 1x1 stride-1 convs over rows of at most MERGED_ROW_WIDTH columns (no padding) run a few
 #: rows as one (`_merged_rows`; consecutive elements in any row-major layout), so register
 #: blocks of 10 columns span rows where 7- or 14-wide rows left blocks of 7 (half the
@@ -371,10 +377,10 @@ def reduce_chunks(te: TensorExpr, width: int, columns: int) -> tuple[dict, bool]
     for a conv's reduction (cache blocking, see the constants; `columns`: the register
     block of output columns). A chunk is one channel block of the input
     (`channel_block`), so its loop walks the lanes of one block, and it must divide the
-    input channels (no leftover chunk). With CHUNK_MIN_BLOCKS output-channel blocks the
-    chunk loop runs outside the rows (threads share batch x channel blocks); with fewer,
-    inside each row, where it pays when the row has ROW_CHUNK_MIN_COLUMNS register blocks
-    sharing the chunk's weights."""
+    input channels (no leftover chunk). With CHUNK_MIN_BLOCKS output-channel blocks, or
+    CHUNK_MIN_TOTAL bytes of weights, the chunk loop runs outside the rows (threads share
+    batch x channel blocks); else inside each row, where it pays when the row has
+    ROW_CHUNK_MIN_COLUMNS register blocks sharing the chunk's weights."""
     if te.op != "conv" or te.reduction != "sum" or te.attrs.get("group") != 1:
         return {}, False
     per_block = sympy.Mul(width, *te.reduce_shape) * 4
@@ -385,7 +391,8 @@ def reduce_chunks(te: TensorExpr, width: int, columns: int) -> tuple[dict, bool]
     chunk = channel_block(depth)
     if int(per_block) < CHUNK_MIN_WEIGHTS or int(depth) % chunk or int(depth) == chunk:
         return {}, False
-    if -(-int(channels) // width) >= CHUNK_MIN_BLOCKS:
+    total = sympy.Mul(channels, *te.reduce_shape) * 4
+    if -(-int(channels) // width) >= CHUNK_MIN_BLOCKS or int(total) >= CHUNK_MIN_TOTAL:
         return {str(te.reduce_indices[0]): chunk}, True
     if -(-int(row) // columns) >= ROW_CHUNK_MIN_COLUMNS:
         return {str(te.reduce_indices[0]): chunk}, False
