@@ -72,17 +72,31 @@ def test_gemv_with_large_weights_reads_them_as_four_streams(monkeypatch, trans_b
     text = stage_source(g, "loops")
     assert "buffer fc:streams: f32[4,37] temp" in text
     assert "unrolled for k_stream_i in 0..4:" in text and "for k in 0..250:" in text
-    assert "prefetch" not in text  # each weight is still read once
+    assert "prefetch" not in text and "if idx" not in text  # each weight is read once
     x = np.random.default_rng(4).standard_normal((1, 1000)).astype(np.float32)
     assert_compiled_matches(g, {"x": x}, threads=threads)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gemv_streams_at_a_run_time_batch_of_one(monkeypatch, threads):
+    """A batch known only at run time compiles the streams for one row and the general
+    layer, and the batch picks one; both read the same packed panels."""
+    monkeypatch.setattr(convc.lower.streams, "STREAMS_MIN_BYTES", 1000 * 37 * 4)
+    g = dense_graph(1000, 37, trans_b=True, batch="N")
+    text = stage_source(g, "loops")
+    assert text.count("if idx(N) == idx(1):") == 2 and text.count("if idx(N) != idx(1):") == 1
+    assert text.count("buffer w.p32:") == 1 and "buffer fc:streams: f32[4,37] temp" in text
+    for batch in (1, 3, 9):
+        x = np.random.default_rng(batch).standard_normal((batch, 1000)).astype(np.float32)
+        assert_compiled_matches(g, {"x": x}, threads=threads)
+
+
 @pytest.mark.parametrize(
     "features_in, batch, min_bytes",
-    # weights 4 bytes short of the limit; a batch of 2; a batch not known; 1001 inputs
-    [(1000, 1, 1000 * 37 * 4 + 4), (1000, 2, 0), (1000, "N", 0), (1001, 1, 0)],
+    # weights 4 bytes short of the limit; a batch of 2; 1001 inputs
+    [(1000, 1, 1000 * 37 * 4 + 4), (1000, 2, 0), (1001, 1, 0)],
 )
-def test_gemv_streams_only_for_one_known_row_and_large_weights(
+def test_gemv_streams_only_for_one_row_and_large_weights(
     monkeypatch, features_in, batch, min_bytes
 ):
     monkeypatch.setattr(convc.lower.streams, "STREAMS_MIN_BYTES", min_bytes)

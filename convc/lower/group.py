@@ -107,6 +107,9 @@ def lower_group(
             scratch.append(partials)
         scope = Scope(dtype=te.dtype, layouts=blocked, where=where)
         nest = lower_nest(te, schedule, store, steps, scope, names, partials and partials.name)
+        if "rows_test" in te.attrs:  # a GEMV's streams, or the layer at other batches
+            op, rows = te.attrs["rows_test"]
+            nest = loops.If(loops.Cmp(op, loops.Index(rows), loops.Index(1)), nest)
         merge = "residue" in te.attrs and classes and classes[-1] == te.name
         merged = _merged(nests[-1], nest) if merge else None
         nests, classes = (nests[:-1], classes[:-1]) if merged else (nests, classes)
@@ -243,9 +246,7 @@ def _scheduled(
     blocked, tuning = choice
     planned = []
     partials, te = split_batch(_without_unit_reductions(te))
-    if not partials:
-        partials, te = split_streams(te)
-    for part in [*partials, te]:
+    for part in [*partials, te] if partials else split_streams(te):
         schedule = grad_schedule(part) or _blocked_schedule(part, blocked) or default_schedule(part)
         tiles = tuning.get(tuning_key(part))
         schedule = replace(schedule, tiles={**schedule.tiles, **tiles}) if tiles else schedule

@@ -408,7 +408,7 @@ def default_schedule(te: TensorExpr) -> Schedule:
     if _parallel_work(te) and len(names) >= 2:
         parallel = "*".join(names[:2]) if len(names) > 2 else names[0]
     if _dense_panels(te):
-        depth = sympy.sympify(te.reduce_shape[0])
+        depth = sympy.sympify(te.attrs.get("depth", te.reduce_shape[0]))  # of a streams part
         width = VECTOR_WIDTH if depth.is_number and int(depth) >= DEEP_DENSE else DENSE_WIDTH
         return Schedule(
             tiles={names[1]: width, names[0]: ROW_BLOCK},

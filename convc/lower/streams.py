@@ -33,17 +33,29 @@ from convc.texpr import TensorExpr, access, index
 STREAMS, STREAMS_MIN_BYTES = 4, 32 << 20
 
 
-def split_streams(te: TensorExpr) -> tuple[list, TensorExpr]:
-    """([partial sums of STREAMS parts of the reduction], te summing them) for a 2-D dense
-    layer of one known row whose weights pass STREAMS_MIN_BYTES (module doc); else ([], te).
-    """
+def split_streams(te: TensorExpr) -> list[TensorExpr]:
+    """The expressions to lower for `te`, in order: [the partial sums of STREAMS parts of the
+    reduction, their sum] for a 2-D dense layer of one known row whose weights pass
+    STREAMS_MIN_BYTES (module doc); for a batch known only at run time, those two
+    specialised to one row and then `te` itself, each with attrs["rows_test"] = (comparison,
+    batch) against 1, so the batch decides which run (`group`); else [te]."""
     if te.attrs.get("family") != "dense" or te.reduction != "sum" or len(te.indices) != 2:
-        return [], te
+        return [te]
     (rows, features), (depth,) = te.shape, te.reduce_shape
-    if not (rows == 1 and features.is_number and depth.is_number) or depth % STREAMS:
-        return [], te
-    if int(features * depth) * 4 < STREAMS_MIN_BYTES:
-        return [], te
+    if not (features.is_number and depth.is_number) or depth % STREAMS:
+        return [te]
+    if int(features * depth) * 4 < STREAMS_MIN_BYTES or not (rows == 1 or rows.is_Symbol):
+        return [te]
+    parts = _streams(te, features, depth)
+    if rows == 1:
+        return parts
+    one = [replace(p, attrs={**p.attrs, "rows_test": ("eq", rows)}) for p in parts]
+    return [*one, replace(te, attrs={**te.attrs, "rows_test": ("ne", rows)})]
+
+
+def _streams(te: TensorExpr, features, depth) -> list[TensorExpr]:
+    """[part, total] of the module doc for `te` at one row. The part keeps the layer's
+    reduction depth (attrs["depth"]) for its panel width, so both share packed weights."""
     i, j = te.indices
     (k,) = te.reduce_indices
     s, part_depth = index(f"{k}_stream"), depth // STREAMS
@@ -58,14 +70,15 @@ def split_streams(te: TensorExpr) -> tuple[list, TensorExpr]:
         condition=te.condition.xreplace(place),
         epilogue=None,
         role="temp",
-        attrs={**te.attrs, "streams": True},
+        attrs={**te.attrs, "depth": depth},
     )
     total = replace(
         te,
+        shape=(1, features),
         body=access(part.name, (s, j), te.dtype),
         reduce_indices=(s,),
         reduce_shape=(STREAMS,),
         condition=sympy.true,
         attrs={**te.attrs, "family": "reduce"},
     )
-    return [part], total
+    return [part, total]
