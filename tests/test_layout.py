@@ -350,3 +350,46 @@ def test_narrow_unpadded_1x1_convs_merge_rows_so_register_blocks_span_them(size,
         assert "merge-rows" not in text
     for batch, threads in ((1, 1), (3, 2)):
         assert_compiled_matches(g, inputs_for(g, batch), threads=threads)
+
+
+def grouped_graph(channels: int, group: int, size: int = 14) -> ir.Graph:
+    """relu -> grouped 3x3 conv -> relu: the conv's input and output are internal values."""
+    g = ir.Graph(f"grouped{channels}_{group}")
+    g.add_input("x", ("N", channels, size, size))
+    rng = np.random.default_rng(group)
+    w = rng.standard_normal((channels, channels // group, 3, 3)) / 12
+    g.add_param("w", w.astype(np.float32))
+    g.add_param("b", rng.standard_normal(channels).astype(np.float32))
+    g.add_node("relu", ["x"], name="r0")
+    g.add_node("conv", ["r0", "w", "b"], {"pads": [1] * 4, "group": group}, name="gc")
+    g.add_node("relu", ["gc"], name="r1")
+    g.set_outputs("r1")
+    return g
+
+
+@pytest.mark.parametrize(
+    "channels, group, vector, blocked",
+    # 64 a group: blocks of 32 lie in one group, so the values around it are blocked too;
+    # 48 and 16 a group: 16-channel vectors on NCHW values (a block of 32 would span two
+    # groups); 8 a group: width vectors
+    [
+        (128, 2, "vector o.i/32", True),
+        (96, 2, "vector o.i/16", False),
+        (64, 4, "vector o.i/16", False),
+        (64, 8, "vector j/16", False),
+    ],
+)
+def test_grouped_convs_take_channel_vectors_when_each_lies_in_one_group(
+    channels, group, vector, blocked
+):
+    g = grouped_graph(channels, group)
+    graph, groups, _ = lower_graph(g)
+    assert bool(choose_layouts(graph, groups)) == blocked
+    text = convc.compile(g, threads=2).source("loops")
+    kernel = text[text.index("kernel gc") :].split("\nkernel ")[0]
+    assert vector in kernel
+    if "o.i" in vector:  # every lane reads the same input channel: one broadcast a step
+        reads = re.findall(r"r0\[[^]]*\]", kernel)
+        assert reads and not [r for r in reads if "o_i" in r]
+    for batch in (1, 2):
+        assert_compiled_matches(g, inputs_for(g, batch), threads=2)

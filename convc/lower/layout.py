@@ -14,7 +14,8 @@ input channels walks 4 bytes at a time inside a block instead of H*W*4.
 Which values: 4-D float32 activations with at least MIN_CHANNELS channels that are
 neither graph inputs nor graph outputs, written by a group and read only by groups that
 all take a channel-vector schedule (`schedule.channel_schedule`): every tensor
-expression of their anchor is a 4-D conv (dense or depthwise; not transposed, not a
+expression of their anchor is a 4-D conv (dense, depthwise, or grouped with whole groups
+per channel block; not transposed, not a
 gradient), pooling or elementwise kernel with at least MIN_CHANNELS output channels.
 Views, movement, dense layers and gradients read elements in NCHW order, so their
 inputs stay NCHW; so do the model's inputs and outputs, whose first and last kernels
@@ -35,7 +36,7 @@ from convc.passes import FusedGroup
 from convc.texpr import TensorExpr, texpr_of
 from ir import Graph
 
-from .schedule import channel_block, depthwise
+from .schedule import channel_block, depthwise, whole_groups
 
 MIN_CHANNELS = 16
 CHANNEL_FAMILIES = ("conv", "pool", "elementwise")
@@ -54,10 +55,12 @@ def channel_vectorizable(te: TensorExpr) -> bool:
         return False
     if te.reduction not in ("none", "sum", "max") or te.dtype != "float32":
         return False
-    if family == "conv" and (te.op != "conv" or (te.attrs["group"] > 1 and not depthwise(te))):
-        return False
     channels = sympy.sympify(te.shape[1])
-    return channels.is_number and int(channels) >= MIN_CHANNELS
+    if not channels.is_number or int(channels) < MIN_CHANNELS:
+        return False
+    if family == "conv" and te.op != "conv":
+        return False
+    return family != "conv" or depthwise(te) or whole_groups(te, channel_block(channels))
 
 
 def group_texprs(graph: Graph, groups: list[FusedGroup]) -> dict:

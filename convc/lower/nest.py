@@ -40,7 +40,7 @@ from convc.texpr import TensorExpr
 
 from .convert import Scope, condition, convert
 from .regions import conjuncts, interior
-from .schedule import FEW_ROW_BLOCKS, MAX_ROW_COPIES, at_batch_one, merge_rows
+from .schedule import FEW_ROW_BLOCKS, MAX_ROW_COPIES, at_batch_one, merge_rows, whole_groups
 
 UPDATE = {"sum": "add", "max": "max"}
 #: Weights from which a channel-vector conv prefetches its next channel block's
@@ -444,10 +444,10 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
         parallel for n*o_o:  for c_o:  for i:  for j blocks:  vector(16) for o_i:
           acc[R] = c_o ? y[..] : 0;  for c_i, a, b: ...;  y[..] = last c_o ? epilogue(acc) : acc
     """
-    te = nest.te
-    o = _symbol(te, schedule.vector_axis[:-2])
-    j = _symbol(te, schedule.unroll[0][:-2])
+    o = _symbol(nest.te, schedule.vector_axis[:-2])
+    j = _symbol(nest.te, schedule.unroll[0][:-2])
     width, block = schedule.tiles[str(o)], schedule.tiles[str(j)]
+    te = nest.te = _group_by_vector(nest.te, o, width)
     tile = (o, width, loops.loop_var(f"{o}_o"), loops.loop_var(f"{o}_i"))
     outer = _ordered([v for v in te.indices if v != j], schedule)
     loops_, subs = _outer_loops(te, outer, schedule, tile)
@@ -503,6 +503,19 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
     ]
     kept = [p for p in parts if not (isinstance(p, loops.For) and _empty(p.start, p.stop))]
     return _wrap(loops_, loops.Block(tuple(kept)))
+
+
+def _group_by_vector(te: TensorExpr, o, width: int) -> TensorExpr:
+    """A grouped conv reads input channel `floor(o/G)*C + c` (G output channels a group);
+    with G a multiple of the vector `width` (`schedule.whole_groups`) that is
+    `floor(width*floor(o/width)/G)*C + c`, which the tile `o = width*o_o + o_i` reduces to
+    one channel for all lanes (`floor(o_i/width)` is 0): a broadcast, not a gather."""
+    group = te.attrs.get("group", 1)
+    if te.attrs.get("family") != "conv" or group == 1 or not whole_groups(te, width):
+        return te  # ungrouped, or depthwise: each lane its own channel
+    per_group = sympy.sympify(te.shape[1]) / group
+    by_vector = sympy.floor(width * sympy.floor(o / width) / per_group)
+    return replace(te, body=te.body.xreplace({sympy.floor(o / per_group): by_vector}))
 
 
 def _reduce_chunk(te: TensorExpr, schedule):

@@ -206,15 +206,18 @@ def _vector_axis(te: TensorExpr) -> str | None:
 
 
 def _channel_vector(te: TensorExpr) -> bool:
-    """Vectorize a conv over output channels (not width) unless it is a shallow (fewer
+    """Vectorize a conv over output channels (not width; a grouped one only when its
+    vectors lie in whole groups) unless it is a shallow (fewer
     than 64 input channels) 1x1, stride-1 conv over wide rows: there a width vector reads
     contiguous inputs and the block of output channels reuses each (1.4x faster measured
     on 32->64 @112); everywhere else (windows, strides, narrow rows, deep 1x1) channel
     vectors with a block of output columns measure 1.1-4x faster (docs in `nest`)."""
-    if te.op != "conv" or te.attrs.get("group") != 1 or len(te.indices) < 3:
-        return False
+    if te.op != "conv" or "group" not in te.attrs or depthwise(te) or len(te.indices) < 3:
+        return False  # (derived gradients carry no group)
     channels, width = sympy.sympify(te.shape[1]), sympy.sympify(te.shape[-1])
     if not channels.is_number or int(channels) % VECTOR_WIDTH:
+        return False
+    if not whole_groups(te, _channel_tile(te)[0]):
         return False
     narrow = width.is_number and int(width) < NARROW_WIDTH
     window = any(k > 1 for k in te.attrs["kernel_shape"])
@@ -282,6 +285,15 @@ def depthwise(te: TensorExpr) -> bool:
     """A grouped conv with one input channel per output channel."""
     grouped = te.attrs.get("family") == "conv" and te.attrs.get("group", 1) > 1
     return grouped and te.reduce_shape[0] == 1
+
+
+def whole_groups(te: TensorExpr, width: int) -> bool:
+    """Whether every vector of `width` output channels of a conv lies in one group (any
+    ungrouped conv; a grouped one whose output channels per group are a multiple of
+    `width`): its lanes then read the same input channel, one broadcast a step."""
+    group = te.attrs.get("group", 1)
+    per_group = sympy.sympify(te.shape[1]) / group
+    return group == 1 or (per_group.is_Integer and int(per_group) % width == 0)
 
 
 def _parallel_work(te: TensorExpr) -> bool:
