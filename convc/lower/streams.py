@@ -1,7 +1,7 @@
 """A dense layer of one row (a GEMV) with large weights, read as several streams.
 
 Stage: part of lowering (`group`), before scheduling. Input: a tensor expression.
-Output: ([the partial sums], the expression summing them), or ([], the expression).
+Output: the expressions to lower in its place (`split_streams`).
 
 At batch 1 a dense layer reads each weight once, and the weights of one vector of
 outputs are one contiguous panel (`packing`). Read front to back, a panel is one stream,
@@ -17,8 +17,13 @@ whose register block over rows (`schedule.ROW_BLOCK`) reads the S parts of each 
 side by side. Measured (one process per variant, one thread, median ms, one stream -> four):
 AlexNet at batch 1 25.3 -> 23.0 (fc6, 9216->4096, 151 MB: 10.8 -> 9.5; fc7, 4096->4096:
 5.3 -> 4.3), on two threads 12.7 -> 11.7; VGG-11 123.7 -> 118.7 (fc6, 25088->4096,
-411 MB: 30.1 -> 25.5). Two streams gained less, eight no more. Up to 32 MB the split
-measured within 2% either way (4096->1000: 0.636 both), so those layers keep one stream.
+411 MB: 30.1 -> 25.5). Two streams gained less, eight no more. Smaller weights gain
+where they come from memory, as inside a model, whose other layers stream through the
+caches between two runs of it: MobileNetV2's classifier (1280->1000, 5 MB) 0.30-0.39 ->
+0.26-0.31 ms, ResNet-18's fc (2 MB) 0.17-0.19 -> 0.15-0.18 ms, a 4096->1000 layer after
+256 MB of other writes 1.44 -> 1.09 ms. Repeated alone, its weights found in the
+last-level cache, a 16 MB layer measured the same either way (0.636 ms, 4096->1000).
+Below STREAMS_MIN_BYTES (a small layer, from cache) the parts would only add work.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import sympy
 from convc.texpr import TensorExpr, access, index
 
 #: Weight streams of a split GEMV, and the weight bytes from which it is split.
-STREAMS, STREAMS_MIN_BYTES = 4, 32 << 20
+STREAMS, STREAMS_MIN_BYTES = 4, 1 << 20
 
 
 def split_streams(te: TensorExpr) -> list[TensorExpr]:
