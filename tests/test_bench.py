@@ -3,13 +3,14 @@ against a threshold; the figures themselves belong in benchmarks/RESULTS.md."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 import numpy as np
 import pytest
 
 import convc
-from convc.bench import format_results, run_cases, select_peers
+from convc.bench import _settle_ms, add_arguments, format_results, run_cases, select_peers
 from convc.bench.cases import LAYERS, Case, layer_cases
 from convc.bench.peers import PEERS
 from convc.bench.runner import max_error
@@ -209,3 +210,15 @@ def test_every_benchmark_layer_runs_correctly_on_every_peer(case):
     peers = select_peers(None)
     [result] = run_cases([case], peers, threads=1, repeat=1, block_s=0.0)
     assert {name: r.note for name, r in result.peers.items() if r.note} == {}
+
+
+@pytest.mark.parametrize(
+    "given, threads, settle", [(None, 1, 20.0), (None, 2, 300.0), (5.0, 2, 5.0)]
+)
+def test_settle_pause_defaults_by_thread_count(given, threads, settle):
+    """Multi-thread runs pause longer before each block: a peer's pool spins for tens of
+    ms after its run. An explicit --settle-ms wins."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    argv = ["--suite", "models"] + ([] if given is None else ["--settle-ms", str(given)])
+    assert _settle_ms(parser.parse_args(argv), threads) == settle

@@ -46,6 +46,11 @@ from .training import TrainingCase, run_training_case, training_cases
 
 SUITES = ("layers", "models", "training")
 DEFAULT_THREADS = {"layers": (1,), "models": (1, 2), "training": (1,), None: (1,)}
+#: Default pause before each timed block, ms, on one thread and on more. ONNX Runtime's
+#: pool spins for tens of milliseconds after a run and took the second core from the next
+#: block: MobileNetV2 at batch 1 on two threads, convc beside it 4.12 ms (min 3.36) with
+#: 20 ms, 3.77 (3.53) with 300, 3.35 beside PyTorch alone; ONNX Runtime 4.29 / 4.41.
+SETTLE_MS_ONE_THREAD, SETTLE_MS_THREADS = 20.0, 300.0
 
 __all__ = ["SUITES", "CaseResult", "add_arguments", "command", "format_results", "run_cases"]
 
@@ -112,7 +117,7 @@ def command(args: argparse.Namespace) -> int:
     results = []
     for count in threads:
         if threads_pinned(count):
-            block_s, settle_s = args.block_ms / 1e3, args.settle_ms / 1e3
+            block_s, settle_s = args.block_ms / 1e3, _settle_ms(args, count) / 1e3
             results += run_cases(cases, peers, count, args.repeat, block_s, settle_s)
         else:
             results += _run_child(args, count)
@@ -167,11 +172,18 @@ def _run_child(args: argparse.Namespace, threads: int) -> list[CaseResult]:
         return [_result(r) for r in json.loads(out.read_text())]
 
 
+def _settle_ms(args: argparse.Namespace, threads: int) -> float:
+    """`--settle-ms`, or its default for `threads` (SETTLE_MS_ONE_THREAD and _THREADS)."""
+    if args.settle_ms is not None:
+        return args.settle_ms
+    return SETTLE_MS_ONE_THREAD if threads == 1 else SETTLE_MS_THREADS
+
+
 def _forwarded(args: argparse.Namespace, threads: int, out: Path) -> list[str]:
     """The child's arguments: the parent's, one thread count, results to `out`."""
     argv = [args.file] if args.file else ["--suite", args.suite]
     argv += ["--threads", str(threads), "--repeat", str(args.repeat)]
-    argv += ["--block-ms", str(args.block_ms), "--settle-ms", str(args.settle_ms)]
+    argv += ["--block-ms", str(args.block_ms), "--settle-ms", str(_settle_ms(args, threads))]
     argv += ["--json", str(out)]
     if args.batch:
         argv += ["--batch", ",".join(map(str, args.batch))]
@@ -230,8 +242,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--settle-ms",
         type=float,
-        default=20.0,
-        help="pause before each timed block, so thread pools stop spinning (default 20)",
+        default=None,
+        help="pause before each timed block, so thread pools stop spinning (default 20 on "
+        "one thread, 300 on more)",
     )
     parser.add_argument("--json", metavar="OUT.json", help="also save the raw results")
     parser.add_argument(
