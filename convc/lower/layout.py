@@ -15,8 +15,8 @@ Which values: 4-D float32 activations with at least MIN_CHANNELS channels that a
 neither graph inputs nor graph outputs, written by a group and read only by groups that
 all take a channel-vector schedule (`schedule.channel_schedule`): every tensor
 expression of their anchor is a 4-D conv (dense, depthwise, or grouped with whole groups
-per channel block; not transposed, not a
-gradient), pooling or elementwise kernel with at least MIN_CHANNELS output channels.
+per channel block; not transposed, not a gradient), pooling or elementwise kernel with at
+least MIN_CHANNELS output channels.
 Views, movement, dense layers and gradients read elements in NCHW order, so their
 inputs stay NCHW; so do the model's inputs and outputs, whose first and last kernels
 convert while they compute (there is no separate conversion pass).

@@ -252,9 +252,9 @@ def _outer_loops(te: TensorExpr, outer, schedule, tile):
 
 def _innermost(nest: Nest, atoms) -> loops.Stmt:
     """The vector axis' region loops around the point body (or the body alone): the
-    interior without the checks on that axis, the borders as masked vectors that keep them
-    (one column at a time, an 8 -> 24 5x5 conv on 17-wide rows, whose two border columns
-    a side ran its register block one channel at a time, took 0.188 ms; masked, 0.062)."""
+    interior without the checks on that axis, and the borders as masked vectors that keep
+    them. Borders taken one column and one output channel at a time made an 8 -> 24 5x5
+    conv on 17-wide rows (two border columns a side) take 0.188 ms; masked, 0.062."""
     te, v = nest.te, nest.vector
     if v is None:
         return _scalar_point(nest, atoms)

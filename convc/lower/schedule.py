@@ -206,12 +206,12 @@ def _vector_axis(te: TensorExpr) -> str | None:
 
 
 def _channel_vector(te: TensorExpr) -> bool:
-    """Vectorize a conv over output channels (not width; a grouped one only when its
-    vectors lie in whole groups) unless it is a shallow (fewer
+    """Vectorize a conv over output channels (not width) unless it is a shallow (fewer
     than 64 input channels) 1x1, stride-1 conv over wide rows: there a width vector reads
     contiguous inputs and the block of output channels reuses each (1.4x faster measured
     on 32->64 @112); everywhere else (windows, strides, narrow rows, deep 1x1) channel
-    vectors with a block of output columns measure 1.1-4x faster (docs in `nest`)."""
+    vectors with a block of output columns measure 1.1-4x faster (docs in `nest`). A
+    grouped conv qualifies when each vector lies in one group (`whole_groups`)."""
     if te.op != "conv" or "group" not in te.attrs or depthwise(te) or len(te.indices) < 3:
         return False  # (derived gradients carry no group)
     channels, width = sympy.sympify(te.shape[1]), sympy.sympify(te.shape[-1])
