@@ -11,7 +11,8 @@ from compile_check import assert_compiled_matches
 
 import convc.lower.streams
 import ir
-from convc.compiler import stage_source
+from convc.compiler import lower_graph, stage_source
+from convc.tune import tunables
 
 
 def dense_graph(features_in, features_out, trans_b, seed=0, batch="N"):
@@ -102,3 +103,19 @@ def test_gemv_streams_only_for_one_row_and_large_weights(
     monkeypatch.setattr(convc.lower.streams, "STREAMS_MIN_BYTES", min_bytes)
     g = dense_graph(features_in, 37, trans_b=True, batch=batch)
     assert "streams" not in stage_source(g, "loops")
+
+
+def test_tuning_leaves_the_weight_streams_side_by_side(monkeypatch):
+    """The tuner may block a dense layer's rows differently, but not a GEMV's streams:
+    one stream a row would undo them (measured warm, one row can look faster)."""
+    monkeypatch.setattr(convc.lower.streams, "STREAMS_MIN_BYTES", 0)
+
+    def shapes(batch):
+        optimized, groups, _ = lower_graph(dense_graph(1000, 37, trans_b=True, batch=batch))
+        return [
+            t.key.split("|")[2] for found in tunables(optimized, groups).values() for t in found
+        ]
+
+    assert shapes(8) == ["8,37"]  # a batch of 8 rows: its row block is tuned
+    assert "streams" in stage_source(dense_graph(1000, 37, trans_b=True, batch=1), "loops")
+    assert shapes(1) == []  # the four streams are not

@@ -420,7 +420,7 @@ def default_schedule(te: TensorExpr) -> Schedule:
     if _parallel_work(te) and len(names) >= 2:
         parallel = "*".join(names[:2]) if len(names) > 2 else names[0]
     if _dense_panels(te):
-        depth = sympy.sympify(te.attrs.get("depth", te.reduce_shape[0]))  # of a streams part
+        depth = sympy.sympify(te.attrs.get("streams_of", te.reduce_shape[0]))
         width = VECTOR_WIDTH if depth.is_number and int(depth) >= DEEP_DENSE else DENSE_WIDTH
         return Schedule(
             tiles={names[1]: width, names[0]: ROW_BLOCK},
@@ -491,10 +491,12 @@ def tile_choices(te: TensorExpr, schedule: Schedule) -> dict:
     """{axis: [tile sizes]} a tuner may try for `te` instead of `schedule.tiles`: every
     size is valid (the nest handles leftovers) and fits the registers. Channel-vector
     schedules: the register block of output columns (or dense rows), up to 28 accumulator
-    registers; width-vector convs: the block of output channels among those dividing it."""
+    registers; width-vector convs: the block of output channels among those dividing it.
+    Not the rows of a GEMV's weight streams (`streams`): each row is one stream, and the
+    point is to read them side by side."""
     choices = {}
     for axis, size in schedule.tiles.items():
-        if f"{axis}.i" not in schedule.unroll:
+        if f"{axis}.i" not in schedule.unroll or "streams_of" in te.attrs:
             continue
         extent = sympy.sympify(te.shape[[str(i) for i in te.indices].index(axis)])
         if schedule.vector_axis and schedule.vector_axis.endswith(".i"):

@@ -59,8 +59,9 @@ def split_streams(te: TensorExpr) -> list[TensorExpr]:
 
 
 def _streams(te: TensorExpr, features, depth) -> list[TensorExpr]:
-    """[part, total] of the module doc for `te` at one row. The part keeps the layer's
-    reduction depth (attrs["depth"]) for its panel width, so both share packed weights."""
+    """[part, total] of the module doc for `te` at one row. The part records the layer's
+    reduction depth (attrs["streams_of"]): its panels take the layer's width, so a layer
+    compiled for any batch packs its weights once, and its rows are not tuned."""
     i, j = te.indices
     (k,) = te.reduce_indices
     s, part_depth = index(f"{k}_stream"), depth // STREAMS
@@ -75,7 +76,7 @@ def _streams(te: TensorExpr, features, depth) -> list[TensorExpr]:
         condition=te.condition.xreplace(place),
         epilogue=None,
         role="temp",
-        attrs={**te.attrs, "depth": depth},
+        attrs={**te.attrs, "streams_of": depth},
     )
     total = replace(
         te,
