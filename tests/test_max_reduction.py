@@ -66,3 +66,29 @@ def test_softmax_row_with_nan_and_no_nan():
     want = convc.interpret(g, {"x": x})["p"]
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_allclose(got[[0, 2]], want[[0, 2]], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "op, size, lanes",
+    # rows of a vector or more: a partial maximum a lane; 14-wide rows and sums: scalar
+    # loops (LLVM vectorises the sums itself)
+    [("global_max_pool", 19, True), ("global_max_pool", 14, False), ("global_avg_pool", 19, False)],
+)
+def test_reductions_with_no_output_axis_take_lanes_for_long_max_rows(op, size, lanes):
+    g = pool_graph(op, {}, 4, size)
+    assert ("vector b/16" in convc.compile(g, threads=1).source("loops")) == lanes
+
+
+@pytest.mark.parametrize("where", [0, 500, 999])
+def test_softmax_of_one_long_row_finds_nan_in_any_lane(where):
+    g = ir.Graph("softmax_row")
+    g.add_input("x", (1, 1000))
+    g.add_node("softmax", ["x"], name="p")
+    g.set_outputs("p")
+    model = convc.compile(g, threads=1)
+    assert "vector r/16" in model.source("loops")  # the row maximum, 16 lanes at a time
+    x = np.random.default_rng(where).standard_normal((1, 1000)).astype(np.float32)
+    clean = model.run({"x": x})["p"]
+    np.testing.assert_allclose(clean, convc.interpret(g, {"x": x})["p"], rtol=1e-5, atol=1e-7)
+    x[0, where] = np.nan
+    assert np.isnan(model.run({"x": x})["p"]).all()

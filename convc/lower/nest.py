@@ -82,6 +82,7 @@ class Nest:
     chunk: tuple | None = None  # (reduce symbol, size, outer var, inner var): see _chunked
     lanes: tuple | None = None  # (the same) input channels as blocks x lanes: _input_lanes
     partials: str | None = None  # where a chunked reduction's partial sums wait, if not store
+    reduced: sympy.Symbol | None = None  # a max's reduction index vectorised (`reduced_vector`)
 
 
 def lower_nest(te, schedule, store, epilogue, scope, names, partials=None) -> loops.Stmt:
@@ -98,6 +99,7 @@ def lower_nest(te, schedule, store, epilogue, scope, names, partials=None) -> lo
     if schedule.pack_columns:
         return _packed_nest(nest, schedule)
     nest.vector = _symbol(te, schedule.vector_axis)
+    nest.reduced = next((r for r in te.reduce_indices if str(r) == schedule.vector_axis), None)
     nest.block = _block(te, schedule)
     outer = _ordered([v for v in te.indices if v != nest.vector], schedule)
     loops_, subs = _outer_loops(nest.te, outer, schedule, nest.block)
@@ -347,7 +349,7 @@ def _reduce_loops(nest: Nest, atoms, acc: str) -> loops.Stmt:
 
     def update(k):
         term = convert(te.body, scope)
-        if te.reduction == "max":
+        if te.reduction == "max" and nest.reduced is None:
             return _guard(_max_update(nest, acc, k, term), per_copy, scope)
         value = loops.Binary(UPDATE[te.reduction], loops.Ref(acc, k), term)
         return _guard(loops.Assign(acc, k, value), per_copy, scope)
@@ -363,7 +365,9 @@ def _reduce_loops(nest: Nest, atoms, acc: str) -> loops.Stmt:
         elif nest.lanes and nest.lanes[0] == te.reduce_indices[level]:
             _, size, var, lane = nest.lanes
             stmt, extent = loops.For(lane, 0, size, stmt), sympy.sympify(extent) / size
-        stmt = loops.For(var, 0, extent, stmt)
+        lanes = te.reduce_indices[level] == nest.reduced  # a partial accumulator a lane
+        kind = {"kind": "vectorized", "width": nest.width, "tail": "masked"} if lanes else {}
+        stmt = loops.For(var, 0, extent, stmt, **kind)
     return _guard(stmt, [a for a in atoms if depth[a] == -1], scope)
 
 

@@ -197,12 +197,36 @@ def _channel_block(extent) -> int:
 
 
 def _vector_axis(te: TensorExpr) -> str | None:
-    if not te.indices:
+    """The innermost output axis, or for a max whose outputs have no such axis (a global
+    max pool, a softmax's row maximum at batch 1) its innermost reduction axis when that
+    runs along the operands' contiguous last axis (`reduced_vector`)."""
+    last = sympy.sympify(te.shape[-1]) if te.indices else sympy.Integer(1)
+    if not (last.is_number and int(last) < 2):
+        return str(te.indices[-1])
+    return reduced_vector(te)
+
+
+def reduced_vector(te: TensorExpr) -> str | None:
+    """The innermost reduction axis of a max when it spans at least a vector and every
+    operand reads it as its own last index (contiguous lanes): the nest then keeps one
+    partial maximum a lane (`nest`). LLVM vectorises a scalar sum (its fast-math flags
+    allow reassociation) but not the NaN-propagating compare and select of a scalar max:
+    a global max pool of 64 112x112 planes took 1.42 ms that way, 0.187 as lanes, and a
+    softmax's row maximum over 1M values 2.9 -> 1.4 ms for the softmax. Over shorter rows
+    (14x14 planes) the reduction of each row's lanes costs as much as it saves, and sums
+    done this way measured slower than LLVM's (512 14x14 planes 0.013 -> 0.036 ms)."""
+    if te.reduction != "max" or not te.reduce_indices:
         return None
-    last = sympy.sympify(te.shape[-1])
-    if last.is_number and int(last) < 2:
+    r, extent = te.reduce_indices[-1], sympy.sympify(te.reduce_shape[-1])
+    if not (extent.is_number and int(extent) >= VECTOR_WIDTH):
         return None
-    return str(te.indices[-1])
+    for a in te.body.atoms(sympy.Indexed):
+        inner, outer = a.indices[-1], a.indices[:-1]
+        if any(r in i.free_symbols for i in outer):
+            return None
+        if r in inner.free_symbols and sympy.diff(inner, r) != 1:
+            return None
+    return str(r)
 
 
 def _channel_vector(te: TensorExpr) -> bool:
