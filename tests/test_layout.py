@@ -275,6 +275,21 @@ def test_convs_with_few_channel_blocks_chunk_their_reduction_inside_each_wide_ro
     np.testing.assert_array_equal(convc.compile(g, threads=2).run(x)["s2"], chunked)
 
 
+def test_convs_writing_nchw_keep_the_whole_reduction_in_each_row():
+    # the wide conv of the test above, now the graph's output (stored NCHW): row chunks
+    # measured slower there, so its reduction runs whole; its result is unchanged
+    g = ir.Graph("row_chunks_nchw")
+    g.add_input("x", ("N", 64, 12, 40))
+    rng = np.random.default_rng(7)
+    g.add_param("w1", (rng.standard_normal((64, 64, 3, 3)) / 24).astype(np.float32))
+    g.add_node("relu", ["x"], name="r0")
+    g.add_node("conv", ["r0", "w1"], {"pads": [1, 1, 1, 1]}, name="wide")
+    g.set_outputs("wide")
+    text = convc.compile(g, threads=2).source("loops")
+    assert "order n,i,o,j" in text and "reduce-tiles" not in text and "partial" not in text
+    assert_compiled_matches(g, inputs_for(g, 2), threads=2)
+
+
 @pytest.mark.parametrize("outputs", [128, 160])
 def test_convs_whose_weights_pass_l2_chunk_outside_the_rows_with_few_blocks(outputs):
     # 5x5 160 -> 160: 5 blocks of 32 and 2.56 MB of weights, which every row would stream
