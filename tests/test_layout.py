@@ -252,18 +252,28 @@ def test_chunked_reductions_into_nchw_outputs_keep_their_partial_sums_in_blocked
     np.testing.assert_array_equal(whole.run(x)["conv"], chunked)
 
 
-def test_convs_with_few_channel_blocks_chunk_their_reduction_inside_each_wide_row(monkeypatch):
-    # 64 -> 64 channels (2 blocks): threads keep sharing rows, and each row's 4 register
-    # blocks of 10 columns share a chunk's weights; a 3x3/2 conv (2 blocks a row) does not
-    g = ir.Graph("row_chunks")
+def wide_row_graph(strided_consumer: bool) -> ir.Graph:
+    """relu -> 3x3 64 -> 64 conv "wide" on 40-wide rows, then (if `strided_consumer`) a
+    3x3/2 conv "s2" that reads it, else "wide" is the graph's (NCHW) output."""
+    g = ir.Graph("row_chunks" if strided_consumer else "row_chunks_nchw")
     g.add_input("x", ("N", 64, 12, 40))
     rng = np.random.default_rng(7)
     g.add_param("w1", (rng.standard_normal((64, 64, 3, 3)) / 24).astype(np.float32))
-    g.add_param("w2", (rng.standard_normal((64, 64, 3, 3)) / 24).astype(np.float32))
     g.add_node("relu", ["x"], name="r0")
     g.add_node("conv", ["r0", "w1"], {"pads": [1, 1, 1, 1]}, name="wide")
+    if not strided_consumer:
+        g.set_outputs("wide")
+        return g
+    g.add_param("w2", (rng.standard_normal((64, 64, 3, 3)) / 24).astype(np.float32))
     g.add_node("conv", ["wide", "w2"], {"pads": [1, 1, 1, 1], "strides": [2, 2]}, name="s2")
     g.set_outputs("s2")
+    return g
+
+
+def test_convs_with_few_channel_blocks_chunk_their_reduction_inside_each_wide_row(monkeypatch):
+    # 64 -> 64 channels (2 blocks): threads keep sharing rows, and each row's 4 register
+    # blocks of 10 columns share a chunk's weights; a 3x3/2 conv (2 blocks a row) does not
+    g = wide_row_graph(strided_consumer=True)
     text = convc.compile(g, threads=2).source("loops")
     wide = text[text.index("kernel wide") :].split("\nkernel ")[0]
     assert "order n,i,o,c.o,j" in wide and "parallel n*i*o reduce-tiles c=32" in wide
@@ -278,13 +288,7 @@ def test_convs_with_few_channel_blocks_chunk_their_reduction_inside_each_wide_ro
 def test_convs_writing_nchw_keep_the_whole_reduction_in_each_row():
     # the wide conv of the test above, now the graph's output (stored NCHW): row chunks
     # measured slower there, so its reduction runs whole; its result is unchanged
-    g = ir.Graph("row_chunks_nchw")
-    g.add_input("x", ("N", 64, 12, 40))
-    rng = np.random.default_rng(7)
-    g.add_param("w1", (rng.standard_normal((64, 64, 3, 3)) / 24).astype(np.float32))
-    g.add_node("relu", ["x"], name="r0")
-    g.add_node("conv", ["r0", "w1"], {"pads": [1, 1, 1, 1]}, name="wide")
-    g.set_outputs("wide")
+    g = wide_row_graph(strided_consumer=False)
     text = convc.compile(g, threads=2).source("loops")
     assert "order n,i,o,j" in text and "reduce-tiles" not in text and "partial" not in text
     assert_compiled_matches(g, inputs_for(g, 2), threads=2)
