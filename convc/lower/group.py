@@ -100,7 +100,6 @@ def lower_group(
         if store in graph.outputs and not graph.consumers(store):
             schedule = streaming_output(te, schedule)
         where = f"{anchor.op} '{anchor.name}'"
-        schedule = _without_row_chunks(te, schedule, store, layouts)
         partials = _partial_sums(te, schedule, store, layouts)
         blocked = layouts
         if partials is not None:
@@ -144,22 +143,6 @@ class Scratch:
     name: str
     dtype: str
     shape: tuple
-
-
-def _without_row_chunks(te: TensorExpr, schedule, store: str, layouts: dict):
-    """`schedule` less its chunk loop when that runs inside each row (`reduce_chunks`) and
-    the output is stored NCHW (a single layer, a model's last conv): there the chunks
-    measured slower, 3x3 64->64 @56 12.04 -> 10.94 ms at batch 8 and 1.402 -> 1.384 at
-    batch 1 without them (A/B; a thread-local partial-sum panel instead of the blocked
-    scratch gained only 12.19 -> 11.98). Writing blocked values, as inside a model, the
-    chunks pay (`schedule.ROW_CHUNK_MIN_COLUMNS`); chunk loops outside the rows stay."""
-    chunks = [f"{c}.o" for c in schedule.reduce_tiles]
-    if store in layouts or not chunks or len(te.indices) < 4:
-        return schedule
-    order, row = schedule.order, str(te.indices[2])
-    if row not in order or order.index(row) > order.index(chunks[0]):
-        return schedule
-    return replace(schedule, reduce_tiles={}, order=tuple(a for a in order if a not in chunks))
 
 
 def _partial_sums(te: TensorExpr, schedule, store: str, layouts: dict) -> Scratch | None:
@@ -216,18 +199,20 @@ def plan_group(
     first. A kernel reading or writing a channel-blocked value (`layouts`) takes
     channel-vector schedules. `texprs`: as from `layout.group_texprs`."""
     touches = group.output in layouts or bool(group_reads(group, texprs) & layouts.keys())
-    return _with_relayouts(graph, texprs[group.anchor], layouts, touches, tuning)
+    stored = {graph.nodes[group.anchor].outputs[0]} if group.output in layouts else set()
+    return _with_relayouts(graph, texprs[group.anchor], layouts, (touches, stored), tuning)
 
 
 def _with_relayouts(
-    graph: Graph, exprs, layouts: dict, blocked: bool, tuning: dict
+    graph: Graph, exprs, layouts: dict, blocked: tuple, tuning: dict
 ) -> tuple[list, dict]:
     """([(expression, schedule)] in kernel order, packed weights): each expression's
     schedule (`grad_schedule` for derived gradients, `channel_schedule` for the computed
-    expression of a kernel reading or writing a channel-blocked value (`blocked`), else
-    the default), its compile-time packed weights, and the run-time re-layout
-    temporaries it reads (`relayout`) placed before it. Constants (packed instead) and
-    values already stored channel-blocked (`layouts`) are read in place."""
+    expression of a kernel reading or writing a channel-blocked value, else the default),
+    its compile-time packed weights, and the run-time re-layout temporaries it reads
+    (`relayout`) placed before it. `blocked`: (whether the kernel touches a channel-blocked
+    value, the expressions stored channel-blocked). Constants (packed instead) and values
+    already stored channel-blocked (`layouts`) are read in place."""
     shapes = {e.name: e.shape for e in exprs}
     in_place = set(layouts)
     for name, value in graph.values.items():
@@ -259,12 +244,17 @@ def _scheduled(
 ) -> list:
     """[(expression, schedule)] for `te` and the run-time copies it reads, those first
     (copies already made for another residue class are shared); updates `shapes`, `packs`.
-    `choice`: (whether the kernel touches a channel-blocked value, the tuning table)."""
-    blocked, tuning = choice
+    `choice`: ((whether the kernel touches a channel-blocked value, the expressions stored
+    channel-blocked), the tuning table)."""
+    (blocked, stored), tuning = choice
     planned = []
     partials, te = split_batch(_without_unit_reductions(te))
     for part in [*partials, te] if partials else split_streams(te):
-        schedule = grad_schedule(part) or _blocked_schedule(part, blocked) or default_schedule(part)
+        schedule = (
+            grad_schedule(part)
+            or _blocked_schedule(part, blocked, part.name in stored)
+            or default_schedule(part, blocked_output=part.name in stored)
+        )
         tiles = tuning.get(tuning_key(part))
         schedule = replace(schedule, tiles={**schedule.tiles, **tiles}) if tiles else schedule
         part, packed = pack_weights(graph, part, schedule)
@@ -281,12 +271,12 @@ def _scheduled(
     return planned
 
 
-def _blocked_schedule(te: TensorExpr, blocked: bool):
+def _blocked_schedule(te: TensorExpr, blocked: bool, blocked_output: bool):
     """`channel_schedule` for the computed expression of a kernel that reads or writes a
-    channel-blocked value (`blocked`)."""
+    channel-blocked value (`blocked`); `blocked_output`: whether `te` is stored so."""
     if not blocked or te.role == "temp" or not channel_vectorizable(te):
         return None
-    return channel_schedule(te, channel_block(te.shape[1]))
+    return channel_schedule(te, channel_block(te.shape[1]), blocked_output=blocked_output)
 
 
 def _without_unit_reductions(te: TensorExpr) -> TensorExpr:
