@@ -163,6 +163,21 @@ IN_BOUNDS = textwrap.dedent(
     program = convc.compile(g).program
     assert "vector(16, tail=masked) for j in 15..17:" in format_program(program)
     check(program, {"x": x}, {"y": (1, 8, 16, 17)}, {}, convc.interpret(g, {"x": x}))
+
+    # 10. a 1x1 conv and the depthwise 3x3/2 conv after it in one kernel, the 1x1's rows in
+    # a ring on the stack: the depthwise reads padding rows and columns from no memory
+    g = ir.Graph("ring")
+    g.add_input("x", (1, 8, 9, 16))
+    g.add_param("w1", rng.standard_normal((32, 8, 1, 1)).astype(np.float32))
+    g.add_param("w2", rng.standard_normal((32, 1, 3, 3)).astype(np.float32))
+    g.add_node("conv", ["x", "w1"], name="e")
+    g.add_node("relu", ["e"], name="r")
+    g.add_node("conv", ["r", "w2"], {"group": 32, "pads": [1] * 4, "strides": [2, 2]}, name="y")
+    g.set_outputs("y")
+    x = rng.standard_normal((1, 8, 9, 16)).astype(np.float32)
+    program = convc.compile(g).program
+    assert "alloc ring: f32[3, 16] x32 lanes" in format_program(program)
+    check(program, {"x": x}, {"y": (1, 32, 5, 8)}, {}, convc.interpret(g, {"x": x}))
     print("ok")
     """
 )

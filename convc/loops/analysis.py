@@ -3,8 +3,9 @@
 Stage: loop IR (sympy only). `known_multiple` proves divisibility of an index expression:
 the verifier uses it to check that arena offsets are multiples of 64 for every binding of the
 symbols, codegen to give vector loads and stores the alignment they provably have.
-`walk` visits a statement tree, `loaded_buffers` names the buffers it loads from, and
-`substitute` rewrites its index symbols.
+`walk` visits a statement tree, `loaded_buffers` names the buffers it loads from,
+`substitute` rewrites its index symbols and `to_local` moves a buffer's accesses to a
+local array.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def substitute(node, mapping: dict):
     """`node` (a loop-IR statement or value, or a tuple of them) with the index symbols in
     `mapping` replaced by their expressions everywhere: indices, bounds, `Index` values.
     Local and buffer names are kept. Used to place one nest's body inside another's loops
-    (`convc.lower.pool_fusion`)."""
+    (`convc.lower.row_fusion`)."""
     if isinstance(node, sympy.Basic):
         return node.xreplace(mapping)
     if isinstance(node, tuple):
@@ -50,6 +51,26 @@ def substitute(node, mapping: dict):
     if dataclasses.is_dataclass(node) and not isinstance(node, type):
         changes = {
             f.name: substitute(getattr(node, f.name), mapping) for f in dataclasses.fields(node)
+        }
+        return dataclasses.replace(node, **changes)
+    return node
+
+
+def to_local(node, buffer: str, local: str, index):
+    """`node` (as for `substitute`) with every load of `buffer` read from the `Alloc` array
+    `local` instead and every store to it assigned there; `index` maps a buffer index
+    (tuple) to the local's. Used to keep a value that one kernel both writes and reads in
+    a few rows of a local array (`convc.lower.row_fusion`)."""
+    if isinstance(node, L.Load) and node.buffer == buffer:
+        return L.Ref(local, index(node.index))
+    if isinstance(node, L.Store) and node.buffer == buffer:
+        return L.Assign(local, index(node.index), to_local(node.value, buffer, local, index))
+    if isinstance(node, tuple):
+        return tuple(to_local(item, buffer, local, index) for item in node)
+    if isinstance(node, (L.Expr, L.Stmt)):
+        changes = {
+            f.name: to_local(getattr(node, f.name), buffer, local, index)
+            for f in dataclasses.fields(node)
         }
         return dataclasses.replace(node, **changes)
     return node

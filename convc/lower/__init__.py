@@ -16,8 +16,8 @@ Decisions worth knowing:
 - Every kernel is derived from the op's tensor expression; the fused epilogue
   (bias, activation, residual add, folded batch norm) is applied to the
   accumulator in registers and only the group's last value is stored. A pool
-  that alone reads a blocked conv output runs in the conv's kernel, row after
-  row (`pool_fusion`).
+  or depthwise conv that alone reads a blocked conv output runs in the conv's
+  kernel, row after row, the conv's rows kept in a ring (`row_fusion`).
 - Convs with deep weights per output-channel block run their reduction one
   input channel block at a time outside the rows (`schedule.reduce_chunks`).
 - Padding never reaches the vectorized interior: the vector (or register-

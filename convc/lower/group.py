@@ -81,7 +81,7 @@ def lower_group(
     `layouts`: the values stored channel-blocked (`layout.choose_layouts`); `tuning`:
     {`tuning_key`: {axis: tile}} overriding the chosen schedules' tiles; `texprs`: the
     nodes' tensor expressions (`layout.group_texprs`, derived here when not given).
-    `rows`: lower for `pool_fusion` (see `RowOrder`)."""
+    `rows`: lower for `row_fusion` (see `RowOrder`)."""
     anchor = graph.nodes[group.anchor]
     texprs = texprs if texprs is not None else group_texprs(graph, [group])
     layouts = layouts or {}
@@ -157,7 +157,7 @@ def _partial_sums(te: TensorExpr, schedule, store: str, layouts: dict) -> Scratc
 
 @dataclass
 class RowOrder:
-    """How `pool_fusion` has two groups lowered so that one kernel can hold both: threads
+    """How `row_fusion` has two groups lowered so that one kernel can hold both: threads
     share batch x channel blocks only, each running its rows in order; `parallel` (when
     not None) says whether that loop is parallel, as the first kernel decided; local
     names come from (and are recorded in) `names`, unique across both."""

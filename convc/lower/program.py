@@ -36,7 +36,7 @@ from ir import Graph, UnsupportedError
 
 from .group import LoweredGroup
 from .layout import blocked_shape, choose_layouts, group_texprs
-from .pool_fusion import lower_groups
+from .row_fusion import lower_groups
 
 #: The alignment graph inputs are declared with: NumPy's own (its large arrays start 16, 32
 #: or 48 bytes past a 64-byte boundary), so the runtime reads a caller's array in place

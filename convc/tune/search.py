@@ -73,7 +73,8 @@ def _round_table(searched: dict[str, Tunable], r: int) -> dict:
 
 def _tiles(per_group: dict, nodes: tuple[str, ...], key: str) -> bool:
     """Whether the kernel computing `nodes` has a schedule tiled by `key` (a kernel may
-    compute two groups: a conv and the pool fused into it, `lower.pool_fusion`)."""
+    compute two groups: a conv and the pool or depthwise conv fused into it,
+    `lower.row_fusion`)."""
     groups = [tunables for group, tunables in per_group.items() if set(group) <= set(nodes)]
     return any(t.key == key for tunables in groups for t in tunables)
 
