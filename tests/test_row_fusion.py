@@ -102,6 +102,9 @@ def test_parallel_fused_kernels_share_bands_of_output_rows_each_recomputing_its_
     text = convc.compile(graph, threads=1).source("loops")
     kernel = text[text.index("kernel c1__pool") :].split("\nkernel ")[0]
     assert kernel.count("parallel for n_o_o_band in 0..3*N:") == 1
+    assert kernel.splitlines()[0].endswith(
+        "; ring of 3 rows, threads share batch x 3 bands x channel blocks"
+    )
     band = "Mod(n_o_o_band, 3)"
     assert f"for i in Max(0, 16*({band}) - 1)..Min(41, 2*Min(21, 8*({band}) + 8)):" in kernel
     assert f"(idx(floor(i/2 - 1/2)) >= idx(8*({band})))" in kernel

@@ -191,13 +191,15 @@ def _fused(conv: LoweredGroup, pool: LoweredGroup, found: tuple, rows: tuple, na
     rows = _Rows(conv_rows.var, conv_rows.body, pool_rows.var, substitute(pool_rows.body, shared))
     if not _vectors_of(rows, ring.lanes):
         return None
-    nest = _in_rings(conv_outer, rows, window, (ring, names.fresh("ring")))
+    nest, bands = _in_rings(conv_outer, rows, window, (ring, names.fresh("ring")))
     name = kernel_name(f"{conv.kernel.name}__{pool.kernel.name}")
     (conv_nodes, conv_schedule), (pool_nodes, pool_schedule) = (
         kernel_parts(group.kernel.comment) for group in (conv, pool)
     )
     nodes = " + ".join((*conv_nodes, *pool_nodes))
-    comment = f"{nodes} | {conv_schedule}; then by rows: {pool_schedule}"
+    banded = f", threads share batch x {bands} bands x channel blocks" if bands > 1 else ""
+    rings = f"ring of {window.extent} rows{banded}"
+    comment = f"{nodes} | {conv_schedule}; then by rows: {pool_schedule}; {rings}"
     writes = tuple(w for w in conv.writes if w != ring.value)
     return LoweredGroup(
         loops.Kernel(name, loops.Block((*prelude, nest)), comment),
@@ -235,10 +237,11 @@ def _ready(row, window: Window) -> tuple:
     return ready, step
 
 
-def _in_rings(outer: list, rows: _Rows, window: Window, ring: tuple) -> loops.Stmt:
-    """The fused nest (see the module doc): `outer` (the shared loops around the rows), a
-    parallel one split into bands of output rows; each band computes its conv rows into
-    the ring (`ring`: the `Ring` and the local's name) and its output rows from it."""
+def _in_rings(outer: list, rows: _Rows, window: Window, ring: tuple) -> tuple:
+    """(the fused nest, its bands; see the module doc): `outer` (the shared loops around
+    the rows), a parallel one split into bands of output rows; each band computes its
+    conv rows into the ring (`ring`: the `Ring` and the local's name) and its output rows
+    from it."""
     ring, name = ring
     per_band, bands, band = window.pool_rows, 1, sympy.Integer(0)
     substitutions = {}
@@ -276,7 +279,7 @@ def _in_rings(outer: list, rows: _Rows, window: Window, ring: tuple) -> loops.St
     nest = loops.Block(tuple(stmts))
     for loop in reversed(outer):
         nest = replace(loop, body=nest)
-    return nest
+    return nest, bands
 
 
 def _cmp(op: str, left, right) -> loops.Cmp:
