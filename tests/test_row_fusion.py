@@ -11,6 +11,8 @@ import re
 import numpy as np
 import pytest
 from compile_check import assert_compiled_matches, inputs_for
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import convc
 import ir
@@ -177,3 +179,62 @@ def test_a_conv_value_with_a_second_reader_keeps_its_own_kernel():
     names = kernel_names(graph)
     assert any(name.startswith("pool") for name in names), names
     assert_compiled_matches(graph, inputs_for(graph, 2))
+
+
+@st.composite
+def fused_pairs(draw):
+    """A conv (1x1 or 3x3, stride 1 or 2) and a depthwise conv or pool reading it, with
+    windows, strides, dilations, asymmetric padding and sizes drawn at random."""
+    consumer = draw(st.sampled_from(["depthwise", "max_pool", "avg_pool"]))
+    size = draw(st.integers(1, 4))
+    dilation = draw(st.integers(1, 2)) if consumer != "avg_pool" else 1
+    extent = (size - 1) * dilation + 1
+    window = {
+        "kernel_shape": [size, size],
+        "strides": [draw(st.integers(1, 3))] * 2,
+        "dilations": [dilation, dilation],
+        "pads": [draw(st.integers(0, min(2, extent - 1))) for _ in range(4)],
+    }
+    if consumer == "avg_pool":
+        del window["dilations"]
+    return {
+        "consumer": consumer,
+        "window": window,
+        "channels": draw(st.sampled_from([16, 32, 48, 64])),
+        "producer": draw(st.sampled_from([(1, 1), (3, 1), (3, 2)])),
+        "rows": draw(st.integers(max(extent, 4), 40)),
+        "columns": draw(st.integers(15, 30)),
+        "batch": draw(st.integers(1, 3)),
+    }
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(fused_pairs())
+def test_random_fused_pairs_run_in_one_kernel_and_match_the_interpreter(pair):
+    kernel, stride = pair["producer"]
+    channels, window = pair["channels"], pair["window"]
+    rng = np.random.default_rng(pair["rows"])
+
+    def build():
+        g = ir.Graph("fused_pair")
+        g.add_input("x", ("N", 8, pair["rows"], pair["columns"]))
+        g.add_param("w1", rng.standard_normal((channels, 8, kernel, kernel)).astype(np.float32))
+        conv = {"pads": [kernel // 2] * 4, "strides": [stride] * 2}
+        g.add_node("conv", ["x", "w1"], conv, name="c1")
+        g.add_node("relu", ["c1"], name="r1")
+        if pair["consumer"] == "depthwise":
+            shape = (channels, 1, *window["kernel_shape"])
+            g.add_param("w2", rng.standard_normal(shape).astype(np.float32))
+            g.add_node("conv", ["r1", "w2"], {**window, "group": channels}, name="out")
+        else:
+            g.add_node(pair["consumer"], ["r1"], window, name="out")
+        g.set_outputs("out")
+        return g
+
+    try:
+        g = build()
+    except convc.ShapeError:  # a strided conv left fewer rows than the window spans
+        assume(False)
+    assert [k.name for k in convc.compile(g, threads=1).program.kernels] == ["c1__r1__out"]
+    for threads in (1, 2):
+        assert_compiled_matches(g, inputs_for(g, pair["batch"]), threads=threads)
