@@ -235,6 +235,7 @@ def test_random_fused_pairs_run_in_one_kernel_and_match_the_interpreter(pair):
         g = build()
     except convc.ShapeError:  # a strided conv left fewer rows than the window spans
         assume(False)
-    assert [k.name for k in convc.compile(g, threads=1).program.kernels] == ["c1__r1__out"]
+    (fused,) = convc.compile(g, threads=1).program.kernels  # (a relu moves past a max pool)
+    assert kernel_parts(fused.comment)[0] in (("c1", "r1", "out"), ("c1", "out", "r1"))
     for threads in (1, 2):
         assert_compiled_matches(g, inputs_for(g, pair["batch"]), threads=threads)
