@@ -64,8 +64,8 @@ RING_MAX_BYTES = 1 << 17
 
 @dataclass(frozen=True)
 class Window:
-    """The pool's rows: window height, stride, dilation and top padding; the conv's rows
-    and the pool's."""
+    """The reader's (pool or depthwise conv) rows: window height, stride, dilation and top
+    padding; the conv's rows and the reader's."""
 
     size: int
     stride: int
