@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 
 import convc
+from convc import runtime
 from convc.bench import _settle_ms, add_arguments, format_results, run_cases, select_peers
 from convc.bench.cases import LAYERS, Case, layer_cases
+from convc.bench.peak import ACCUMULATORS, LANES, fma_program, measured_peak
 from convc.bench.peers import PEERS
 from convc.bench.runner import max_error
 from convc.bench.timing import time_interleaved
 from convc.cli import main
+from convc.loops.printer import format_program
 from ir import ConvcError, Graph, UnsupportedError
 
 RNG = np.random.default_rng(7)
@@ -119,6 +122,33 @@ def test_table_is_well_formed_markdown():
         assert row.startswith("| tiny mixed | 2 | 1 |")
 
 
+def test_a_given_peak_sets_the_percentages():
+    peers = ["convc", "numpy"]
+    [result] = run_cases([tiny_case()], peers, threads=1, repeat=1, block_s=0.0)
+    seconds = result.peers["convc"].median_s
+    gflops = 2 * result.macs / seconds / 1e9
+    text = format_results([result], peers, peak=gflops / 0.5)
+    assert "(% of " in text and f"{gflops:.3g} (50%)" in text
+
+
+def test_the_peak_kernel_steps_its_fma_chains():
+    # the measured kernel does the work it is credited with: STEPS of acc = acc * y + z
+    program = fma_program()
+    text = format_program(program)
+    assert text.count("fma(") == 1 and f"alloc acc: f32[{ACCUMULATORS}]" in text
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.5, 1.5, (ACCUMULATORS, LANES)).astype(np.float32)
+    y = np.full(LANES, 0.999, np.float32)
+    z = rng.uniform(0, 0.01, LANES).astype(np.float32)
+    out = np.empty_like(x)
+    runtime.load(program, threads=1).run({"x": x, "y": y, "z": z}, {"out": out}, {"steps": 50})
+    expected = x.astype(np.float64)
+    for _ in range(50):
+        expected = expected * y + z
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
+    assert measured_peak() > 0
+
+
 def test_unavailable_peer_gets_a_note_not_a_time(monkeypatch):
     monkeypatch.setitem(PEERS, "torch", dataclasses.replace(PEERS["torch"], module="no_such_lib"))
     [result] = run_cases([tiny_case()], ["numpy", "torch"], threads=1, repeat=1, block_s=0.0)
@@ -189,7 +219,11 @@ def test_cli_bench_runs_a_sample_file(tmp_path, monkeypatch, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "| one_conv | 1 | 1 |" in out and "| one_conv | 3 | 1 |" in out
+    assert f"FP32 FMA peak {measured_peak():.3g} GFLOP/s a core (measured)" in out
     assert (tmp_path / "r.json").read_text().count('"case": "one_conv"') == 2
+    assert main([*argv, "--peak", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "FP32 FMA peak 100 GFLOP/s a core (given)" in out and "(% of 100 per core)" in out
     argv[-1] = str(tmp_path / "missing" / "r.json")
     assert main(argv) == 1
     assert "cannot write --json" in capsys.readouterr().err

@@ -32,6 +32,7 @@ from pathlib import Path
 from ir import ConvcError, InputError, UnsupportedError
 
 from .cases import Case, file_cases, layer_cases, model_cases
+from .peak import measured_peak
 from .peers import PEER_NAMES, PEERS
 from .runner import (
     CaseResult,
@@ -41,7 +42,7 @@ from .runner import (
     thread_environment,
     threads_pinned,
 )
-from .table import PEAK_GFLOPS_PER_CORE, format_results
+from .table import format_results
 from .training import TrainingCase, run_training_case, training_cases
 
 SUITES = ("layers", "models", "training")
@@ -110,8 +111,10 @@ def command(args: argparse.Namespace) -> int:
     """The `convc bench` command: run, print the tables, save JSON when asked."""
     if (args.file is None) == (args.suite is None):
         raise ConvcError("convc bench: give either a model FILE or --suite layers|models")
-    header = f"convc bench: {environment()}\n"
     peers = select_peers(args.peers)
+    peak = args.peak or measured_peak()  # before the peers' thread pools start
+    source = "given" if args.peak else "measured"
+    header = f"convc bench: {environment()}; FP32 FMA peak {peak:.3g} GFLOP/s a core ({source})\n"
     threads = args.threads or DEFAULT_THREADS[args.suite]
     cases = suite_cases(args)
     results = []
@@ -124,7 +127,7 @@ def command(args: argparse.Namespace) -> int:
     order = {(c.name, c.batch): i for i, c in enumerate(cases)}
     results.sort(key=lambda r: (order[(r.case, r.batch)], r.threads))
     print(header)
-    print(format_results(results, peers, args.peak), end="")
+    print(format_results(results, peers, peak), end="")
     if args.json:
         _save_json(args.json, results)
     return 0
@@ -250,8 +253,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--peak",
         type=float,
-        default=PEAK_GFLOPS_PER_CORE,
-        help="one core's FP32 peak in GFLOP/s for the %% column (default: Zen 4's 115)",
+        default=None,
+        help="one core's FP32 peak in GFLOP/s for the %% column (default: measured on this "
+        "core, convc/bench/peak.py)",
     )
 
 

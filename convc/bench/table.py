@@ -8,16 +8,15 @@ did; a ratio `peer/subject` is the peer's median over the subject's median,
 so 2x means the subject took half the peer's time; the ratio of the
 minima follows in parentheses. GFLOP/s is 2*MACs per
 second (MACs from the layer report), shown for cases that multiply tensors,
-with the percentage of the machine's FP32 FMA peak for the thread count.
+with the percentage of one core's FP32 FMA peak (measured: `peak.measured_peak`) times
+the thread count.
 """
 
 from __future__ import annotations
 
+from .peak import measured_peak
 from .peers import PEERS
 from .runner import CaseResult, PeerResult
-
-#: FP32 FMA peak of one core of the reference machine (shared/BENCHMARKS.md: Zen 4).
-PEAK_GFLOPS_PER_CORE = 115.0
 
 
 def _ms(seconds: float | None) -> str:
@@ -114,20 +113,20 @@ def _notes(results, peers) -> list[str]:
     ]
 
 
-def format_results(
-    results: list[CaseResult], peers: list[str], peak: float = PEAK_GFLOPS_PER_CORE
-) -> str:
+def format_results(results: list[CaseResult], peers: list[str], peak: float | None = None) -> str:
     """The three tables (times, speed, checks) and notes on peers that were not timed.
 
-    `peak` is one core's FP32 peak in GFLOP/s; percentages are of `peak * threads`.
+    `peak` is one core's FP32 peak in GFLOP/s (default: this core's, measured);
+    percentages are of `peak * threads`.
     """
+    peak = measured_peak() if peak is None else peak
     subject = subject_of(results, peers)
     lines = ["Median (min) milliseconds per run, interleaved blocks:", ""]
     lines += _times(results, peers)
     if subject is not None:
         title = (
             f"Time ratios to {PEERS[subject].label}, medians (minima); "
-            f"GFLOP/s of the medians (% of {peak:g} per core):"
+            f"GFLOP/s of the medians (% of {peak:.3g} per core):"
         )
         lines += ["", title, ""]
         lines += _speed(results, peers, subject, peak)
