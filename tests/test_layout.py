@@ -377,7 +377,7 @@ def test_narrow_unpadded_1x1_convs_merge_rows_so_register_blocks_span_them(size,
 
 def grouped_graph(channels: int, group: int, size: int = 14) -> ir.Graph:
     """relu -> grouped 3x3 conv -> relu: the conv's input and output are internal values."""
-    g = ir.Graph(f"grouped{channels}_{group}")
+    g = ir.Graph(f"grouped{channels}_{group}_{size}")
     g.add_input("x", ("N", channels, size, size))
     rng = np.random.default_rng(group)
     w = rng.standard_normal((channels, channels // group, 3, 3)) / 12
@@ -391,21 +391,24 @@ def grouped_graph(channels: int, group: int, size: int = 14) -> ir.Graph:
 
 
 @pytest.mark.parametrize(
-    "channels, group, vector, blocked",
+    "channels, group, size, vector, blocked",
     # 64 a group: blocks of 32 lie in one group, so the values around it are blocked too;
     # 48 and 16 a group: 16-channel vectors on NCHW values (a block of 32 would span two
-    # groups); 8 a group: width vectors
+    # groups), on 14-wide rows and on 28-wide ones (where 128 channels would take 32-lane
+    # vectors if ungrouped); 8 a group: width vectors
     [
-        (128, 2, "vector o.i/32", True),
-        (96, 2, "vector o.i/16", False),
-        (64, 4, "vector o.i/16", False),
-        (64, 8, "vector j/16", False),
+        (128, 2, 14, "vector o.i/32", True),
+        (96, 2, 14, "vector o.i/16", False),
+        (64, 4, 14, "vector o.i/16", False),
+        (128, 8, 28, "vector o.i/16", False),
+        (96, 2, 28, "vector o.i/16", False),
+        (64, 8, 14, "vector j/16", False),
     ],
 )
 def test_grouped_convs_take_channel_vectors_when_each_lies_in_one_group(
-    channels, group, vector, blocked
+    channels, group, size, vector, blocked
 ):
-    g = grouped_graph(channels, group)
+    g = grouped_graph(channels, group, size)
     graph, groups, _ = lower_graph(g)
     assert bool(choose_layouts(graph, groups)) == blocked
     text = convc.compile(g, threads=2).source("loops")

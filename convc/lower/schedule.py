@@ -252,10 +252,15 @@ def _channel_vector(te: TensorExpr) -> bool:
 
 def _channel_tile(te: TensorExpr) -> tuple[int, int, int]:
     """(output channels per vector, widest row taken as one block, largest column block of
-    a split row) of a channel-vector conv."""
+    a split row) of a channel-vector conv. A grouped conv whose groups hold 16 or 48
+    output channels takes 16-channel vectors, each in one group: with 32 it fell back to
+    width vectors (3x3 128->128 in 8 groups @28: 56 -> 131 GFLOP/s, against ONNX
+    Runtime's 91 and PyTorch's 66)."""
     channels, width = sympy.sympify(te.shape[1]), sympy.sympify(te.shape[-1])
     narrow = VECTOR_WIDTH, MAX_ROW_BLOCK, MAX_COLUMN_BLOCK
     if not channels.is_number or int(channels) % WIDE_CHANNEL_TILE:  # no half-empty tiles
+        return narrow
+    if not whole_groups(te, WIDE_CHANNEL_TILE):
         return narrow
     window = any(k > 1 for k in te.attrs["kernel_shape"])
     whole_row = width.is_number and WIDE_MAX_COLUMN_BLOCK < int(width) <= MAX_ROW_BLOCK
