@@ -51,8 +51,9 @@ def test_max_pool_nan_and_infinities(attrs, size):
     check(pool_graph("max_pool", attrs, 3, size), special_input(2, 3, size))
 
 
-def test_global_max_pool_nan():
-    check(pool_graph("global_max_pool", {}, 4, 19), special_input(3, 4, 19))
+@pytest.mark.parametrize("size", [7, 14, 19])
+def test_global_max_pool_nan(size):
+    check(pool_graph("global_max_pool", {}, 4, size), special_input(3, 4, size))
 
 
 def test_softmax_row_with_nan_and_no_nan():
@@ -70,13 +71,15 @@ def test_softmax_row_with_nan_and_no_nan():
 
 @pytest.mark.parametrize(
     "op, size, lanes",
-    # rows of a vector or more: a partial maximum a lane; 14-wide rows and sums: scalar
-    # loops (LLVM vectorises the sums itself)
-    [("global_max_pool", 19, True), ("global_max_pool", 14, False), ("global_avg_pool", 19, False)],
+    # a global max over NCHW planes: one partial maximum a lane over the whole plane, read
+    # as one run of H*W elements; sums: scalar loops (LLVM vectorises them itself)
+    [("global_max_pool", 19, True), ("global_max_pool", 14, True), ("global_avg_pool", 19, False)],
 )
 def test_reductions_with_no_output_axis_take_lanes_for_long_max_rows(op, size, lanes):
     g = pool_graph(op, {}, 4, size)
-    assert ("vector b/16" in convc.compile(g, threads=1).source("loops")) == lanes
+    text = convc.compile(g, threads=1).source("loops")
+    assert ("vector b/16" in text) == lanes
+    assert f"for b in 0..{size * size}" in text  # the plane as one run
 
 
 @pytest.mark.parametrize("where", [0, 500, 999])

@@ -38,6 +38,9 @@ from .residue_classes import residue_classes
 from .schedule import channel_schedule, default_schedule, streaming_output, tuning_key
 from .streams import split_streams
 
+#: The smallest plane a global max pool reads as one run of lanes (`_whole_planes`).
+PLANE_LANES_MIN = 64
+
 
 @dataclass(frozen=True)
 class LoweredGroup:
@@ -248,7 +251,8 @@ def _scheduled(
     channel-blocked), the tuning table)."""
     (blocked, stored), tuning = choice
     planned = []
-    partials, te = split_batch(_without_unit_reductions(te))
+    te = _without_unit_reductions(te if blocked else _whole_planes(te))
+    partials, te = split_batch(te)
     for part in [*partials, te] if partials else split_streams(te):
         schedule = (
             grad_schedule(part)
@@ -277,6 +281,26 @@ def _blocked_schedule(te: TensorExpr, blocked: bool, blocked_output: bool):
     if not blocked or te.role == "temp" or not channel_vectorizable(te):
         return None
     return channel_schedule(te, channel_block(te.shape[1]), blocked_output=blocked_output)
+
+
+def _whole_planes(te: TensorExpr) -> TensorExpr:
+    """A global pool over NCHW planes as one reduction over each plane's H*W contiguous
+    elements (rows read on past their end into the next, as `schedule.merge_rows` does).
+    A max then keeps a partial maximum a lane over the whole plane (`reduced_vector`)
+    rather than a scalar one over rows too short for lanes, and LLVM vectorises a sum
+    over the whole plane. Measured (one plane set, kernel plus call, A/B): max of 256
+    14x14 planes 0.076 -> 0.015 ms, 64 56x56 0.069 -> 0.052; mean of 256 14x14 0.012 ->
+    0.007, 64 56x56 0.033 -> 0.015. A max over planes of fewer than PLANE_LANES_MIN
+    elements keeps its rows: 512 7x7 planes as lanes took 0.0126 ms against 0.0101."""
+    if not te.attrs.get("global") or len(te.reduce_indices) != 2:
+        return te
+    (rows, columns), (height, width) = te.reduce_indices, te.reduce_shape
+    plane = sympy.sympify(height) * sympy.sympify(width)
+    if not plane.is_number or (te.reduction == "max" and int(plane) < PLANE_LANES_MIN):
+        return te
+    if any(tuple(a.indices[-2:]) != (rows, columns) for a in te.body.atoms(sympy.Indexed)):
+        return te
+    return replace(te, body=te.body.xreplace({rows: 0}), reduce_shape=(1, plane))
 
 
 def _without_unit_reductions(te: TensorExpr) -> TensorExpr:
