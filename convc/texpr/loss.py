@@ -73,38 +73,28 @@ def softmax_steps(graph, node, x, shape, axis, dtype, out_name, log: bool) -> li
     ]
     centred = access(x, idx) - access(mx, kept_idx)
     if log:
-        shifted = access(x, along) - access(mx, kept_idx)
-        steps.append(
-            _expr(
-                node,
-                total,
-                kept_idx,
-                kept_shape,
-                sympy.exp(shifted),
-                dtype,
-                "temp",
-                reduction="sum",
-                **reduce,
-            )
-        )
-        body = centred - sympy.log(access(total, kept_idx))
+        summed, epilogue = sympy.exp(access(x, along) - access(mx, kept_idx)), None
     else:
         exps = temp_name(graph, node, "exp")
         steps.append(_expr(node, exps, idx, shape, sympy.exp(centred), dtype, "temp"))
-        steps.append(
-            _expr(
-                node,
-                total,
-                kept_idx,
-                kept_shape,
-                access(exps, along),
-                dtype,
-                "temp",
-                reduction="sum",
-                epilogue=1 / ACC,
-                **reduce,
-            )
+        summed, epilogue = access(exps, along), 1 / ACC
+    steps.append(
+        _expr(
+            node,
+            total,
+            kept_idx,
+            kept_shape,
+            summed,
+            dtype,
+            "temp",
+            reduction="sum",
+            epilogue=epilogue,
+            **reduce,
         )
+    )
+    if log:
+        body = centred - sympy.log(access(total, kept_idx))
+    else:
         body = access(exps, idx) * access(total, kept_idx)
     role = "output" if out_name in node.outputs else "temp"
     steps.append(_expr(node, out_name, idx, shape, body, dtype, role))
