@@ -45,7 +45,8 @@ def _expr(node, name, idx, shape, body, dtype, role="output", attrs=None, **kwar
 
 
 def softmax_steps(graph, node, x, shape, axis, dtype, out_name, log: bool) -> list[TensorExpr]:
-    """max, exp-sum and the normalised (or log-normalised) output along `axis`.
+    """The steps along `axis` (see the module doc): max; for softmax the exponentials
+    and their sum's reciprocal, for log_softmax their sum; the (log-)normalised output.
 
     The max only shifts the exponent for range: the result does not depend on it,
     so it is marked stop_gradient (its exact derivative is zero).
