@@ -203,19 +203,28 @@ def plan_group(
     channel-vector schedules. `texprs`: as from `layout.group_texprs`."""
     touches = group.output in layouts or bool(group_reads(group, texprs) & layouts.keys())
     stored = {graph.nodes[group.anchor].outputs[0]} if group.output in layouts else set()
-    return _with_relayouts(graph, texprs[group.anchor], layouts, (touches, stored), tuning)
+    choice = _Choice(touches, frozenset(stored), tuning)
+    return _with_relayouts(graph, texprs[group.anchor], layouts, choice)
 
 
-def _with_relayouts(
-    graph: Graph, exprs, layouts: dict, blocked: tuple, tuning: dict
-) -> tuple[list, dict]:
+@dataclass(frozen=True)
+class _Choice:
+    """What a kernel's schedules depend on besides each expression: whether the kernel
+    reads or writes a channel-blocked value (`blocked`), the expressions it stores
+    channel-blocked (`stored`), and the tuning table."""
+
+    blocked: bool
+    stored: frozenset
+    tuning: dict
+
+
+def _with_relayouts(graph: Graph, exprs, layouts: dict, choice: _Choice) -> tuple[list, dict]:
     """([(expression, schedule)] in kernel order, packed weights): each expression's
     schedule (`grad_schedule` for derived gradients, `channel_schedule` for the computed
     expression of a kernel reading or writing a channel-blocked value, else the default),
     its compile-time packed weights, and the run-time re-layout temporaries it reads
-    (`relayout`) placed before it. `blocked`: (whether the kernel touches a channel-blocked
-    value, the expressions stored channel-blocked). Constants (packed instead) and values
-    already stored channel-blocked (`layouts`) are read in place."""
+    (`relayout`) placed before it. Constants (packed instead) and values already stored
+    channel-blocked (`layouts`) are read in place."""
     shapes = {e.name: e.shape for e in exprs}
     in_place = set(layouts)
     for name, value in graph.values.items():
@@ -228,7 +237,7 @@ def _with_relayouts(
         shapes.update({c.name: c.shape for c in pads})
         planned += [(c, default_schedule(c)) for c in pads]
         for part in parts:
-            planned += _scheduled(graph, part, shapes, in_place, packs, (blocked, tuning))
+            planned += _scheduled(graph, part, shapes, in_place, packs, choice)
     return planned, packs
 
 
@@ -243,23 +252,21 @@ def _padded(te: TensorExpr, shapes: dict) -> tuple[list, list]:
 
 
 def _scheduled(
-    graph: Graph, te: TensorExpr, shapes: dict, in_place: set, packs: dict, choice: tuple
+    graph: Graph, te: TensorExpr, shapes: dict, in_place: set, packs: dict, choice: _Choice
 ) -> list:
     """[(expression, schedule)] for `te` and the run-time copies it reads, those first
-    (copies already made for another residue class are shared); updates `shapes`, `packs`.
-    `choice`: ((whether the kernel touches a channel-blocked value, the expressions stored
-    channel-blocked), the tuning table)."""
-    (blocked, stored), tuning = choice
+    (copies already made for another residue class are shared); updates `shapes`, `packs`."""
     planned = []
-    te = _without_unit_reductions(te if blocked else _whole_planes(te))
+    te = _without_unit_reductions(te if choice.blocked else _whole_planes(te))
     partials, te = split_batch(te)
     for part in [*partials, te] if partials else split_streams(te):
+        stored = part.name in choice.stored
         schedule = (
             grad_schedule(part)
-            or _blocked_schedule(part, blocked, part.name in stored)
-            or default_schedule(part, blocked_output=part.name in stored)
+            or _blocked_schedule(part, choice.blocked, stored)
+            or default_schedule(part, blocked_output=stored)
         )
-        tiles = tuning.get(tuning_key(part))
+        tiles = choice.tuning.get(tuning_key(part))
         schedule = replace(schedule, tiles={**schedule.tiles, **tiles}) if tiles else schedule
         part, packed = pack_weights(graph, part, schedule)
         packs.update(packed)
