@@ -44,16 +44,7 @@ def substitute(node, mapping: dict):
     `mapping` replaced by their expressions everywhere: indices, bounds, `Index` values.
     Local and buffer names are kept. Used to place one nest's body inside another's loops
     (`convc.lower.row_fusion`)."""
-    if isinstance(node, sympy.Basic):
-        return node.xreplace(mapping)
-    if isinstance(node, tuple):
-        return tuple(substitute(item, mapping) for item in node)
-    if dataclasses.is_dataclass(node) and not isinstance(node, type):
-        changes = {
-            f.name: substitute(getattr(node, f.name), mapping) for f in dataclasses.fields(node)
-        }
-        return dataclasses.replace(node, **changes)
-    return node
+    return _rebuilt(node, lambda n: n.xreplace(mapping) if isinstance(n, sympy.Basic) else None)
 
 
 def to_local(node, buffer: str, local: str, index):
@@ -61,17 +52,28 @@ def to_local(node, buffer: str, local: str, index):
     `local` instead and every store to it assigned there; `index` maps a buffer index
     (tuple) to the local's. Used to keep a value that one kernel both writes and reads in
     a few rows of a local array (`convc.lower.row_fusion`)."""
-    if isinstance(node, L.Load) and node.buffer == buffer:
-        return L.Ref(local, index(node.index))
-    if isinstance(node, L.Store) and node.buffer == buffer:
-        return L.Assign(local, index(node.index), to_local(node.value, buffer, local, index))
+
+    def rule(n):
+        if isinstance(n, L.Load) and n.buffer == buffer:
+            return L.Ref(local, index(n.index))
+        if isinstance(n, L.Store) and n.buffer == buffer:
+            return L.Assign(local, index(n.index), _rebuilt(n.value, rule))
+        return None
+
+    return _rebuilt(node, rule)
+
+
+def _rebuilt(node, rule):
+    """`node` (a loop-IR dataclass, a tuple of them, or a leaf) with `rule` applied top
+    down: where `rule` returns something that replaces the node, else the node is rebuilt
+    from its rewritten fields (leaves `rule` does not replace stay)."""
+    done = rule(node)
+    if done is not None:
+        return done
     if isinstance(node, tuple):
-        return tuple(to_local(item, buffer, local, index) for item in node)
-    if isinstance(node, (L.Expr, L.Stmt)):
-        changes = {
-            f.name: to_local(getattr(node, f.name), buffer, local, index)
-            for f in dataclasses.fields(node)
-        }
+        return tuple(_rebuilt(item, rule) for item in node)
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        changes = {f.name: _rebuilt(getattr(node, f.name), rule) for f in dataclasses.fields(node)}
         return dataclasses.replace(node, **changes)
     return node
 
