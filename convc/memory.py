@@ -10,9 +10,9 @@ intermediate, in the liveness plan's slots), ``inputs`` and ``outputs`` (the cal
 arrays at this binding; outputs are allocated per run), ``scratch`` (aligned copies of
 misaligned or strided arrays made so far). ``peak`` is their sum: nothing else scales with
 the model (each thread's stack holds at most a few packed panels and a ring of conv rows,
-`lower.row_fusion.RING_MAX_BYTES`, whatever the batch). ``largest_live_set`` is the most intermediate bytes live during any one kernel
-call, the least any arena could hold; the plan's arena is at least that (a slot is sized
-for its largest tenant, so it can be more).
+`lower.row_fusion.RING_MAX_BYTES`, whatever the batch). ``largest_live_set`` is the most
+intermediate bytes live during any one kernel call, the least any arena could hold; the
+plan's arena is at least that (a slot is sized for its largest tenant, so it can be more).
 """
 
 from __future__ import annotations

@@ -191,7 +191,7 @@ def _fused(conv: LoweredGroup, pool: LoweredGroup, found: tuple, rows: tuple, na
     rows = _Rows(conv_rows.var, conv_rows.body, pool_rows.var, substitute(pool_rows.body, shared))
     if not _vectors_of(rows, ring.lanes):
         return None
-    nest, bands = _in_rings(conv_outer, rows, window, (ring, names.fresh("ring")))
+    nest, bands = _in_rings(conv_outer, rows, window, ring, names.fresh("ring"))
     name = kernel_name(f"{conv.kernel.name}__{pool.kernel.name}")
     (conv_nodes, conv_schedule), (pool_nodes, pool_schedule) = (
         kernel_parts(group.kernel.comment) for group in (conv, pool)
@@ -237,12 +237,10 @@ def _ready(row, window: Window) -> tuple:
     return ready, step
 
 
-def _in_rings(outer: list, rows: _Rows, window: Window, ring: tuple) -> tuple:
+def _in_rings(outer: list, rows: _Rows, window: Window, ring: Ring, name: str) -> tuple:
     """(the fused nest, its bands; see the module doc): `outer` (the shared loops around
     the rows), a parallel one split into bands of output rows; each band computes its
-    conv rows into the ring (`ring`: the `Ring` and the local's name) and its output rows
-    from it."""
-    ring, name = ring
+    conv rows into the ring (the local array `name`) and its output rows from it."""
     per_band, bands, band = window.pool_rows, 1, sympy.Integer(0)
     substitutions = {}
     if len(outer) == 1 and outer[0].kind == "parallel":  # n x bands x channel blocks
