@@ -208,35 +208,35 @@ def _vector_axis(te: TensorExpr) -> str | None:
 
 def _across_rows(te: TensorExpr) -> bool:
     """Whether a reduction runs along its operands' contiguous last axis, for a vector or
-    more, while its innermost output index is no such axis: a vector of outputs would
-    gather one element from each of its lanes' rows every step. A softmax over 64 rows of
-    1000 (its row maximum and row sum) 0.053 -> 0.044 ms along the rows, 8 rows 0.0072 ->
-    0.0052; rows of 10 keep the vector across rows (0.0006 against 0.0007)."""
-    if not te.reduce_indices or not te.indices:
+    more (`_contiguous_reduction`), with that axis alone in their last index: a vector of
+    outputs would gather one element from each of its lanes' rows every step. A softmax
+    over 64 rows of 1000 (its row maximum and row sum) 0.053 -> 0.044 ms along the rows,
+    8 rows 0.0072 -> 0.0052; rows of 10 keep the vector across rows (0.0006 against
+    0.0007)."""
+    r = _contiguous_reduction(te)
+    if r is None or not te.indices:
         return False
-    r, o = te.reduce_indices[-1], te.indices[-1]
-    extent = sympy.sympify(te.reduce_shape[-1])
-    if not (extent.is_number and int(extent) >= VECTOR_WIDTH):
-        return False
-    reduced = [a for a in te.body.atoms(sympy.Indexed) if r in a.free_symbols]
-    return bool(reduced) and all(
-        a.indices[-1].free_symbols == {r}
-        and o not in a.indices[-1].free_symbols
-        and sympy.diff(a.indices[-1], r) == 1
-        for a in reduced
-    )
+    reduced = [a.indices[-1] for a in te.body.atoms(sympy.Indexed) if r in a.free_symbols]
+    return bool(reduced) and all(last.free_symbols == {r} for last in reduced)
 
 
 def reduced_vector(te: TensorExpr) -> str | None:
-    """The innermost reduction axis of a max when it spans at least a vector and every
-    operand reads it as its own last index (contiguous lanes): the nest then keeps one
-    partial maximum a lane (`nest`). LLVM vectorises a scalar sum (its fast-math flags
-    allow reassociation) but not the NaN-propagating compare and select of a scalar max:
-    a global max pool of 64 112x112 planes took 1.42 ms that way, 0.187 as lanes, and a
-    softmax's row maximum over 1M values 2.9 -> 1.4 ms for the softmax. Over shorter rows
-    (14x14 planes) the reduction of each row's lanes costs as much as it saves, and sums
-    done this way measured slower than LLVM's (512 14x14 planes 0.013 -> 0.036 ms)."""
-    if te.reduction != "max" or not te.reduce_indices:
+    """The innermost reduction axis of a max when it runs along the operands' contiguous
+    lanes (`_contiguous_reduction`): the nest then keeps one partial maximum a lane
+    (`nest`). LLVM vectorises a scalar sum (its fast-math flags allow reassociation) but
+    not the NaN-propagating compare and select of a scalar max: a global max pool of 64
+    112x112 planes took 1.42 ms that way, 0.187 as lanes, and a softmax's row maximum
+    over 1M values 2.9 -> 1.4 ms for the softmax. Over shorter rows (14x14 planes) the
+    reduction of each row's lanes costs as much as it saves, and sums done this way
+    measured slower than LLVM's (512 14x14 planes 0.013 -> 0.036 ms)."""
+    r = _contiguous_reduction(te) if te.reduction == "max" else None
+    return None if r is None else str(r)
+
+
+def _contiguous_reduction(te: TensorExpr):
+    """The innermost reduction index when it spans at least a vector and every operand
+    reads it only in its own last index, with unit stride (contiguous lanes); else None."""
+    if not te.reduce_indices:
         return None
     r, extent = te.reduce_indices[-1], sympy.sympify(te.reduce_shape[-1])
     if not (extent.is_number and int(extent) >= VECTOR_WIDTH):
@@ -247,7 +247,7 @@ def reduced_vector(te: TensorExpr) -> str | None:
             return None
         if r in inner.free_symbols and sympy.diff(inner, r) != 1:
             return None
-    return str(r)
+    return r
 
 
 def _channel_vector(te: TensorExpr) -> bool:
