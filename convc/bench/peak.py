@@ -35,31 +35,17 @@ def fma_program() -> L.Program:
     update = L.Assign(
         "acc", (chain,), L.Fma(L.Ref("acc", (chain,)), L.Load("y", (lane,)), L.Load("z", (lane,)))
     )
-    lanes = L.For(
-        lane,
-        0,
-        LANES,
-        [
-            L.Alloc("acc", "float32", (ACCUMULATORS,)),
-            L.For(
-                chain,
-                0,
-                ACCUMULATORS,
-                [L.Assign("acc", (chain,), L.Load("x", (chain, lane)))],
-                "unrolled",
-            ),
-            L.For(step, 0, steps, [L.For(chain, 0, ACCUMULATORS, [update], "unrolled")]),
-            L.For(
-                chain,
-                0,
-                ACCUMULATORS,
-                [L.Store("out", (chain, lane), L.Ref("acc", (chain,)))],
-                "unrolled",
-            ),
-        ],
-        "vectorized",
-        LANES,
-    )
+
+    def each_chain(stmt):
+        return L.For(chain, 0, ACCUMULATORS, [stmt], "unrolled")
+
+    body = [
+        L.Alloc("acc", "float32", (ACCUMULATORS,)),
+        each_chain(L.Assign("acc", (chain,), L.Load("x", (chain, lane)))),
+        L.For(step, 0, steps, [each_chain(update)]),
+        each_chain(L.Store("out", (chain, lane), L.Ref("acc", (chain,)))),
+    ]
+    lanes = L.For(lane, 0, LANES, body, "vectorized", LANES)
     shape = (ACCUMULATORS, LANES)
     buffers = [
         L.Buffer("x", "float32", shape, "input"),
