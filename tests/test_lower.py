@@ -5,6 +5,9 @@ the liveness-planned arena."""
 
 from __future__ import annotations
 
+import itertools
+import re
+
 import numpy as np
 import sympy
 
@@ -295,3 +298,45 @@ def test_convs_with_weights_past_the_caches_prefetch_the_next_channel_block():
     # L2 while the rows reuse them
     assert "prefetch w.oc32[" in loops.format_kernel(kernels(deep_conv(128, 128, 3, 31))[0])
     assert "prefetch" not in loops.format_kernel(kernels(deep_conv(128, 128, 3, 32))[0])
+
+
+def test_passes_over_chunks_prefetch_the_next_chunk_once_between_their_rows():
+    # 512 -> 512 @7 runs its reduction in chunks of 32 channels outside the rows (a pass:
+    # one chunk over all 7 rows). Each step around the innermost tap issues one hint, and
+    # the rows of a pass, less the taps their padding skips, hint every line of the next
+    # pass's weights: the next chunk of the block, or the next block's first chunk
+    g = deep_conv(512, 512, 3, 7)
+    (kernel,) = kernels(g)
+    hints = [s for s, _ in walk(kernel.body) if isinstance(s, loops.Prefetch)]
+    assert len(hints) == 1
+    text = loops.format_kernel(kernel)
+    around_b = r"for a in 0..3:\n( +if [^\n]*\n)? +prefetch w.oc32\[[^\n]*\n +for b in 0..3:"
+    assert re.search(around_b, text)
+    (hint,) = hints
+    shape = (16, 512, 3, 3, 32)
+    symbols = {str(v): v for e in hint.index for v in e.free_symbols}
+
+    def hinted(block, chunk):
+        lines = set()
+        for i, c_i, a in itertools.product(range(7), range(32), range(3)):
+            if not 0 <= i + a - 1 < 7:  # a padding row: the step is skipped
+                continue
+            values = {"n_o_o": block, "c_o": chunk, "i": i, "c_i": c_i, "a": a}
+            index = [
+                int(e.subs({symbols[k]: v for k, v in values.items() if k in symbols}))
+                for e in hint.index
+            ]
+            assert all(0 <= k < n for k, n in zip(index, shape))
+            lines.add(int(np.ravel_multi_index(index, shape)) // 16)
+        return lines
+
+    def chunk_lines(block, chunk):
+        start = np.ravel_multi_index((block, 32 * chunk, 0, 0, 0), shape) // 16
+        return set(range(start, start + 32 * 9 * 32 // 16))
+
+    assert hinted(3, 4) == chunk_lines(3, 5)
+    assert hinted(3, 15) == chunk_lines(4, 0)
+    assert hinted(15, 15) <= chunk_lines(15, 0)  # the last pass: in bounds
+    x = RNG.standard_normal((1, 512, 7, 7)).astype(np.float32)
+    got = convc.compile(g, threads=2).run({"x": x})["conv"]
+    np.testing.assert_allclose(got, convc.interpret(g, {"x": x})["conv"], rtol=1e-4, atol=1e-4)

@@ -43,8 +43,8 @@ from .regions import conjuncts, interior
 from .schedule import FEW_ROW_BLOCKS, MAX_ROW_COPIES, at_batch_one, merge_rows, whole_groups
 
 UPDATE = {"sum": "add", "max": "max"}
-#: Weights from which a channel-vector conv prefetches its next channel block's
-#: (`_next_block_weights`), and the float32 values in a cache line.
+#: Weights from which a channel-vector conv prefetches those it reads next
+#: (`_streamed_weights`), and the float32 values in a cache line.
 PREFETCH_MIN_TOTAL, LINE_FLOATS = 1 << 17, 16
 #: ... unless each weight serves this many outputs (at batch 1) or more: a block's weights
 #: then stay in L2 while hundreds of rows reuse them, and the hints only take load slots
@@ -79,6 +79,7 @@ class Nest:
     block: tuple | None = None  # (axis symbol, size, outer var, inner var)
     width: int = 16  # lanes of the width vector (schedule.vector_width)
     prefetch: tuple = ()  # loops.Prefetch hints issued at each step of the innermost reduction
+    spread: tuple = ()  # hints issued around the innermost tap loop (`_next_pass_lines`)
     chunk: tuple | None = None  # (reduce symbol, size, outer var, inner var): see _chunked
     lanes: tuple | None = None  # (the same) input channels as blocks x lanes: _input_lanes
     partials: str | None = None  # where a chunked reduction's partial sums wait, if not store
@@ -359,8 +360,9 @@ def _reduce_loops(nest: Nest, atoms, acc: str) -> loops.Stmt:
         stmt = loops.Block((*nest.prefetch, stmt))
     inner = _lanes_inside(nest, atoms)  # channel lanes inside the outer taps
     for level in range(len(te.reduce_indices) - 1, -1, -1):
-        if inner and level == len(te.reduce_indices) - 2:
-            stmt = loops.For(inner[0], 0, inner[1], stmt)
+        if level == len(te.reduce_indices) - 2:  # the loop around the innermost tap's
+            stmt = loops.Block((*nest.spread, stmt)) if nest.spread else stmt
+            stmt = loops.For(inner[0], 0, inner[1], stmt) if inner else stmt
         stmt = _guard(stmt, [a for a in atoms if depth[a] == level], scope)
         var, extent = loops.loop_var(str(te.reduce_indices[level])), te.reduce_shape[level]
         if nest.chunk and nest.chunk[0] == te.reduce_indices[level]:
@@ -501,8 +503,11 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
     rewrites = {**_tile_rewrites(tile), **_tile_rewrites(nest.chunk or nest.lanes)}
     nest.scope = replace(nest.scope, subs={**nest.scope.subs, **subs}, rewrites=rewrites)
     # converted once: weight indices do not involve the columns that row blocks place
-    hints = _next_block_weights(te, o, width)
-    nest.prefetch = tuple(loops.Prefetch(n, tuple(map(nest.scope.index, i))) for n, i in hints)
+    weights = _streamed_weights(te, o, width)
+    if weights is not None and nest.chunk and _chunks_outside_rows(te, schedule):
+        nest.spread = _hints(nest, _next_pass_lines(te, weights, width, nest.chunk[1]))
+    if weights is not None and not nest.spread:
+        nest.prefetch = _hints(nest, _next_block_lines(te, weights, width))
     extent = te.shape[te.indices.index(j)]
     reduce_ranges = dict(zip(te.reduce_indices, te.reduce_shape))
     split = interior(atoms, j, extent, reduce_ranges, te.indices)
@@ -621,40 +626,89 @@ def _row_block(nest: Nest, tile, j, start: int, size: int, atoms) -> loops.Stmt:
     return _vector_channels(row, tile, atoms)
 
 
-def _next_block_weights(te: TensorExpr, o, width: int) -> tuple:
-    """(tensor, index) of the lines of the next channel block's weights that match the
-    current reduction step, for weights of at least PREFETCH_MIN_TOTAL bytes (read
-    blocked, `[o // T, .., o % T]`): each pass over a block then pulls the next block's
-    weights toward the core while it computes. A model's run streams all its weights
-    (ResNet-18: 44 MB), so a layer finds its own in the shared L3 or memory, and without
-    the prefetch every block waits for them at its start (a 512-channel 3x3 conv: 2.2
-    ms, against 1.65 with its weights in cache and 1.95-2.05 with the prefetch; 256->512
-    s2: 1.21 -> 1.01 ms, A/B in one process). From 128 KB rather than 1 MB: MobileNetV2's
-    1x1 convs of 0.3-1.2 MB wait the same way (160->960 @7: 0.154 -> 0.122 ms; the model
-    6.3-6.5 -> 6.1-6.2 ms on one thread, 3.60 -> 3.51 on two; ResNet-18 unchanged); below
-    32 KB measured no different. Not for a dense layer of one known row (a GEMV): it reads
-    its weights once, in one sequential stream that the hardware prefetcher follows, and a
-    second stream only competes with it (4096->1000 at batch 1: 0.600 ms without, 0.614-
-    0.620 with, A/B; at batch 8 the hint pays: 0.65-0.74 -> 0.62-0.65 ms)."""
+def _streamed_weights(te: TensorExpr, o, width: int) -> sympy.Indexed | None:
+    """The weights (read blocked, `[o // T, c, taps.., o % T]`) whose lines a kernel
+    prefetches ahead of use, for weights of at least PREFETCH_MIN_TOTAL bytes: a model's
+    run streams all its weights (ResNet-18: 44 MB), so a layer finds its own in the shared
+    L3 or memory, and without the hints every block of them waits at its start (a
+    512-channel 3x3 conv: 2.2 ms, against 1.65 with its weights in cache and 1.95-2.05
+    with hints; 256->512 s2: 1.21 -> 1.01 ms, A/B in one process). From 128 KB rather than
+    1 MB: MobileNetV2's 1x1 convs of 0.3-1.2 MB wait the same way (160->960 @7: 0.154 ->
+    0.122 ms; the model 6.3-6.5 -> 6.1-6.2 ms on one thread, 3.60 -> 3.51 on two;
+    ResNet-18 unchanged); below 32 KB measured no different. Not for a dense layer of one
+    known row (a GEMV): it reads its weights once, in one sequential stream that the
+    hardware prefetcher follows, and a second stream only competes with it (4096->1000 at
+    batch 1: 0.600 ms without, 0.614-0.620 with, A/B; at batch 8 the hint pays: 0.65-0.74
+    -> 0.62-0.65 ms)."""
     gemv = te.attrs.get("family") == "dense" and sympy.sympify(te.shape[0]) == 1
     if te.reduction != "sum" or gemv:
-        return ()
+        return None
     total = sympy.Mul(te.shape[1], *te.reduce_shape) * 4
     if not total.is_number or int(total) < PREFETCH_MIN_TOTAL:
-        return ()
+        return None
     if at_batch_one(sympy.Mul(*te.shape) / te.shape[1]) >= PREFETCH_MAX_USES:  # per weight
-        return ()
+        return None
     block, lane = sympy.floor(o / width), sympy.Mod(o, width)
-    blocks = sympy.ceiling(sympy.sympify(te.shape[1]) / width)
     others = set(te.indices) - {o}
     for a in sorted(te.body.atoms(sympy.Indexed), key=sympy.srepr):
-        index = a.indices
-        if index[0] != block or index[-1] != lane or others & a.free_symbols:
-            continue
-        following = sympy.Min(block + 1, blocks - 1)
-        lines = range(0, width, LINE_FLOATS)
-        return tuple((str(a.base), (following, *index[1:-1], k)) for k in lines)
-    return ()
+        if a.indices[0] == block and a.indices[-1] == lane and not others & a.free_symbols:
+            return a
+    return None
+
+
+def _hints(nest: Nest, lines) -> tuple:
+    return tuple(loops.Prefetch(name, tuple(map(nest.scope.index, i))) for name, i in lines)
+
+
+def _next_block_lines(te: TensorExpr, weights, width: int) -> tuple:
+    """(tensor, index) of the lines of the next channel block's weights that match the
+    current reduction step, issued at every step: each pass over a block pulls the next
+    block's weights toward the core while it computes."""
+    block = weights.indices[0]
+    following = sympy.Min(block + 1, sympy.ceiling(sympy.sympify(te.shape[1]) / width) - 1)
+    lines = range(0, width, LINE_FLOATS)
+    return tuple((str(weights.base), (following, *weights.indices[1:-1], k)) for k in lines)
+
+
+def _chunks_outside_rows(te: TensorExpr, schedule) -> bool:
+    """Whether a chunked reduction's chunk loop runs outside the rows (`reduce_chunks`)."""
+    order = list(schedule.order)
+    chunk = f"{te.reduce_indices[0]}.o"
+    return chunk in order and order.index(chunk) < order.index(str(te.indices[2]))
+
+
+def _next_pass_lines(te: TensorExpr, weights, width: int, size: int) -> tuple:
+    """(tensor, index) of the lines of the next pass's weights to prefetch at each step of
+    the loop around the innermost tap (`_reduce_loops`), for a reduction whose chunk loop
+    runs outside the rows: a pass is one chunk of `size` input channels over all rows, and
+    the next pass reads the next chunk (of the next channel block after the last chunk),
+    the weights that follow in memory. Each row takes its own lines of each step's taps
+    (row r: line r mod L of the L lines the innermost tap and the lanes span), so the rows
+    of a pass fetch the next chunk once between them, evenly, a line every few steps.
+    The hints they replace fetched the next block's lines at every step of every row (a
+    pass's first row asked for its whole chunk, 37 KB, in under a microsecond, and the
+    other rows again): 3x3 512 @7 with its weights evicted to memory 1.527 -> 1.144 ms,
+    from L3 1.285 -> 1.088 (faster than without hints, 1.21); ResNet-18 22.20 -> 20.68 ms
+    at batch 1 (its layer4 convs 1.63-1.78 -> 1.20-1.39), 11.48 -> 10.64 on two threads,
+    167.2 -> 158.4 at batch 8; VGG-11 111.7 -> 109.5; MobileNetV2, AlexNet and Inception
+    unchanged (A/B in one process). Only where each reduction index is a plain index of
+    the weights (`[o // T, c, a, b, o % T]`) and the rows are known; else ()."""
+    c, *taps = te.reduce_indices
+    rows = sympy.sympify(te.shape[2])
+    if not taps or tuple(weights.indices[1:-1]) != (c, *taps) or not rows.is_number:
+        return ()
+    depth, halves = sympy.sympify(te.reduce_shape[0]), width // LINE_FLOATS
+    lines = int(te.reduce_shape[-1]) * halves  # those of the innermost tap's lanes
+    per_step = -(-lines // int(rows))
+    block, blocks = weights.indices[0], sympy.ceiling(sympy.sympify(te.shape[1]) / width)
+    after = sympy.Min(block + sympy.floor((c + size) / depth), blocks - 1)
+    outer = weights.indices[2:-2]  # the taps outside the innermost, as they are
+    hints = []
+    for k in range(per_step):
+        pick = sympy.Mod(per_step * te.indices[2] + k, lines)
+        line = (sympy.floor(pick / halves), LINE_FLOATS * sympy.Mod(pick, halves))
+        hints.append((str(weights.base), (after, sympy.Mod(c + size, depth), *outer, *line)))
+    return tuple(hints)
 
 
 def _mixed(atoms, j, out_vars) -> bool:
