@@ -9,6 +9,7 @@ import itertools
 import re
 
 import numpy as np
+import pytest
 import sympy
 
 import convc
@@ -298,7 +299,43 @@ def test_convs_with_weights_past_the_caches_prefetch_the_next_channel_block():
     # a 31x31 map (961 outputs a weight) prefetches; from 32x32 (1024) the weights stay in
     # L2 while the rows reuse them
     assert "prefetch w.oc32[" in loops.format_kernel(kernels(deep_conv(128, 128, 3, 31))[0])
-    assert "prefetch" not in loops.format_kernel(kernels(deep_conv(128, 128, 3, 32))[0])
+    assert "prefetch w" not in loops.format_kernel(kernels(deep_conv(128, 128, 3, 32))[0])
+
+
+@pytest.mark.parametrize("stride, pads", [(1, 1), (2, 1), (1, 0)])
+def test_convs_reading_many_nchw_planes_hint_each_planes_next_row(stride, pads):
+    # a 64-channel NCHW input of 2 MB an image: around the innermost tap, a hint for the
+    # line the tap reads for the next output row, clamped to the rows the conv reads
+    size = 90
+    g = ir.Graph("planes")
+    g.add_input("x", ("N", 64, size, size))
+    g.add_param("w", randn(32, 64, 3, 3) * 0.05)
+    g.add_node("conv", ["x", "w"], {"pads": [pads] * 4, "strides": [stride] * 2}, name="conv")
+    g.set_outputs("conv")
+    (kernel,) = kernels(g)
+    hints = [s for s, _ in walk(kernel.body) if isinstance(s, loops.Prefetch)]
+    assert hints and all(h.buffer == "x" for h in hints)
+    assert re.search(r"prefetch x\[[^\n]*\n +for b in 0..3:", loops.format_kernel(kernel))
+    rows = (size + 2 * pads - 3) // stride + 1
+    for row in {h.index[2] for h in hints}:
+        names = {str(v): v for v in row.free_symbols}
+        assert set(names) <= {"n_i_o_o", "a"}
+        read = {
+            int(row.subs({names[k]: v for k, v in point.items() if k in names}))
+            for point in ({"n_i_o_o": n, "a": a} for n in range(2 * rows) for a in range(3))
+        }
+        assert min(read) >= 0 and max(read) == size - 1
+    x = RNG.standard_normal((2, 64, size, size)).astype(np.float32)
+    got = convc.compile(g, threads=2).run({"x": x})["conv"]
+    np.testing.assert_allclose(got, convc.interpret(g, {"x": x})["conv"], rtol=1e-4, atol=1e-4)
+    # 3 planes (a stem), or 64 planes of 13x13, get none
+    assert "prefetch" not in loops.format_kernel(kernels(conv_graph(channels=32, size=8))[0])
+    small = ir.Graph("small")
+    small.add_input("x", ("N", 64, 13, 13))
+    small.add_param("w", randn(32, 64, 3, 3) * 0.05)
+    small.add_node("conv", ["x", "w"], {"pads": [1] * 4}, name="conv")
+    small.set_outputs("conv")
+    assert "prefetch" not in loops.format_kernel(kernels(small)[0])
 
 
 def test_passes_over_chunks_prefetch_the_next_chunk_once_between_their_rows():

@@ -60,6 +60,13 @@ PREFETCH_MAX_USES = 1024
 #: taps (LeNet-5's 5x5 conv) measured slower unrolled (2.2 -> 3.7 us), seven (the stem)
 #: no different.
 UNROLLED_TAPS = 3
+#: NCHW inputs of at least this many channels, and bytes an image, get a hint for each
+#: plane's next row (`_planes_read`): 3x3 64 @56 (800 KB an image) reading an NCHW input
+#: at batch 8 10.68 -> 10.38 ms, at batch 1 (input in L2) unchanged (A/B in one process).
+#: Smaller images measured no faster or slower with them (at batch 8: 128 @28 10.46 ->
+#: 10.50 ms, 256 @14 9.56 -> 9.78, 512 @7 8.79 -> 9.01). A hint for the output's next row
+#: (written NCHW too) gained nothing more and cost 2% at batch 1. Not the stem (3 planes).
+HINTED_PLANES_MIN, HINTED_INPUT_MIN_BYTES = 32, 1 << 19
 
 
 @dataclass
@@ -88,6 +95,7 @@ class Nest:
     width: int = 16  # lanes of the width vector (schedule.vector_width)
     prefetch: tuple = ()  # loops.Prefetch hints issued at each step of the innermost reduction
     spread: tuple = ()  # hints issued around the innermost tap loop (`_next_pass_lines`)
+    planes: sympy.Indexed | None = None  # an NCHW input whose next rows to hint: _planes_read
     chunk: tuple | None = None  # (reduce symbol, size, outer var, inner var): see _chunked
     lanes: tuple | None = None  # (the same) input channels as blocks x lanes: _input_lanes
     partials: str | None = None  # where a chunked reduction's partial sums wait, if not store
@@ -370,6 +378,7 @@ def _reduce_loops(nest: Nest, atoms, acc: str) -> loops.Stmt:
     for level in range(len(te.reduce_indices) - 1, -1, -1):
         if level == len(te.reduce_indices) - 2:  # the loop around the innermost tap's
             stmt = loops.Block((*nest.spread, stmt)) if nest.spread else stmt
+            stmt = loops.Block((_next_row_hint(nest), stmt)) if nest.planes else stmt
             stmt = loops.For(inner[0], 0, inner[1], stmt) if inner else stmt
         stmt = _guard(stmt, [a for a in atoms if depth[a] == level], scope)
         var, extent = loops.loop_var(str(te.reduce_indices[level])), te.reduce_shape[level]
@@ -519,6 +528,7 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
         nest.spread = _hints(nest, _next_pass_lines(te, weights, width, nest.chunk[1]))
     if weights is not None and not nest.spread:
         nest.prefetch = _hints(nest, _next_block_lines(te, weights, width))
+    nest.planes = _planes_read(te, nest.scope)
     extent = te.shape[te.indices.index(j)]
     reduce_ranges = dict(zip(te.reduce_indices, te.reduce_shape))
     split = interior(atoms, j, extent, reduce_ranges, te.indices)
@@ -720,6 +730,54 @@ def _next_pass_lines(te: TensorExpr, weights, width: int, size: int) -> tuple:
         line = (sympy.floor(pick / halves), LINE_FLOATS * sympy.Mod(pick, halves))
         hints.append((str(weights.base), (after, sympy.Mod(c + size, depth), *outer, *line)))
     return tuple(hints)
+
+
+def _planes_read(te: TensorExpr, scope: Scope) -> sympy.Indexed | None:
+    """The input of a 2-D conv read as NCHW planes (not channel-blocked) when it has at
+    least HINTED_PLANES_MIN channels, else None. Each step reads a row of another plane,
+    more streams than the hardware prefetchers follow, so every row of every plane
+    arrives as a demand miss once the input is past L2 (batch 8): the kernel hints the
+    row its next output row will read (`_next_row_hint`)."""
+    if te.op != "conv" or len(te.indices) != 4 or len(te.reduce_indices) != 3:
+        return None
+    c, depth = te.reduce_indices[0], sympy.sympify(te.reduce_shape[0])
+    if not depth.is_number or int(depth) < HINTED_PLANES_MIN:
+        return None
+    for x in sorted(te.body.atoms(sympy.Indexed), key=sympy.srepr):
+        rows = x.indices[2].free_symbols if len(x.indices) == 4 else set()
+        if str(x.base) not in scope.layouts and x.indices[1] == c and te.indices[2] in rows:
+            plane = _read_rows(te, x) * _read_rows(te, x, column=True)
+            return x if plane * int(depth) * 4 >= HINTED_INPUT_MIN_BYTES else None
+    return None
+
+
+def _read_rows(te: TensorExpr, x, column: bool = False) -> int:
+    """How many rows (or columns) of input `x` the conv reads: the last one read, plus one."""
+    (axis, tap), index = (te.indices[3], te.reduce_indices[2]), x.indices[3]
+    if not column:
+        (axis, tap), index = (te.indices[2], te.reduce_indices[1]), x.indices[2]
+    extent, taps = te.shape[te.indices.index(axis)], te.reduce_shape[te.reduce_indices.index(tap)]
+    return int(index.xreplace({axis: extent - 1, tap: taps - 1})) + 1
+
+
+def _next_row_hint(nest: Nest) -> loops.Prefetch:
+    """A hint for the line of the NCHW input (`nest.planes`) that the step's tap reads for
+    the next output row, at the register block's first column: issued around the
+    innermost tap, it runs a row ahead of the reads. The row is clamped to those the conv
+    reads (padding rows excluded), so the hint stays in bounds."""
+    te, x = nest.te, nest.planes
+    i, (_, a, b) = te.indices[2], te.reduce_indices
+    row, column = x.indices[2], x.indices[3]
+    last = row.xreplace({i: te.shape[2] - 1, a: te.reduce_shape[1] - 1})
+    for atom in conjuncts(te.condition):
+        if isinstance(atom, sympy.StrictLessThan) and atom.lhs == row:
+            last = sympy.Min(last, atom.rhs - 1)
+    below = sympy.Min(sympy.Max(row.xreplace({i: i + 1}), 0), last)
+    first = sympy.Max(column.xreplace({b: 0}), 0)
+    index = [nest.scope.index(e) for e in (x.indices[0], x.indices[1], below, first)]
+    if nest.block is not None:  # the block's first column
+        index = [sympy.sympify(e).xreplace({nest.block[3]: 0}) for e in index]
+    return loops.Prefetch(str(x.base), tuple(index))
 
 
 def _mixed(atoms, j, out_vars) -> bool:
