@@ -178,6 +178,18 @@ IN_BOUNDS = textwrap.dedent(
     program = convc.compile(g).program
     assert "alloc ring: f32[3, 16] x32 lanes" in format_program(program)
     check(program, {"x": x}, {"y": (1, 32, 5, 8)}, {}, convc.interpret(g, {"x": x}))
+
+    # 11. an elementwise kernel over whole NCHW planes: rows of 9 run as one row of 45 per
+    # plane (vectors of 16, 16 and 13 masked lanes), the last plane ending at the guard page
+    # (16 planes: 2880 bytes, a multiple of 64, so the arrays are used in place)
+    g = ir.Graph("planes")
+    g.add_input("x", (1, 16, 5, 9))
+    g.add_node("sigmoid", ["x"], name="y")
+    g.set_outputs("y")
+    x = rng.standard_normal((1, 16, 5, 9)).astype(np.float32)
+    program = convc.compile(g).program
+    assert "merge-rows 5" in format_program(program)
+    check(program, {"x": x}, {"y": (1, 16, 5, 9)}, {}, convc.interpret(g, {"x": x}))
     print("ok")
     """
 )

@@ -275,6 +275,33 @@ def test_elementwise_chains_with_broadcasting(activations, shape, binary, drop):
     assert_compiled_matches(g, layer_inputs(g, shape[0]))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_elementwise_kernels_over_whole_nchw_planes(threads):
+    # every value read element for element at the output's index: each plane runs as one
+    # row of H*W (only its end masked); a broadcast operand keeps the rows
+    rng = np.random.default_rng(5)
+    g = ir.Graph(f"planes{threads}")
+    g.add_input("x", ("N", 3, 5, 7))
+    g.add_input("y", ("N", 3, 5, 7))
+    g.add_node("sigmoid", ["x"], name="s")
+    g.add_node("mul", ["s", "y"], name="m")
+    g.add_node("tanh", ["m"], name="t")
+    g.set_outputs("t")
+    text = convc.compile(g, threads=threads).source("loops")
+    assert "merge-rows 5" in text and "for j in 0..35:" in text
+    feeds = {n: rand(rng, 2, 3, 5, 7) for n in ("x", "y")}
+    got = convc.compile(g, threads=threads).run(feeds)["t"]
+    np.testing.assert_allclose(got, convc.interpret(g, feeds)["t"], rtol=1e-5, atol=1e-6)
+    broadcast = ir.Graph(f"rows{threads}")
+    broadcast.add_input("x", ("N", 3, 5, 7))
+    broadcast.add_param("bias", rand(rng, 3, 1, 1))
+    broadcast.add_node("add", ["x", "bias"], name="a")
+    broadcast.add_node("sigmoid", ["a"], name="s")
+    broadcast.set_outputs("s")
+    assert "merge-rows" not in convc.compile(broadcast, threads=threads).source("loops")
+    assert_compiled_matches(broadcast, {"x": rand(rng, 2, 3, 5, 7)}, threads=threads)
+
+
 @SETTINGS
 @given(
     st.integers(0, 1),

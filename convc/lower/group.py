@@ -33,6 +33,7 @@ from .layout import (
 )
 from .nest import Names, lower_nest
 from .packing import pack_weights
+from .regions import conjuncts
 from .relayout import pad_operand, shared_pad, transpose_for
 from .residue_classes import residue_classes
 from .schedule import channel_schedule, default_schedule, streaming_output, tuning_key
@@ -102,6 +103,7 @@ def lower_group(
         store = group.output if fused else te.name
         if store in graph.outputs and not graph.consumers(store):
             schedule = streaming_output(te, schedule)
+        schedule = _planes_as_rows(graph, te, schedule, steps, store, layouts)
         where = f"{anchor.op} '{anchor.name}'"
         partials = _partial_sums(te, schedule, store, layouts)
         blocked = layouts
@@ -308,6 +310,36 @@ def _whole_planes(te: TensorExpr) -> TensorExpr:
     if any(tuple(a.indices[-2:]) != (rows, columns) for a in te.body.atoms(sympy.Indexed)):
         return te
     return replace(te, body=te.body.xreplace({rows: 0}), reduce_shape=(1, plane))
+
+
+def _planes_as_rows(graph: Graph, te: TensorExpr, schedule, steps, store: str, blocked):
+    """`schedule` for an elementwise kernel with each plane run as one row (`merge_rows`)
+    when it and the chain after it (`steps`) read every value element for element at the
+    output's own index, from NCHW values of the output's shape (no broadcast, no window,
+    nothing channel-blocked): the rows are then consecutive, and only each plane's end
+    takes a masked vector, where rows of 56 had ended in a vector of 8 lanes. Measured
+    over 64 planes of 56x56 (kernel, A/B in one process, ms): sigmoid 0.099 -> 0.089,
+    GELU 0.160 -> 0.137, tanh 0.126 -> 0.110, relu 0.036 -> 0.034. The samples' loop IR
+    is unchanged (their elementwise ops run fused or on blocked values), and so is the
+    training suite."""
+    if te.reduction != "none" or len(te.indices) != 4 or schedule.merge_rows != 1:
+        return schedule
+    if conjuncts(te.condition) or schedule.vector_axis != str(te.indices[-1]):
+        return schedule
+    height = sympy.sympify(te.shape[2])
+    if not height.is_number or int(height) == 1:
+        return schedule
+    exprs = [te.body, *(expr for _, expr in steps)]
+    reads = [a for e in exprs for a in e.atoms(sympy.Indexed)]
+    own = all(tuple(a.indices) == tuple(te.indices) for a in reads)
+    if not own or any(str(a.base) in blocked for a in reads) or store in blocked:
+        return schedule
+    shape = tuple(sympy.sympify(e) for e in te.shape)
+    for name in {str(a.base) for a in reads} | {store}:
+        value = graph.values.get(name)
+        if value is None or tuple(sympy.sympify(e) for e in value.type.shape) != shape:
+            return schedule
+    return replace(schedule, merge_rows=int(height))
 
 
 def _without_unit_reductions(te: TensorExpr) -> TensorExpr:
