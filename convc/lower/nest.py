@@ -734,10 +734,10 @@ def _next_pass_lines(te: TensorExpr, weights, width: int, size: int) -> tuple:
 
 def _planes_read(te: TensorExpr, scope: Scope) -> sympy.Indexed | None:
     """The input of a 2-D conv read as NCHW planes (not channel-blocked) when it has at
-    least HINTED_PLANES_MIN channels, else None. Each step reads a row of another plane,
-    more streams than the hardware prefetchers follow, so every row of every plane
-    arrives as a demand miss once the input is past L2 (batch 8): the kernel hints the
-    row its next output row will read (`_next_row_hint`)."""
+    least HINTED_PLANES_MIN channels and HINTED_INPUT_MIN_BYTES an image, else None. Each
+    step reads a row of another plane, more streams than the hardware prefetchers follow,
+    so every row of every plane arrives as a demand miss once the input is past L2 (batch
+    8): the kernel hints the row its next output row will read (`_next_row_hint`)."""
     if te.op != "conv" or len(te.indices) != 4 or len(te.reduce_indices) != 3:
         return None
     c, depth = te.reduce_indices[0], sympy.sympify(te.reduce_shape[0])
@@ -746,18 +746,17 @@ def _planes_read(te: TensorExpr, scope: Scope) -> sympy.Indexed | None:
     for x in sorted(te.body.atoms(sympy.Indexed), key=sympy.srepr):
         rows = x.indices[2].free_symbols if len(x.indices) == 4 else set()
         if str(x.base) not in scope.layouts and x.indices[1] == c and te.indices[2] in rows:
-            plane = _read_rows(te, x) * _read_rows(te, x, column=True)
-            return x if plane * int(depth) * 4 >= HINTED_INPUT_MIN_BYTES else None
+            plane = _spanned(te, x.indices[2], 2) * _spanned(te, x.indices[3], 3)
+            return x if plane.is_number and plane * depth * 4 >= HINTED_INPUT_MIN_BYTES else None
     return None
 
 
-def _read_rows(te: TensorExpr, x, column: bool = False) -> int:
-    """How many rows (or columns) of input `x` the conv reads: the last one read, plus one."""
-    (axis, tap), index = (te.indices[3], te.reduce_indices[2]), x.indices[3]
-    if not column:
-        (axis, tap), index = (te.indices[2], te.reduce_indices[1]), x.indices[2]
-    extent, taps = te.shape[te.indices.index(axis)], te.reduce_shape[te.reduce_indices.index(tap)]
-    return int(index.xreplace({axis: extent - 1, tap: taps - 1})) + 1
+def _spanned(te: TensorExpr, index, axis: int) -> sympy.Expr:
+    """The input rows (axis 2) or columns (3) that the conv's windows span, padding
+    included: `index` at the last output and the last tap, plus one."""
+    out, tap = te.indices[axis], te.reduce_indices[axis - 1]
+    last = {out: te.shape[axis] - 1, tap: te.reduce_shape[axis - 1] - 1}
+    return sympy.sympify(index).xreplace(last) + 1
 
 
 def _next_row_hint(nest: Nest) -> loops.Prefetch:
