@@ -165,6 +165,11 @@ def test_wrong_output_is_detected():
     small = {"y": np.full((2, 3), 1e-3, np.float32)}  # the tolerance follows the output's scale
     assert max_error({"y": small["y"] * (1 + 1e-3)}, small)[1] is False
     assert max_error({"y": small["y"] * (1 + 1e-5)}, small)[1] is True
+    # a NaN matches a NaN (a batch norm of a negative variance); elsewhere it is wrong
+    nan = {"y": np.array([[np.nan, 2.0, 3.0]], np.float32)}
+    assert max_error({"y": nan["y"] + 1e-6}, nan) == (pytest.approx(1e-6, rel=0.2), True)
+    assert max_error({"y": np.array([[1.0, 2.0, 3.0]], np.float32)}, nan)[1] is False
+    assert max_error({"y": np.array([[np.nan, np.nan, 3.0]], np.float32)}, nan)[1] is False
 
 
 def test_interleaved_timing_rejects_zero_repeats():
