@@ -90,6 +90,15 @@ def test_output_channels_are_register_blocked_and_unrolled():
     ]
     # the register block of 8 output channels, and the window's 3 rows (`UNROLLED_TAPS`)
     assert {(str(s.var), s.stop) for s in unrolled} == {("o_i", 8), ("a", 3)}
+    # a depthwise conv (one input channel a window) keeps its rows a loop
+    g = ir.Graph("depthwise")
+    g.add_input("x", ("N", 32, 20, 20))
+    g.add_param("w", randn(32, 1, 3, 3))
+    g.add_node("conv", ["x", "w"], {"pads": [1] * 4, "group": 32}, name="conv")
+    g.set_outputs("conv")
+    (kernel,) = kernels(g)
+    taps = [s for s, _ in walk(kernel.body) if isinstance(s, loops.For) and str(s.var) == "a"]
+    assert taps and all(s.kind != "unrolled" for s in taps)
 
 
 def test_epilogue_is_applied_in_registers_and_only_the_group_output_is_stored():

@@ -58,7 +58,8 @@ PREFETCH_MAX_USES = 1024
 #: 1.249 -> 1.221, 512 @7 1.113 -> 1.094; ResNet-18 22.25 -> 21.66; on channel-blocked
 #: inputs, whose lanes loop sits between the taps (`_lanes_inside`), within 0.4%. Five
 #: taps (LeNet-5's 5x5 conv) measured slower unrolled (2.2 -> 3.7 us), seven (the stem)
-#: no different.
+#: no different, and a depthwise conv's taps (one input channel) slower too (3x3 on 32
+#: planes of 112x112: 0.134 -> 0.188 ms), so they stay loops.
 UNROLLED_TAPS = 3
 #: NCHW inputs of at least this many channels, and bytes an image, get a hint for each
 #: plane's next row (`_planes_read`): 3x3 64 @56 (800 KB an image) reading an NCHW input
@@ -394,7 +395,8 @@ def _reduce_loops(nest: Nest, atoms, acc: str) -> loops.Stmt:
         lanes = te.reduce_indices[level] == nest.reduced  # a partial accumulator a lane
         kind = {"kind": "vectorized", "width": nest.width, "tail": "masked"} if lanes else {}
         few = sympy.sympify(extent).is_number and int(extent) <= UNROLLED_TAPS
-        if few and not kind and 0 < level == len(te.reduce_indices) - 2:
+        channels = sympy.sympify(te.reduce_shape[0]) != 1  # not a depthwise conv's one
+        if few and channels and not kind and 0 < level == len(te.reduce_indices) - 2:
             kind = {"kind": "unrolled"}
         stmt = loops.For(var, 0, extent, stmt, **kind)
     return _guard(stmt, [a for a in atoms if depth[a] == -1], scope)
