@@ -55,8 +55,9 @@ PREFETCH_MAX_USES = 1024
 #: The loop of a window's outer taps inside the channels (a 3x3 conv's rows) runs unrolled
 #: when it has at most this many: no loop counter or exit branch between the taps. A 3x3
 #: conv reading an NCHW input (A/B in one process, ms): 64 @56 1.294 -> 1.263, 128 @28
-#: 1.249 -> 1.221, 512 @7 1.113 -> 1.094; ResNet-18 22.25 -> 21.66; on channel-blocked
-#: inputs, whose lanes loop sits between the taps (`_lanes_inside`), within 0.4%. Five
+#: 1.249 -> 1.221, 512 @7 1.113 -> 1.094. Not on channel-blocked inputs, whose lanes loop
+#: sits between the taps (`_lanes_inside`): there it measured within 0.4% and tripled the
+#: code LLVM compiles (ResNet-18 cold 3.5 -> 5.8 s). Five
 #: taps (LeNet-5's 5x5 conv) measured slower unrolled (2.2 -> 3.7 us), seven (the stem)
 #: no different, and a depthwise conv's taps (one input channel) slower too (3x3 on 32
 #: planes of 112x112: 0.134 -> 0.188 ms), so they stay loops.
@@ -95,7 +96,7 @@ class Nest:
     block: tuple | None = None  # (axis symbol, size, outer var, inner var)
     width: int = 16  # lanes of the width vector (schedule.vector_width)
     prefetch: tuple = ()  # loops.Prefetch hints issued at each step of the innermost reduction
-    spread: tuple = ()  # hints issued around the innermost tap loop (`_next_pass_lines`)
+    spread: tuple = ()  # hints issued around the innermost tap loop (`_next_pass_hints`)
     planes: sympy.Indexed | None = None  # an NCHW input whose next rows to hint: _planes_read
     chunk: tuple | None = None  # (reduce symbol, size, outer var, inner var): see _chunked
     lanes: tuple | None = None  # (the same) input channels as blocks x lanes: _input_lanes
@@ -396,7 +397,7 @@ def _reduce_loops(nest: Nest, atoms, acc: str) -> loops.Stmt:
         kind = {"kind": "vectorized", "width": nest.width, "tail": "masked"} if lanes else {}
         few = sympy.sympify(extent).is_number and int(extent) <= UNROLLED_TAPS
         channels = sympy.sympify(te.reduce_shape[0]) != 1  # not a depthwise conv's one
-        if few and channels and not kind and 0 < level == len(te.reduce_indices) - 2:
+        if few and channels and not (kind or inner) and 0 < level == len(te.reduce_indices) - 2:
             kind = {"kind": "unrolled"}
         stmt = loops.For(var, 0, extent, stmt, **kind)
     return _guard(stmt, [a for a in atoms if depth[a] == -1], scope)
@@ -527,7 +528,7 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
     # converted once: weight indices do not involve the columns that row blocks place
     weights = _streamed_weights(te, o, width)
     if weights is not None and nest.chunk and _chunks_outside_rows(te, schedule):
-        nest.spread = _hints(nest, _next_pass_lines(te, weights, width, nest.chunk[1]))
+        nest.spread = _next_pass_hints(nest, weights, width)
     if weights is not None and not nest.spread:
         nest.prefetch = _hints(nest, _next_block_lines(te, weights, width))
     nest.planes = _planes_read(te, nest.scope)
@@ -700,37 +701,42 @@ def _chunks_outside_rows(te: TensorExpr, schedule) -> bool:
     return chunk in order and order.index(chunk) < order.index(str(te.indices[2]))
 
 
-def _next_pass_lines(te: TensorExpr, weights, width: int, size: int) -> tuple:
-    """(tensor, index) of the lines of the next pass's weights to prefetch at each step of
-    the loop around the innermost tap (`_reduce_loops`), for a reduction whose chunk loop
-    runs outside the rows: a pass is one chunk of `size` input channels over all rows, and
-    the next pass reads the next chunk (of the next channel block after the last chunk),
-    the weights that follow in memory. Each row takes its own lines of each step's taps
-    (row r: line r mod L of the L lines the innermost tap and the lanes span), so the rows
-    of a pass fetch the next chunk once between them, evenly, a line every few steps.
-    The hints they replace fetched the next block's lines at every step of every row (a
+def _next_pass_hints(nest: Nest, weights, width: int) -> tuple:
+    """Hints for the lines of the next pass's weights, issued at each step of the loop
+    around the innermost tap (`_reduce_loops`), for a reduction whose chunk loop runs
+    outside the rows: a pass is one chunk of input channels over all rows, and the next
+    pass reads the next chunk (of the next channel block after the last chunk), the
+    weights that follow in memory. Each row takes its own lines of each step's taps (row
+    r: line r mod L of the L lines the innermost tap and the lanes span), so the rows of a
+    pass fetch the next chunk once between them, evenly, a line every few steps. The
+    hints they replace fetched the next block's lines at every step of every row (a
     pass's first row asked for its whole chunk, 37 KB, in under a microsecond, and the
     other rows again): 3x3 512 @7 with its weights evicted to memory 1.527 -> 1.144 ms,
     from L3 1.285 -> 1.088 (faster than without hints, 1.21); ResNet-18 22.20 -> 20.68 ms
     at batch 1 (its layer4 convs 1.63-1.78 -> 1.20-1.39), 11.48 -> 10.64 on two threads,
     167.2 -> 158.4 at batch 8; VGG-11 111.7 -> 109.5; MobileNetV2, AlexNet and Inception
     unchanged (A/B in one process). Only where each reduction index is a plain index of
-    the weights (`[o // T, c, a, b, o % T]`) and the rows are known; else ()."""
-    c, *taps = te.reduce_indices
-    rows = sympy.sympify(te.shape[2])
+    the weights (`[o // T, c, a, b, o % T]`) and the rows are known; else (). The chunk's
+    channel is written in the chunk loop's variables, not converted from `c`: sympy took
+    tens of milliseconds a kernel to simplify the converted form."""
+    te, (c, size, chunk, lane) = nest.te, nest.chunk
+    taps, rows = te.reduce_indices[1:], sympy.sympify(te.shape[2])
     if not taps or tuple(weights.indices[1:-1]) != (c, *taps) or not rows.is_number:
         return ()
-    depth, halves = sympy.sympify(te.reduce_shape[0]), width // LINE_FLOATS
+    halves = width // LINE_FLOATS
     lines = int(te.reduce_shape[-1]) * halves  # those of the innermost tap's lanes
     per_step = -(-lines // int(rows))
-    block, blocks = weights.indices[0], sympy.ceiling(sympy.sympify(te.shape[1]) / width)
-    after = sympy.Min(block + sympy.floor((c + size) / depth), blocks - 1)
-    outer = weights.indices[2:-2]  # the taps outside the innermost, as they are
+    chunks = sympy.sympify(te.reduce_shape[0]) / size
+    blocks = sympy.ceiling(sympy.sympify(te.shape[1]) / width)
+    block, row = (nest.scope.index(e) for e in (weights.indices[0], te.indices[2]))
+    after = sympy.Min(block + sympy.floor((chunk + 1) / chunks), blocks - 1)
+    channel = size * sympy.Mod(chunk + 1, chunks) + lane
+    outer = [nest.scope.index(t) for t in weights.indices[2:-2]]  # taps but the innermost
     hints = []
     for k in range(per_step):
-        pick = sympy.Mod(per_step * te.indices[2] + k, lines)
+        pick = sympy.Mod(per_step * row + k, lines)
         line = (sympy.floor(pick / halves), LINE_FLOATS * sympy.Mod(pick, halves))
-        hints.append((str(weights.base), (after, sympy.Mod(c + size, depth), *outer, *line)))
+        hints.append(loops.Prefetch(str(weights.base), (after, channel, *outer, *line)))
     return tuple(hints)
 
 
