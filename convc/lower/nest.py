@@ -358,7 +358,8 @@ def _reduce_loops(nest: Nest, atoms, acc: str) -> loops.Stmt:
     """The reduction loops, each bound check placed after the loop binding its last index.
 
     Checks on the register-blocked axis sit inside each unrolled copy, where that axis is
-    a constant: LLVM folds them away for every copy but the ones at the borders.
+    a constant: LLVM folds them away for every copy but the ones at the borders. The loop
+    around the innermost tap's holds the hints and the lanes loop of `_around_innermost`.
     """
     te, scope = nest.te, nest.scope
     blocked = nest.block[0] if nest.block else None
@@ -378,10 +379,8 @@ def _reduce_loops(nest: Nest, atoms, acc: str) -> loops.Stmt:
         stmt = loops.Block((*nest.prefetch, stmt))
     inner = _lanes_inside(nest, atoms)  # channel lanes inside the outer taps
     for level in range(len(te.reduce_indices) - 1, -1, -1):
-        if level == len(te.reduce_indices) - 2:  # the loop around the innermost tap's
-            stmt = loops.Block((*nest.spread, stmt)) if nest.spread else stmt
-            stmt = loops.Block((_next_row_hint(nest), stmt)) if nest.planes else stmt
-            stmt = loops.For(inner[0], 0, inner[1], stmt) if inner else stmt
+        if level == len(te.reduce_indices) - 2:
+            stmt = _around_innermost(nest, stmt, inner)
         stmt = _guard(stmt, [a for a in atoms if depth[a] == level], scope)
         var, extent = loops.loop_var(str(te.reduce_indices[level])), te.reduce_shape[level]
         if nest.chunk and nest.chunk[0] == te.reduce_indices[level]:
@@ -395,12 +394,28 @@ def _reduce_loops(nest: Nest, atoms, acc: str) -> loops.Stmt:
             extent = sympy.sympify(extent) / size
         lanes = te.reduce_indices[level] == nest.reduced  # a partial accumulator a lane
         kind = {"kind": "vectorized", "width": nest.width, "tail": "masked"} if lanes else {}
-        few = sympy.sympify(extent).is_number and int(extent) <= UNROLLED_TAPS
-        channels = sympy.sympify(te.reduce_shape[0]) != 1  # not a depthwise conv's one
-        if few and channels and not (kind or inner) and 0 < level == len(te.reduce_indices) - 2:
+        if not (kind or inner) and _unrolled_taps(te, level, extent):
             kind = {"kind": "unrolled"}
         stmt = loops.For(var, 0, extent, stmt, **kind)
     return _guard(stmt, [a for a in atoms if depth[a] == -1], scope)
+
+
+def _around_innermost(nest: Nest, stmt: loops.Stmt, inner: tuple | None) -> loops.Stmt:
+    """The body of the loop around the innermost tap's (`stmt`, that loop): the next
+    pass's weight hints (`nest.spread`), the hint for an NCHW input's next row
+    (`nest.planes`), and around them the lanes loop of a blocked input (`inner`)."""
+    hints = (*nest.spread, *((_next_row_hint(nest),) if nest.planes else ()))
+    stmt = loops.Block((*hints, stmt)) if hints else stmt
+    return loops.For(inner[0], 0, inner[1], stmt) if inner else stmt
+
+
+def _unrolled_taps(te: TensorExpr, level: int, extent) -> bool:
+    """Whether the reduction loop at `level` is a window's outer taps inside the channels
+    with at most UNROLLED_TAPS of them, over more than one input channel (not a depthwise
+    conv's), to run unrolled (the caller checks that no lanes loop sits inside it)."""
+    few = sympy.sympify(extent).is_number and int(extent) <= UNROLLED_TAPS
+    channels = sympy.sympify(te.reduce_shape[0]) != 1
+    return few and channels and 0 < level == len(te.reduce_indices) - 2
 
 
 def _lanes_inside(nest: Nest, atoms) -> tuple | None:
