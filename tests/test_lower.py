@@ -311,6 +311,26 @@ def test_convs_with_weights_past_the_caches_prefetch_the_next_channel_block():
     assert "prefetch w" not in loops.format_kernel(kernels(deep_conv(128, 128, 3, 32))[0])
 
 
+@pytest.mark.parametrize("spatial", [(7,), (3, 3, 3)])
+def test_deep_1d_and_3d_convs_with_chunks_outside_the_rows_keep_block_hints(spatial):
+    # next-pass hints key on a 2-D conv's rows; a 1-D conv's axis 2 is its register block
+    # (no loop outside it) and a 3-D conv's its depth: both keep the next block's hints
+    g = ir.Graph(f"deep{len(spatial)}d")
+    g.add_input("x", ("N", 512, *spatial))
+    g.add_param("w", randn(512, 512, *([3] * len(spatial))) * 0.02)
+    g.add_node("conv", ["x", "w"], {"pads": [1] * (2 * len(spatial))}, name="c")
+    g.add_node("relu", ["c"], name="r")
+    g.add_param("w2", randn(32, 512, *([3] * len(spatial))) * 0.02)
+    g.add_node("conv", ["r", "w2"], {"pads": [1] * (2 * len(spatial))}, name="c2")
+    g.set_outputs("c2")
+    model = convc.compile(g, threads=2)
+    assert "reduce-tiles" in model.source("loops") and "prefetch" in model.source("loops")
+    x = RNG.standard_normal((2, 512, *spatial)).astype(np.float32)
+    np.testing.assert_allclose(
+        model.run({"x": x})["c2"], convc.interpret(g, {"x": x})["c2"], rtol=1e-4, atol=1e-3
+    )
+
+
 @pytest.mark.parametrize("stride, pads", [(1, 1), (2, 1), (1, 0)])
 def test_convs_reading_many_nchw_planes_hint_each_planes_next_row(stride, pads):
     # a 64-channel NCHW input of 2 MB an image: around the innermost tap, a hint for the

@@ -730,13 +730,15 @@ def _next_pass_hints(nest: Nest, weights, width: int) -> tuple:
     from L3 1.285 -> 1.088 (faster than without hints, 1.21); ResNet-18 22.20 -> 20.68 ms
     at batch 1 (its layer4 convs 1.63-1.78 -> 1.20-1.39), 11.48 -> 10.64 on two threads,
     167.2 -> 158.4 at batch 8; VGG-11 111.7 -> 109.5; MobileNetV2, AlexNet and Inception
-    unchanged (A/B in one process). Only where each reduction index is a plain index of
-    the weights (`[o // T, c, a, b, o % T]`) and the rows are known; else (). The chunk's
+    unchanged (A/B in one process). Only for 2-D convs whose reduction indices are plain
+    indices of the weights (`[o // T, c, a, b, o % T]`), over known rows; else (). The chunk's
     channel is written in the chunk loop's variables, not converted from `c`: sympy took
     tens of milliseconds a kernel to simplify the converted form."""
     te, (c, size, chunk, lane) = nest.te, nest.chunk
     taps, rows = te.reduce_indices[1:], sympy.sympify(te.shape[2])
-    if not taps or tuple(weights.indices[1:-1]) != (c, *taps) or not rows.is_number:
+    if len(te.indices) != 4 or tuple(weights.indices[1:-1]) != (c, *taps):
+        return ()  # a 2-D conv's: other ranks' axis 2 is no loop outside the register block
+    if not rows.is_number:
         return ()
     halves = width // LINE_FLOATS
     lines = int(te.reduce_shape[-1]) * halves  # those of the innermost tap's lanes
