@@ -54,6 +54,16 @@ HARNESS = textwrap.dedent(
             for k, v in expected.items():
                 np.testing.assert_allclose(outs[k], v, rtol=1e-5, atol=1e-5, err_msg=k)
 
+    def check_graph(g, mark, rng):
+        # a compiled graph of one input "x" and output "y": its loops show `mark`, and its
+        # guarded run matches the interpreter
+        import convc
+        x = rng.standard_normal(tuple(int(d) for d in g.values["x"].type.shape)).astype(np.float32)
+        program = convc.compile(g).program
+        assert mark in format_program(program), mark
+        shape = tuple(int(d) for d in g.values["y"].type.shape)
+        check(program, {"x": x}, {"y": shape}, {}, convc.interpret(g, {"x": x}))
+
     N = symbol("N")
     i, j, kw = loop_var("i"), loop_var("j"), loop_var("kw")
     """
@@ -139,7 +149,7 @@ IN_BOUNDS = textwrap.dedent(
     # a partial one of 72 (vectors of 32, 32 and 8 masked lanes); a 1 MB output of 64x64
     # planes is written with streaming stores. Inputs and outputs end at the guard page
     # (sizes are multiples of 64 bytes, so the runtime reads and writes them in place).
-    import convc, ir
+    import ir
     for cin, cout, height, width, mark in ((4, 24, 5, 40, "pack-columns 128"),
                                            (16, 64, 64, 64, "streaming-stores")):
         g = ir.Graph("packed")
@@ -147,10 +157,7 @@ IN_BOUNDS = textwrap.dedent(
         g.add_param("w", rng.standard_normal((cout, cin, 1, 1)).astype(np.float32))
         g.add_node("conv", ["x", "w"], name="y")
         g.set_outputs("y")
-        x = rng.standard_normal((1, cin, height, width)).astype(np.float32)
-        program = convc.compile(g).program
-        assert mark in format_program(program)
-        check(program, {"x": x}, {"y": (1, cout, height, width)}, {}, convc.interpret(g, {"x": x}))
+        check_graph(g, mark, rng)
 
     # 9. a compiled 5x5 conv with padding 2 on 17-wide rows (width vectors): its two border
     # columns a side run as masked vectors whose lanes past the row's end read nothing
@@ -159,10 +166,7 @@ IN_BOUNDS = textwrap.dedent(
     g.add_param("w", rng.standard_normal((8, 2, 5, 5)).astype(np.float32))
     g.add_node("conv", ["x", "w"], {"pads": [2, 2, 2, 2]}, name="y")
     g.set_outputs("y")
-    x = rng.standard_normal((1, 2, 16, 17)).astype(np.float32)
-    program = convc.compile(g).program
-    assert "vector(16, tail=masked) for j in 15..17:" in format_program(program)
-    check(program, {"x": x}, {"y": (1, 8, 16, 17)}, {}, convc.interpret(g, {"x": x}))
+    check_graph(g, "vector(16, tail=masked) for j in 15..17:", rng)
 
     # 10. a 1x1 conv and the depthwise 3x3/2 conv after it in one kernel, the 1x1's rows in
     # a ring on the stack: the depthwise reads padding rows and columns from no memory
@@ -174,10 +178,7 @@ IN_BOUNDS = textwrap.dedent(
     g.add_node("relu", ["e"], name="r")
     g.add_node("conv", ["r", "w2"], {"group": 32, "pads": [1] * 4, "strides": [2, 2]}, name="y")
     g.set_outputs("y")
-    x = rng.standard_normal((1, 8, 9, 16)).astype(np.float32)
-    program = convc.compile(g).program
-    assert "alloc ring: f32[3, 16] x32 lanes" in format_program(program)
-    check(program, {"x": x}, {"y": (1, 32, 5, 8)}, {}, convc.interpret(g, {"x": x}))
+    check_graph(g, "alloc ring: f32[3, 16] x32 lanes", rng)
 
     # 11. an elementwise kernel over whole NCHW planes: rows of 9 run as one row of 45 per
     # plane (vectors of 16, 16 and 13 masked lanes), the last plane ending at the guard page
@@ -186,10 +187,7 @@ IN_BOUNDS = textwrap.dedent(
     g.add_input("x", (1, 16, 5, 9))
     g.add_node("sigmoid", ["x"], name="y")
     g.set_outputs("y")
-    x = rng.standard_normal((1, 16, 5, 9)).astype(np.float32)
-    program = convc.compile(g).program
-    assert "merge-rows 5" in format_program(program)
-    check(program, {"x": x}, {"y": (1, 16, 5, 9)}, {}, convc.interpret(g, {"x": x}))
+    check_graph(g, "merge-rows 5", rng)
     print("ok")
     """
 )
