@@ -5,6 +5,7 @@ read-only, misaligned or strided arrays, mappings other than dict)."""
 from __future__ import annotations
 
 import types
+import weakref
 
 import numpy as np
 import pytest
@@ -72,3 +73,17 @@ def test_read_only_misaligned_and_mapping_inputs():
         out = m.run(types.MappingProxyType({"x": x}))
         np.testing.assert_allclose(out["act"], expected(m, x), rtol=1e-5, atol=1e-5)
         assert out["act"].ctypes.data % 64 == 0 and out["act"].flags.c_contiguous
+
+
+def test_outputs_are_not_kept_after_the_call():
+    """A run keeps no reference to its outputs: dropped by the caller, an output's memory
+    is free for the next run's (the same block, still in cache, not a second one)."""
+    m = model()
+    x = np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    out = m.run({"x": x})["act"]
+    expect = expected(m, x)
+    np.testing.assert_allclose(out, expect, rtol=1e-5, atol=1e-5)
+    gone = weakref.ref(out)
+    del out
+    assert gone() is None
+    np.testing.assert_allclose(m.run({"x": x})["act"], expect, rtol=1e-5, atol=1e-5)
