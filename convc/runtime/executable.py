@@ -127,6 +127,8 @@ class _Arena:
 
     def __init__(self, block: np.ndarray):
         self.block, self.pointer, self.sizes = block, block.ctypes.data, {}
+        #: (slot, name, shape, dtype, bytes) of each output, for `Executable.run_fresh`
+        self.fresh: list[tuple] = []
 
 
 class Executable:
@@ -186,9 +188,18 @@ class Executable:
             shapes = {b.name: tuple(_evaluate(d, by_name) for d in b.shape) for b in self._external}
             arena = _Arena(aligned_empty((_evaluate(self.program.arena_size, by_name),), np.uint8))
             arena.sizes = {name: int(np.prod(shape)) for name, shape in shapes.items()}
+            arena.fresh = [
+                (k, buf.name, shapes[buf.name], dtype, arena.sizes[buf.name] * dtype.itemsize)
+                for k, buf, is_input, dtype in self._io
+                if not is_input
+            ]
             hit = (values, shapes, arena, (ctypes.c_int64 * max(len(values), 1))(*values))
             self._bindings[values] = hit
         return hit
+
+    def shapes(self, symbols: Mapping) -> dict[str, tuple]:
+        """{buffer name: shape} of the inputs and outputs at one binding of the symbols."""
+        return self._binding(symbols)[1]
 
     def run(
         self, inputs: Mapping, outputs: Mapping, symbols: Mapping, threads: int | None = None
@@ -206,22 +217,47 @@ class Executable:
         with self._lock:
             self._run(inputs, outputs, symbols, threads)
 
+    def run_fresh(
+        self, inputs: Mapping, symbols: Mapping, threads: int | None = None, ticks=None
+    ) -> dict[str, np.ndarray]:
+        """`run` into new 64-byte-aligned C-contiguous outputs, returned by buffer name: the
+        per-call path of `CompiledModel.run`. Arrays made here need none of `run`'s output
+        checks (about 1.2 us an output on a 6 us call); `ticks`: as for `profile`."""
+        with self._lock:
+            arena = self._binding(symbols)[2]
+            outputs = {}
+            for k, name, shape, dtype, nbytes in arena.fresh:
+                raw = np.empty(nbytes + ALIGN, np.uint8)
+                start = address(raw)
+                offset = -start % ALIGN
+                outputs[name] = np.ndarray(shape, dtype, raw, offset)
+                self._slots[k] = start + offset
+            self._run(inputs, None, symbols, threads, ticks)
+        return outputs
+
     def profile(
-        self, inputs: Mapping, outputs: Mapping, symbols: Mapping, threads: int | None = None
+        self, inputs: Mapping, outputs: Mapping | None, symbols: Mapping, threads=None
     ) -> np.ndarray:
         """`run` through the timed entry point: nanoseconds per call of `Program.calls`
-        (int64, in call order), measured natively between consecutive calls."""
+        (int64, in call order), measured natively between consecutive calls. `outputs`
+        None: into new arrays (`run_fresh`), dropped after the call."""
         ticks = np.zeros(len(self.program.calls) + 1, np.int64)
-        with self._lock:
-            self._run(inputs, outputs, symbols, threads, ticks)
+        if outputs is None:
+            self.run_fresh(inputs, symbols, threads, ticks)
+        else:
+            with self._lock:
+                self._run(inputs, outputs, symbols, threads, ticks)
         return np.diff(ticks)
 
     def _run(
-        self, inputs: Mapping, outputs: Mapping, symbols: Mapping, threads, ticks=None
+        self, inputs: Mapping, outputs: Mapping | None, symbols: Mapping, threads, ticks=None
     ) -> None:
+        """The call; `outputs` None: their slots are already set (`run_fresh`)."""
         _, shapes, arena, syms = self._binding(symbols)
         copy_back = []
         for k, buf, is_input, dtype in self._io:
+            if not is_input and outputs is None:
+                continue
             array = (inputs if is_input else outputs).get(buf.name)
             size = arena.sizes[buf.name]
             last = self._last[k]
