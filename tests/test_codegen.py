@@ -187,9 +187,24 @@ def _reference(op: str, x: np.ndarray) -> np.ndarray:
         return {"exp": np.exp, "log": np.log, "tanh": np.tanh}[op](x64)
 
 
+@pytest.fixture(params=["host", "without AVX-512"])
+def math_target(request, monkeypatch):
+    """This machine, and this machine compiling as if it had no AVX-512 (exp then builds
+    its power of two in the exponent bits instead of ``vscalefps``): both paths of
+    `vmath._exp` run wherever the tests do. The feature string is part of the cache key,
+    so the two never share code."""
+    if request.param == "host":
+        return rllvm.has_scalef()
+    triple, cpu, features = rllvm.host()
+    narrowed = features.replace("+avx512", "-avx512")
+    monkeypatch.setattr(rllvm, "host", lambda: (triple, cpu, narrowed))
+    assert not rllvm.has_scalef()
+    return False
+
+
 @pytest.mark.parametrize("width", [16, 1])
 @pytest.mark.parametrize("op", sorted(BOUNDS))
-def test_vector_math_error_bounds(op, width):
+def test_vector_math_error_bounds(op, width, math_target):
     x = _math_inputs()
     y = run(unary_program(op, width), {"x": x}, {"y": x.shape}, {"N": x.size})["y"]
     ref = _reference(op, x)
@@ -402,8 +417,8 @@ def test_verifier_failure_raises_codegen_error_in_a_live_process():
         from convc import CodegenError, runtime
         from convc.loops import Buffer, For, Kernel, Load, Program, Store, loop_var
         real = cg.generate
-        def broken(program, kernels=None, entry=True):
-            gen = real(program, kernels, entry)
+        def broken(program, kernels=None, entry=True, scalef=False):
+            gen = real(program, kernels, entry, scalef)
             fn = gen.module.globals.get("kernel.broken")
             if fn is not None:
                 fn.append_basic_block("dangling")

@@ -345,7 +345,7 @@ class FunctionEmitter:
             return self._ref(e)
         if isinstance(e, L.Unary):
             x, dtype = self.expr(e.x)
-            return unary(b, e.op, x, dtype), dtype
+            return unary(b, e.op, x, dtype, self.mctx.scalef), dtype
         if isinstance(e, (L.Binary, L.Cmp)):
             (x, y), dtype = self._operands(e.a, e.b)
             if isinstance(e, L.Cmp):

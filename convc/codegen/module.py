@@ -58,9 +58,11 @@ class GeneratedModule:
 class ModuleContext:
     """Shared state while emitting one program's module."""
 
-    def __init__(self, program: L.Program, name: str):
+    def __init__(self, program: L.Program, name: str, scalef: bool = False):
         self.program = program
         self.module = ir.Module(name=name)
+        #: the target scales by powers of two in one instruction (see `generate`)
+        self.scalef = scalef
         self._names: dict[str, int] = {}
 
     def fresh_name(self, prefix: str) -> str:
@@ -176,14 +178,18 @@ class _Clock:
 
 
 def generate(
-    program: L.Program, kernels: Iterable[str] | None = None, entry: bool = True
+    program: L.Program,
+    kernels: Iterable[str] | None = None,
+    entry: bool = True,
+    scalef: bool = False,
 ) -> GeneratedModule:
     """Emit `program` as one module, or a part of it: only the named `kernels` (the others
     are declared where the entry point calls them), with or without the entry point. The
     runtime compiles parts in parallel and links their objects, and verifies kernels one
-    at a time to name the one LLVM rejects."""
+    at a time to name the one LLVM rejects. `scalef`: the target has AVX-512's
+    ``vscalefps``, which `vmath` uses for the power of two in exp."""
     verify_program(program)
-    mctx = ModuleContext(program, program.name)
+    mctx = ModuleContext(program, program.name, scalef)
     wanted = None if kernels is None else set(kernels)
     emitted = {}
     for kernel in program.kernels:

@@ -97,13 +97,14 @@ def _binary_float(b: ir.IRBuilder, op: str, x: ir.Value, y: ir.Value) -> ir.Valu
     raise ValueError(f"operator '{op}' is not defined on floats")
 
 
-def unary(b: ir.IRBuilder, op: str, x: ir.Value, dtype: str) -> ir.Value:
+def unary(b: ir.IRBuilder, op: str, x: ir.Value, dtype: str, scalef: bool = False) -> ir.Value:
+    """``op(x)``; `scalef`: as for `codegen.generate`."""
     if op == "not":
         return b.xor(x, const(x.type, 1))
     if op in ("exp", "log", "tanh", "erf", "sigmoid"):
         if not dtype.startswith("float"):
             raise ValueError(f"{op} needs a float operand, got {dtype}")
-        return call_math(b, op, x)
+        return call_math(b, op, x, scalef)
     if dtype.startswith("float"):
         if op == "neg":
             return b.fneg(x)

@@ -104,7 +104,7 @@ def compile_code(program: Program) -> tuple[llvm.LoadedCode, str]:
 
 def program_sources(program: Program, stage: str) -> str:
     """``llvm`` (as generated), ``llvm-opt`` (after O3) or ``asm`` for `program`."""
-    gen = generate(program)
+    gen = generate(program, scalef=llvm.has_scalef())
     if stage == "llvm":
         return str(gen.module)
     mod = llvm.parse_verified(gen, program)
