@@ -84,10 +84,64 @@ def test_batch_norm_with_run_time_statistics_is_not_folded():
 
 
 def test_batch_norm_is_not_folded_when_the_conv_output_is_also_read():
+    """The conv keeps its weights; the batch norm becomes a multiply-add of its own."""
     g = conv_bn_graph()
     g.add_node("relu", ["conv"], name="side")
     g.set_outputs("bn", "side")
-    assert ops_of(FOLD_BATCH_NORM.run(g)) == ["conv", "batch_norm", "relu"]
+    folded = FOLD_BATCH_NORM.run(g)
+    assert sorted(ops_of(folded)) == ["add", "conv", "mul", "relu"]
+    assert_same_numbers(g, folded, {"x": randn(2, 4, 7, 7)})
+
+
+@pytest.mark.parametrize("shape", [(2, 6), (2, 6, 9), (2, 6, 5, 7), (1, 6, 2, 3, 4)])
+def test_batch_norm_without_a_producer_becomes_a_multiply_add(shape):
+    """On a graph input (no conv or gemm to fold into): y = x * s + t, with s and t per
+    channel shaped to broadcast over the axes after it; the output keeps its name, and
+    the compiled graph matches the interpreter on the original."""
+    g = ir.Graph("bn_alone")
+    g.add_input("x", ("N", *shape[1:]))
+    g.add_node("batch_norm", ["x", *add_bn_params(g, "bn", 6)], {"epsilon": 1e-3}, name="bn")
+    g.set_outputs("bn")
+    folded = FOLD_BATCH_NORM.run(g)
+    assert ops_of(folded) == ["mul", "add"] and folded.outputs == ["bn"]
+    scale = folded.values[folded.nodes[folded.topological_nodes()[0].name].inputs[1]]
+    assert scale.type.shape == (6,) + (1,) * (len(shape) - 2)
+    x = {"x": randn(*shape)}
+    assert_same_numbers(g, folded, x)
+    np.testing.assert_allclose(
+        convc.compile(g).run(x)["bn"], convc.interpret(g, x)["bn"], rtol=1e-5, atol=1e-5
+    )
+
+
+def test_batch_norm_after_an_add_fuses_into_its_kernel():
+    """Pre-activation style, add -> batch norm -> relu: one kernel (the multiply-add and
+    the relu are the add's epilogue), where a batch norm had been a kernel of its own."""
+    g = ir.Graph("add_bn")
+    g.add_input("a", (1, 32, 6, 6))
+    g.add_input("b", (1, 32, 6, 6))
+    g.add_node("add", ["a", "b"], name="sum")
+    g.add_node("batch_norm", ["sum", *add_bn_params(g, "bn", 32)], name="bn")
+    g.add_node("relu", ["bn"], name="act")
+    g.set_outputs("act")
+    m = convc.compile(g)
+    assert len(m.program.kernels) == 1
+    x = {"a": randn(1, 32, 6, 6), "b": randn(1, 32, 6, 6)}
+    np.testing.assert_allclose(m.run(x)["act"], convc.interpret(g, x)["act"], rtol=1e-5, atol=1e-5)
+
+
+def test_batch_norm_with_a_negative_variance_gives_nan_like_the_interpreter():
+    g = ir.Graph("bn_nan")
+    g.add_input("x", (2, 3, 4))
+    names = add_bn_params(g, "bn", 3)
+    g.values[names[3]].data[1] = -5.0
+    g.add_node("batch_norm", ["x", *names], name="bn")
+    g.set_outputs("bn")
+    x = {"x": randn(2, 3, 4)}
+    with np.errstate(invalid="ignore"):
+        expected = convc.interpret(g, x)["bn"]
+    got = convc.compile(g).run(x)["bn"]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(got[:, [0, 2]], expected[:, [0, 2]], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("trans_b", [0, 1])
