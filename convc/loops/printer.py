@@ -17,6 +17,7 @@ printer for indices). The text is complete (every field that affects code appear
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import sympy
@@ -28,7 +29,11 @@ INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/", "mod": "%", "and": "&",
 CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def _idx(e: sympy.Expr) -> str:
+    """sympy's text of an index expression, remembered: a program repeats the same few
+    (its loop variables' combinations) thousands of times, and printing is sympy's slowest
+    path (ResNet-18's program: 7,600 prints, 0.33 s of a 0.9 s compile from the caches)."""
     return sympy.sstr(e)
 
 
