@@ -6,8 +6,11 @@
 The fold applies when the batch norm is in inference mode, all four of its
 statistics and the producer's weight (and bias, when present) are constants,
 and the producer's output is read by nothing else. The folded weight and bias
-are new parameters (`<weight>.bn`, `<bias>.bn`), computed in float64 and
-stored in the weight's dtype; the old ones disappear when unused.
+are new parameters (`<weight>.bn`, `<bias>.bn`) in the weight's dtype; the old
+ones disappear when unused. The per-channel factors and the bias are computed
+in float64; the weights are multiplied in their own dtype by the factors
+rounded to it (within an ulp of the float64 product rounded once: a float64
+copy of ResNet-18's 11M weights took 0.1 s of every compile, cache hits too).
 
 A batch norm with constant statistics and no such producer (after an add, a
 pool, a concat, or on a model's input) becomes ``mul(x, s) -> add(., t)`` with
@@ -68,8 +71,8 @@ def _scale_shift(graph: ir.Graph, bn: ir.Node):
 
 
 def _folded_conv(graph, producer, s, shift):
-    w = _constant(graph, producer.inputs[1])
-    weight = w * s.reshape((-1,) + (1,) * (w.ndim - 1))
+    w = np.asarray(graph.values[producer.inputs[1]].data)
+    weight = w * s.reshape((-1,) + (1,) * (w.ndim - 1)).astype(w.dtype)
     b = _constant(graph, _bias(producer))
     bias = shift if b is None else b * s + shift
     return weight, bias, dict(producer.attrs)
@@ -77,8 +80,9 @@ def _folded_conv(graph, producer, s, shift):
 
 def _folded_gemm(graph, producer, s, shift):
     attrs = dict(producer.attrs)
-    w = _constant(graph, producer.inputs[1]) * attrs["alpha"]
-    weight = w * (s[:, None] if attrs["transB"] else s[None, :])
+    w = np.asarray(graph.values[producer.inputs[1]].data)
+    factor = (s[:, None] if attrs["transB"] else s[None, :]) * attrs["alpha"]
+    weight = w * factor.astype(w.dtype)
     c = _constant(graph, _bias(producer))
     bias = shift if c is None else c * attrs["beta"] * s + shift
     attrs.update(alpha=1.0, beta=1.0)
