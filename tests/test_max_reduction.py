@@ -113,3 +113,27 @@ def test_softmax_over_many_rows_runs_along_each_row_with_one_exponential_an_elem
     got, want = model.run({"x": x})["p"], convc.interpret(g, {"x": x})["p"]
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_allclose(np.nan_to_num(got), np.nan_to_num(want), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("size", [7, 8, 9, 19, 23])
+def test_long_max_runs_in_several_chains_find_every_position(size):
+    """A plane's maximum runs as `codegen.kernel.REDUCTION_CHAINS` vector partials a step
+    (then single vectors, then a masked tail): the maximum, a NaN or -inf/-0.0 at any
+    position (each chain, the leftover vectors, the tail) comes out as NumPy's."""
+    plane = size * size
+    positions = sorted({0, 17, 35, 50, 63, 64, 79, plane // 2, plane - 17, plane - 1})
+    positions = [p for p in positions if p < plane]
+    channels = 2 * len(positions) + 2
+    rng = np.random.default_rng(size)
+    x = rng.standard_normal((1, channels, plane)).astype(np.float32) - 10.0
+    for k, p in enumerate(positions):
+        x[0, k, p] = 5.0 + k  # the maximum at p
+        x[0, len(positions) + k, p] = np.nan
+    x[0, -2] = -np.inf
+    x[0, -1] = -1.0
+    x[0, -1, positions[-1]] = -0.0
+    g = pool_graph("global_max_pool", {}, channels, size)
+    check(g, x.reshape(1, channels, size, size))
+    got = convc.compile(g, threads=1).run({"x": x.reshape(1, channels, size, size)})["p"]
+    assert got[0, -2, 0, 0] == -np.inf and got[0, -1, 0, 0] == 0.0
+    np.testing.assert_array_equal(got[0, : len(positions), 0, 0], 5.0 + np.arange(len(positions)))

@@ -24,6 +24,16 @@ from .parallel import emit_parallel_loop
 from .transpose import TILE
 from .values import binary, cast, compare, identity, index_value, unary, widen
 
+#: Independent vector partials of a vectorized loop that reduces into outer locals (a max
+#: along contiguous lanes: a softmax's row maximum, a global max pool): the main loop
+#: takes this many vectors a step, each into its own partials, merged after the loop. One
+#: chain waits on each step's NaN-propagating maximum (six dependent instructions, about
+#: 12 cycles a vector). Measured (kernel, one thread): softmax over 64 rows of 1000 40 ->
+#: 29 us; global max pool of 64 planes of 112x112 179 -> 103 us, 8 x 256 planes of 14x14
+#: 71.5 -> 59 us. Reordering a float sum this way would change its rounding; sums are left
+#: to LLVM (scalar loops it vectorises).
+REDUCTION_CHAINS = 4
+
 
 class Local:
     """A `Let` value (``value``) or an `Alloc` array (``ptr`` to ``[size x T]``)."""
@@ -253,8 +263,18 @@ class FunctionEmitter:
         extent = smax(b, b.sub(stop, start), i64(0))
         main_stop = b.add(start, b.mul(b.sdiv(extent, i64(width)), i64(width)))
         multiple = width if known_multiple(s.start, "", 1) % width == 0 else 1
-        reductions = self._start_reductions(s, width)
+        chains = [self._start_reductions(s, width) for _ in range(REDUCTION_CHAINS)]
+        reductions = chains[0]
         saved = self.env.get(var)
+        if reductions:  # REDUCTION_CHAINS vectors a step, each into its own partials
+            step = width * len(chains)
+            chained_stop = b.add(start, b.mul(b.sdiv(extent, i64(step)), i64(step)))
+            with for_range(b, start, chained_stop, step=step, name=var) as base:
+                for k, partials in enumerate(chains):
+                    with self.ix.scope():
+                        first = b.add(base, i64(k * width))
+                        self._vector_body(s, VecCtx(var, width, first, multiple, None, partials))
+            start = chained_stop
         with for_range(b, start, main_stop, step=width, name=var) as base, self.ix.scope():
             self._vector_body(s, VecCtx(var, width, base, multiple, reductions=reductions))
         if s.tail == "masked":
@@ -263,6 +283,7 @@ class FunctionEmitter:
                 mask = b.icmp_signed("<", lanes(width), splat(b, active, width))
                 ctx = VecCtx(var, width, main_stop, multiple, mask, reductions)
                 self._vector_body(s, ctx)
+        self._merge_chains(chains)
         self._finish_reductions(reductions)
         self._restore(var, saved)
         if s.tail == "scalar":
@@ -275,6 +296,16 @@ class FunctionEmitter:
             self.stmt(s.body)
         finally:
             self.vec = None
+
+    def _merge_chains(self, chains: list) -> None:
+        """Fold the partials of every chain into the first's."""
+        b = self.b
+        for name, (ptr, op, dtype) in chains[0].items():
+            t = ptr.allocated_type
+            value = b.load(ptr, typ=t)
+            for other in chains[1:]:
+                value = binary(b, op, value, b.load(other[name][0], typ=t), dtype)
+            b.store(value, ptr)
 
     def _start_reductions(self, s: L.For, width: int) -> dict:
         """Vector partial accumulators for the outer locals the loop body reduces into
