@@ -202,7 +202,7 @@ def math_target(request, monkeypatch):
     return False
 
 
-@pytest.mark.parametrize("width", [16, 1])
+@pytest.mark.parametrize("width", [32, 16, 1])
 @pytest.mark.parametrize("op", sorted(BOUNDS))
 def test_vector_math_error_bounds(op, width, math_target):
     x = _math_inputs()
