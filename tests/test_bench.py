@@ -12,7 +12,7 @@ import pytest
 import convc
 from convc import runtime
 from convc.bench import _settle_ms, add_arguments, format_results, run_cases, select_peers
-from convc.bench.cases import LAYERS, Case, layer_cases
+from convc.bench.cases import LAYERS, OPS, Case, layer_cases, op_cases
 from convc.bench.peak import ACCUMULATORS, LANES, fma_program, measured_peak
 from convc.bench.peers import PEERS
 from convc.bench.runner import max_error
@@ -74,6 +74,20 @@ def test_layer_suite_lists_every_benchmark_layer():
     cases = layer_cases()
     assert len(cases) == sum(len(batches) for _, batches, _ in LAYERS) == 14
     assert [c.batch for c in layer_cases((8,))] == [8, 8, 8]
+
+
+def test_op_suite_cases_compile_to_the_interpreters_results():
+    cases = op_cases()
+    assert len(cases) == sum(len(batches) for _, batches, _ in OPS)
+    assert [c.name for c in op_cases((64,))] == ["softmax 1000", "dense 784->128 + relu"]
+    for case in cases:
+        graph, inputs = case.build()
+        assert next(iter(inputs.values())).shape[0] == case.batch
+        want = convc.interpret(graph, inputs)
+        got = convc.compile(graph, threads=1).run(inputs)
+        for name, ref in want.items():
+            assert np.isfinite(ref).all(), case.name
+            np.testing.assert_allclose(got[name], ref, rtol=1e-4, atol=1e-5, err_msg=case.name)
 
 
 def test_run_cases_times_every_available_peer_and_checks_outputs():

@@ -1,7 +1,8 @@
 """`convc bench`: time convc side by side with NumPy, PyTorch and ONNX Runtime.
 
 Stage: a driver above the compiler, like the CLI. Input: a model file or a
-suite name (`layers`: the single layers of shared/BENCHMARKS.md; `models`:
+suite name (`layers`: the single layers of shared/BENCHMARKS.md; `ops`: softmax,
+small dense layers, activations, batch norm and pools run alone; `models`:
 LeNet-5, ResNet-18 and MobileNetV2 from samples/; `training`: one optimizer
 step of LeNet-5, see `training`), thread counts, batch
 sizes, repeats and peers. Output: Markdown tables of medians and minima,
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from ir import ConvcError, InputError, UnsupportedError
 
-from .cases import Case, file_cases, layer_cases, model_cases
+from .cases import Case, file_cases, layer_cases, model_cases, op_cases
 from .peak import measured_peak
 from .peers import PEER_NAMES, PEERS
 from .runner import (
@@ -45,8 +46,8 @@ from .runner import (
 from .table import format_results
 from .training import TrainingCase, run_training_case, training_cases
 
-SUITES = ("layers", "models", "training")
-DEFAULT_THREADS = {"layers": (1,), "models": (1, 2), "training": (1,), None: (1,)}
+SUITES = ("layers", "ops", "models", "training")
+DEFAULT_THREADS = {"layers": (1,), "ops": (1,), "models": (1, 2), "training": (1,), None: (1,)}
 #: Default pause before each timed block, ms, on one thread and on more. ONNX Runtime's
 #: pool spins for tens of milliseconds after a run and took the second core from the next
 #: block: MobileNetV2 at batch 1 on two threads, convc beside it 4.12 ms (min 3.36) with
@@ -94,6 +95,8 @@ def suite_cases(args: argparse.Namespace) -> list[Case]:
     batches = args.batch
     if args.suite == "layers":
         cases = layer_cases(batches)
+    elif args.suite == "ops":
+        cases = op_cases(batches)
     elif args.suite == "models":
         cases = model_cases(batches)
     elif args.suite == "training":
@@ -110,7 +113,7 @@ def suite_cases(args: argparse.Namespace) -> list[Case]:
 def command(args: argparse.Namespace) -> int:
     """The `convc bench` command: run, print the tables, save JSON when asked."""
     if (args.file is None) == (args.suite is None):
-        raise ConvcError("convc bench: give either a model FILE or --suite layers|models")
+        raise ConvcError(f"convc bench: give either a model FILE or --suite {'|'.join(SUITES)}")
     peers = select_peers(args.peers)
     peak = args.peak or measured_peak()  # before the peers' thread pools start
     source = "given" if args.peak else "measured"

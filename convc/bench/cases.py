@@ -100,6 +100,94 @@ LAYERS = (
     ("dense 4096->1000", (1, 8), _dense_layer(4096, 1000)),
 )
 
+
+def _op_chain(name: str, shape: tuple, nodes: tuple, params: tuple = ()):
+    """A builder of a chain of ops on one input of `shape` (after the batch): `nodes` are
+    (op, inputs, attrs), "_" naming the value before; `params` are (name, shape), drawn
+    from N(0, 0.1), or from U(0.5, 1.5) for a name ending in ".var" (a variance)."""
+
+    def build(batch: int):
+        rng = np.random.default_rng(SEED)
+        g = Graph(name)
+        g.add_input("x", (batch, *shape))
+        for param, param_shape in params:
+            if param.endswith(".var"):
+                data = rng.random(param_shape) + 0.5
+            else:
+                data = rng.standard_normal(param_shape) / 10
+            g.add_param(param, data.astype(np.float32))
+        last = "x"
+        for k, (op, inputs, attrs) in enumerate(nodes):
+            inputs = [last if v == "_" else v for v in inputs]
+            last = g.add_node(op, inputs, attrs, name=f"op{k}")[0].name
+        g.set_outputs(last)
+        return g, {"x": rng.standard_normal((batch, *shape), dtype=np.float32)}
+
+    return build
+
+
+_POOL3 = {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]}
+_POOL2 = {"kernel_shape": [2, 2], "strides": [2, 2]}
+_STATS = tuple((f"bn.{s}", (64,)) for s in ("scale", "bias", "mean", "var"))
+#: (name, batch sizes, builder) of ops that models usually fuse into a conv, run alone:
+#: here the per-call cost, the vector math and memory decide.
+OPS = (
+    ("softmax 1000", (1, 64), _op_chain("softmax", (1000,), (("softmax", ["_"], {}),))),
+    (
+        "dense 512->10",
+        (1,),
+        _op_chain(
+            "dense",
+            (512,),
+            (("gemm", ["_", "w", "b"], {"transB": 1}),),
+            (("w", (10, 512)), ("b", (10,))),
+        ),
+    ),
+    (
+        "dense 784->128 + relu",
+        (64,),
+        _op_chain(
+            "dense_relu",
+            (784,),
+            (("gemm", ["_", "w", "b"], {"transB": 1}), ("relu", ["_"], {})),
+            (("w", (128, 784)), ("b", (128,))),
+        ),
+    ),
+    ("sigmoid 64@56", (1,), _op_chain("sigmoid", (64, 56, 56), (("sigmoid", ["_"], {}),))),
+    ("tanh 64@56", (1,), _op_chain("tanh", (64, 56, 56), (("tanh", ["_"], {}),))),
+    ("GELU 64@56", (1,), _op_chain("gelu", (64, 56, 56), (("gelu", ["_"], {}),))),
+    (
+        "batch norm 64@56",
+        (1,),
+        _op_chain(
+            "batch_norm",
+            (64, 56, 56),
+            (("batch_norm", ["_", "bn.scale", "bn.bias", "bn.mean", "bn.var"], {}),),
+            _STATS,
+        ),
+    ),
+    (
+        "avg pool 3x3 s1, 192@28",
+        (1,),
+        _op_chain("avg_pool", (192, 28, 28), (("avg_pool", ["_"], _POOL3),)),
+    ),
+    (
+        "max pool 2x2 s2, 128@56",
+        (1,),
+        _op_chain("max_pool", (128, 56, 56), (("max_pool", ["_"], _POOL2),)),
+    ),
+    (
+        "global max pool 64@112",
+        (1,),
+        _op_chain("global_max", (64, 112, 112), (("global_max_pool", ["_"], {}),)),
+    ),
+    (
+        "add + relu 256@14",
+        (8,),
+        _op_chain("add_relu", (256, 14, 14), (("add", ["_", "_"], {}), ("relu", ["_"], {}))),
+    ),
+)
+
 #: whole models: display name and the sample file defining build(batch) and example_inputs.
 MODELS = (
     ("LeNet-5", "lenet5.py"),
@@ -111,12 +199,21 @@ MODEL_BATCHES = (1, 8)
 
 def layer_cases(batches=None) -> list[Case]:
     """Every layer of the table at its listed batch sizes (only those in `batches` if given)."""
+    return _listed(LAYERS, batches)
+
+
+def _listed(table, batches) -> list[Case]:
     return [
         Case(name, batch, lambda build=build, batch=batch: build(batch))
-        for name, listed, build in LAYERS
+        for name, listed, build in table
         for batch in listed
         if batches is None or batch in batches
     ]
+
+
+def op_cases(batches=None) -> list[Case]:
+    """Every op chain of `OPS` at its listed batch sizes (only those in `batches` if given)."""
+    return _listed(OPS, batches)
 
 
 def model_cases(batches=None) -> list[Case]:
