@@ -17,6 +17,7 @@ import ir
 from convc import loops
 from convc.compiler import lower_graph
 from convc.lower import default_schedule
+from convc.lower.schedule import ROW_BLOCK
 from convc.texpr import texpr_of
 
 RNG = np.random.default_rng(1)
@@ -159,7 +160,7 @@ def test_default_schedules_by_family():
     dense.set_outputs("fc")
     te = texpr_of(dense, dense.nodes["fc"])[0]
     schedule = default_schedule(te)
-    assert schedule.vector_axis == "j.i" and schedule.tiles == {"j": 32, "i": 8}
+    assert schedule.vector_axis == "j.i" and schedule.tiles == {"j": 32, "i": ROW_BLOCK}
     assert schedule.unroll == ("i.i",)
 
 
@@ -237,7 +238,7 @@ def test_linear_weights_are_packed_in_panels_of_32_outputs():
     text = loops.format_program(program)
     assert "w.p32[j_o, k, j_i]" in text
     assert "vector(32, tail=masked) for j_i in 0..Min(32, 40 - 32*j_o):" in text
-    assert "unrolled for i_i in 0..8:" in text  # 8 rows share each weight vector
+    assert f"unrolled for i_i in 0..{ROW_BLOCK}:" in text  # rows sharing each weight vector
 
 
 def test_batched_matmul_reads_its_row_major_weights_directly():

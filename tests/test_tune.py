@@ -17,6 +17,7 @@ import pytest
 import convc
 from convc import cli, nn, tune
 from convc.lower import assemble
+from convc.lower.schedule import ROW_BLOCK
 from convc.passes import PIPELINE, plan_fusion, run_passes
 from convc.profile import KernelTime, Profile
 from convc.runtime import executable
@@ -95,7 +96,7 @@ def test_batch_row_blocks_are_tuned_only_for_a_fixed_batch():
     assert dense_tunables("N") == []  # measured at N=1, every row block does one row
     (rows,) = dense_tunables(8)
     assert {axis for c in rows.candidates for axis in c} == {"i"}
-    assert rows.candidates[0] == {"i": 8}
+    assert rows.candidates[0] == {"i": ROW_BLOCK}
 
 
 def test_the_keys_found_are_the_ones_the_lowering_looks_up(planned):
