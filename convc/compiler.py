@@ -167,12 +167,17 @@ class CompiledModel:
         """The arrays' shapes and dtypes in input order, None unless every input is an
         `np.ndarray` (others go through full validation on every call)."""
         try:
+            if len(inputs) != len(self._input_names):
+                return None
             arrays = [inputs[name] for name in self._input_names]
         except (KeyError, TypeError):
             return None
-        if len(inputs) != len(arrays) or any(type(a) is not np.ndarray for a in arrays):
-            return None
-        return tuple([(a.shape, a.dtype) for a in arrays])
+        signature = []
+        for a in arrays:
+            if type(a) is not np.ndarray:
+                return None
+            signature.append((a.shape, a.dtype))
+        return tuple(signature)
 
     __call__ = run
 

@@ -155,6 +155,7 @@ class Executable:
             for k, b in enumerate(self._external)
             if b.role != "param"
         ]
+        self._inputs = [io for io in self._io if io[2]]
         self._last: list = [None] * len(self._external)
         self._scratch: list = [None] * len(self._external)
         self._lock = threading.Lock()
@@ -215,7 +216,7 @@ class Executable:
         1.30 ms). Runs of one executable from several Python threads take turns: they share
         the arena."""
         with self._lock:
-            self._run(inputs, outputs, symbols, threads)
+            self._call(inputs, outputs, self._binding(symbols), threads)
 
     def run_fresh(
         self, inputs: Mapping, symbols: Mapping, threads: int | None = None, ticks=None
@@ -224,15 +225,15 @@ class Executable:
         per-call path of `CompiledModel.run`. Arrays made here need none of `run`'s output
         checks (about 1.2 us an output on a 6 us call); `ticks`: as for `profile`."""
         with self._lock:
-            arena = self._binding(symbols)[2]
+            binding = self._binding(symbols)
             outputs = {}
-            for k, name, shape, dtype, nbytes in arena.fresh:
+            for k, name, shape, dtype, nbytes in binding[2].fresh:
                 raw = np.empty(nbytes + ALIGN, np.uint8)
                 start = address(raw)
                 offset = -start % ALIGN
                 outputs[name] = np.ndarray(shape, dtype, raw, offset)
                 self._slots[k] = start + offset
-            self._run(inputs, None, symbols, threads, ticks)
+            self._call(inputs, None, binding, threads, ticks)
         return outputs
 
     def profile(
@@ -246,18 +247,17 @@ class Executable:
             self.run_fresh(inputs, symbols, threads, ticks)
         else:
             with self._lock:
-                self._run(inputs, outputs, symbols, threads, ticks)
+                self._call(inputs, outputs, self._binding(symbols), threads, ticks)
         return np.diff(ticks)
 
-    def _run(
-        self, inputs: Mapping, outputs: Mapping | None, symbols: Mapping, threads, ticks=None
+    def _call(
+        self, inputs: Mapping, outputs: Mapping | None, binding: tuple, threads, ticks=None
     ) -> None:
-        """The call; `outputs` None: their slots are already set (`run_fresh`)."""
-        _, shapes, arena, syms = self._binding(symbols)
+        """The call at one `_binding`; `outputs` None: their slots are already set
+        (`run_fresh`), so only the inputs are looked at."""
+        _, shapes, arena, syms = binding
         copy_back = []
-        for k, buf, is_input, dtype in self._io:
-            if not is_input and outputs is None:
-                continue
+        for k, buf, is_input, dtype in self._io if outputs is not None else self._inputs:
             array = (inputs if is_input else outputs).get(buf.name)
             size = arena.sizes[buf.name]
             last = self._last[k]
