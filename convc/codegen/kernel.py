@@ -30,9 +30,11 @@ from .values import binary, cast, compare, identity, index_value, unary, widen
 #: chain waits on each step's NaN-propagating maximum (six dependent instructions, about
 #: 12 cycles a vector). Measured (kernel, one thread): softmax over 64 rows of 1000 40 ->
 #: 29 us; global max pool of 64 planes of 112x112 179 -> 103 us, 8 x 256 planes of 14x14
-#: 71.5 -> 59 us. Reordering a float sum this way would change its rounding; sums are left
-#: to LLVM (scalar loops it vectorises).
+#: 71.5 -> 59 us. Only for reductions whose result does not depend on their order: a
+#: float sum split this way would round differently (sums run as scalar loops that LLVM
+#: vectorises, or in one chain here).
 REDUCTION_CHAINS = 4
+ORDERLESS_REDUCTIONS = ("max", "min")
 
 
 class Local:
@@ -263,10 +265,12 @@ class FunctionEmitter:
         extent = smax(b, b.sub(stop, start), i64(0))
         main_stop = b.add(start, b.mul(b.sdiv(extent, i64(width)), i64(width)))
         multiple = width if known_multiple(s.start, "", 1) % width == 0 else 1
-        chains = [self._start_reductions(s, width) for _ in range(REDUCTION_CHAINS)]
-        reductions = chains[0]
+        reductions = self._start_reductions(s, width)
+        chains = [reductions]
         saved = self.env.get(var)
-        if reductions:  # REDUCTION_CHAINS vectors a step, each into its own partials
+        if reductions and all(op in ORDERLESS_REDUCTIONS for _, op, _ in reductions.values()):
+            # REDUCTION_CHAINS vectors a step, each into its own partials
+            chains += [self._start_reductions(s, width) for _ in range(REDUCTION_CHAINS - 1)]
             step = width * len(chains)
             chained_stop = b.add(start, b.mul(b.sdiv(extent, i64(step)), i64(step)))
             with for_range(b, start, chained_stop, step=step, name=var) as base:
@@ -283,7 +287,8 @@ class FunctionEmitter:
                 mask = b.icmp_signed("<", lanes(width), splat(b, active, width))
                 ctx = VecCtx(var, width, main_stop, multiple, mask, reductions)
                 self._vector_body(s, ctx)
-        self._merge_chains(chains)
+        if len(chains) > 1:
+            self._merge_chains(chains)
         self._finish_reductions(reductions)
         self._restore(var, saved)
         if s.tail == "scalar":
