@@ -137,3 +137,23 @@ def test_long_max_runs_in_several_chains_find_every_position(size):
     got = convc.compile(g, threads=1).run({"x": x.reshape(1, channels, size, size)})["p"]
     assert got[0, -2, 0, 0] == -np.inf and got[0, -1, 0, 0] == 0.0
     np.testing.assert_array_equal(got[0, : len(positions), 0, 0], 5.0 + np.arange(len(positions)))
+
+
+@pytest.mark.parametrize("shape, axis, merged", [((64, 1000), 1, True), ((2, 5, 4, 3), 1, True),
+                                                 ((2, 5, 4, 3), 3, True), ((2, 5, 4, 3), 0, False)])  # fmt: skip
+def test_softmax_steps_share_the_batch_loop_when_they_read_along_a_later_axis(shape, axis, merged):
+    """Max, exponentials, sum and scaling run inside one loop over the batch when each step
+    reads the ones before at its own batch index (`group._row_local`); along axis 0 they
+    cannot. Either way the results, NaN rows included, are the interpreter's."""
+    g = ir.Graph("softmax_rows_merged")
+    g.add_input("x", shape)
+    g.add_node("softmax", ["x"], {"axis": axis}, name="p")
+    g.set_outputs("p")
+    model = convc.compile(g, threads=1)
+    outer = [line for line in model.source("loops").splitlines() if line.startswith("  for ")]
+    assert (len(outer) == 1) == merged, outer
+    x = np.random.default_rng(7).standard_normal(shape).astype(np.float32) * 5
+    x.reshape(shape[0], -1)[-1, 3] = np.nan
+    got, want = model.run({"x": x})["p"], convc.interpret(g, {"x": x})["p"]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(np.nan_to_num(got), np.nan_to_num(want), rtol=1e-5, atol=1e-7)
