@@ -268,7 +268,7 @@ class FunctionEmitter:
         reductions = self._start_reductions(s, width)
         chains = [reductions]
         saved = self.env.get(var)
-        if reductions and all(op in ORDERLESS_REDUCTIONS for _, op, _ in reductions.values()):
+        if reductions and all(r[1] in ORDERLESS_REDUCTIONS for r in reductions.values()):
             # REDUCTION_CHAINS vectors a step, each into its own partials
             chains += [self._start_reductions(s, width) for _ in range(REDUCTION_CHAINS - 1)]
             step = width * len(chains)
@@ -305,12 +305,31 @@ class FunctionEmitter:
     def _merge_chains(self, chains: list) -> None:
         """Fold the partials of every chain into the first's."""
         b = self.b
-        for name, (ptr, op, dtype) in chains[0].items():
-            t = ptr.allocated_type
-            value = b.load(ptr, typ=t)
+        for name, (ptr, op, dtype, nan) in chains[0].items():
             for other in chains[1:]:
-                value = binary(b, op, value, b.load(other[name][0], typ=t), dtype)
-            b.store(value, ptr)
+                other_ptr, _, _, other_nan = other[name]
+                self._combine(ptr, op, dtype, nan, b.load(other_ptr, typ=ptr.allocated_type))
+                if nan is not None:
+                    seen = b.or_(
+                        b.load(nan, typ=nan.allocated_type),
+                        b.load(other_nan, typ=nan.allocated_type),
+                    )
+                    b.store(seen, nan)
+
+    def _combine(self, ptr, op: str, dtype: str, nan, value: ir.Value) -> None:
+        """``partial = op(partial, value)``. A float max or min with a NaN flag (`nan`)
+        keeps the larger (smaller) of the ordered values with one compare and select
+        (``vmaxps``), where NumPy's NaN-propagating maximum (``llvm.maximum``) took six
+        dependent instructions a step; the flag says which lanes saw a NaN. Kernel us: softmax
+        over 64 rows of 1000 25.2 -> 23.3; global max pool of 8 x 256 planes of 14x14 59 ->
+        40, of 64 planes of 112x112 103 -> 100 (its 3.2 MB come from L3)."""
+        b = self.b
+        old = b.load(ptr, typ=ptr.allocated_type)
+        if nan is None:
+            b.store(binary(b, op, old, value, dtype), ptr)
+            return
+        better = b.fcmp_ordered(">" if op == "max" else "<", value, old)
+        b.store(b.select(better, value, old), ptr)
 
     def _start_reductions(self, s: L.For, width: int) -> dict:
         """Vector partial accumulators for the outer locals the loop body reduces into
@@ -324,28 +343,41 @@ class FunctionEmitter:
                 raise ValueError(f"vectorized loop '{s.var}' assigns outer local '{name}'")
             op = _reduction_op(s.body, name)
             t = value_type(local.dtype, width)
+            flagged = op in ORDERLESS_REDUCTIONS and local.dtype.startswith("float")
             with self.b.goto_block(self.entry):
                 self.b.position_at_start(self.entry)
                 ptr = self.b.alloca(t, name=f"{name}.partial")
+                nan = (
+                    self.b.alloca(ir.VectorType(ir.IntType(1), width), name=f"{name}.nan")
+                    if flagged
+                    else None
+                )
             self.b.store(identity(op, local.dtype, t), ptr)
-            out[name] = (ptr, op, local.dtype)
+            if nan is not None:
+                self.b.store(ir.Constant(nan.allocated_type, None), nan)
+            out[name] = (ptr, op, local.dtype, nan)
         return out
 
     def _reduce_into(self, s: L.Assign) -> None:
-        ptr, op, dtype = self.vec.reductions[s.name]
+        ptr, op, dtype, nan = self.vec.reductions[s.name]
         term = s.value.b if _is_ref(s.value.a, s.name) else s.value.a
         value, _ = self.expr_as(term, dtype)
         value = widen(self.b, value, self.vec.width)
         if self.vec.mask is not None:
             value = self.b.select(self.vec.mask, value, identity(op, dtype, value.type))
-        t = value.type
-        self.b.store(binary(self.b, op, self.b.load(ptr, typ=t), value, dtype), ptr)
+        self._combine(ptr, op, dtype, nan, value)
+        if nan is not None:
+            seen = self.b.fcmp_unordered("uno", value, value)
+            self.b.store(self.b.or_(self.b.load(nan, typ=nan.allocated_type), seen), nan)
 
     def _finish_reductions(self, reductions: dict) -> None:
         b = self.b
-        for name, (ptr, op, dtype) in reductions.items():
+        for name, (ptr, op, dtype, nan) in reductions.items():
             vt = value_type(dtype, None)
             partial = b.load(ptr, typ=ptr.allocated_type)
+            if nan is not None:  # the lanes that saw a NaN give NaN
+                lost = ir.Constant(ptr.allocated_type, [float("nan")] * ptr.allocated_type.count)
+                partial = b.select(b.load(nan, typ=nan.allocated_type), lost, partial)
             parts = [b.extract_element(partial, i64(k)) for k in range(ptr.allocated_type.count)]
             while len(parts) > 1:
                 parts = [
