@@ -310,11 +310,11 @@ class FunctionEmitter:
                 other_ptr, _, _, other_nan = other[name]
                 self._combine(ptr, op, dtype, nan, b.load(other_ptr, typ=ptr.allocated_type))
                 if nan is not None:
-                    seen = b.or_(
-                        b.load(nan, typ=nan.allocated_type),
-                        b.load(other_nan, typ=nan.allocated_type),
-                    )
-                    b.store(seen, nan)
+                    self._flag(nan, b.load(other_nan, typ=nan.allocated_type))
+
+    def _flag(self, nan, lanes: ir.Value) -> None:
+        """Mark `lanes` (``<W x i1>``) in the NaN flag `nan`."""
+        self.b.store(self.b.or_(self.b.load(nan, typ=nan.allocated_type), lanes), nan)
 
     def _combine(self, ptr, op: str, dtype: str, nan, value: ir.Value) -> None:
         """``partial = op(partial, value)``. A float max or min with a NaN flag (`nan`)
@@ -344,14 +344,11 @@ class FunctionEmitter:
             op = _reduction_op(s.body, name)
             t = value_type(local.dtype, width)
             flagged = op in ORDERLESS_REDUCTIONS and local.dtype.startswith("float")
+            lanes = ir.VectorType(ir.IntType(1), width)
             with self.b.goto_block(self.entry):
                 self.b.position_at_start(self.entry)
                 ptr = self.b.alloca(t, name=f"{name}.partial")
-                nan = (
-                    self.b.alloca(ir.VectorType(ir.IntType(1), width), name=f"{name}.nan")
-                    if flagged
-                    else None
-                )
+                nan = self.b.alloca(lanes, name=f"{name}.nan") if flagged else None
             self.b.store(identity(op, local.dtype, t), ptr)
             if nan is not None:
                 self.b.store(ir.Constant(nan.allocated_type, None), nan)
@@ -367,8 +364,7 @@ class FunctionEmitter:
             value = self.b.select(self.vec.mask, value, identity(op, dtype, value.type))
         self._combine(ptr, op, dtype, nan, value)
         if nan is not None:
-            seen = self.b.fcmp_unordered("uno", value, value)
-            self.b.store(self.b.or_(self.b.load(nan, typ=nan.allocated_type), seen), nan)
+            self._flag(nan, self.b.fcmp_unordered("uno", value, value))
 
     def _finish_reductions(self, reductions: dict) -> None:
         b = self.b
