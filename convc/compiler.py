@@ -107,8 +107,9 @@ class CompiledModel:
         runs = []
 
         def timed(inputs, symbols):
-            runs.append(self._executable.profile(inputs, None, symbols))
-            return {}
+            outputs, nanoseconds = self._executable.profile_fresh(inputs, symbols)
+            runs.append(nanoseconds)
+            return outputs
 
         for _ in range(repeat + 1):
             self._execute(inputs, timed)

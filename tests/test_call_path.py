@@ -75,6 +75,15 @@ def test_read_only_misaligned_and_mapping_inputs():
         assert out["act"].ctypes.data % 64 == 0 and out["act"].flags.c_contiguous
 
 
+def test_profile_of_a_model_with_a_passed_through_output():
+    """`profile` goes through the same output plan as `run`: a graph input as output (copied)
+    and the computed outputs."""
+    m = model()
+    x = np.random.default_rng(4).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    profile = m.profile({"x": x}, repeat=2)
+    assert len(profile.kernels) == len(m.program.calls) and profile.total_ms > 0
+
+
 def test_outputs_are_not_kept_after_the_call():
     """A run keeps no reference to its outputs: dropped by the caller, an output's memory
     is free for the next run's (the same block, still in cache, not a second one)."""
