@@ -52,12 +52,21 @@ _addressof = ctypes.addressof
 
 
 def aligned_empty(shape, dtype, align: int = ALIGN) -> np.ndarray:
-    """An uninitialised C-contiguous array whose data pointer is a multiple of `align`."""
+    """An uninitialised C-contiguous array whose data pointer is a multiple of `align`
+    (one element of slack past its end)."""
     dtype = np.dtype(dtype)
     count = int(np.prod(shape, dtype=np.int64))
-    raw = np.empty((count + 1) * dtype.itemsize + align, dtype=np.uint8)
-    start = -raw.ctypes.data % align
-    return raw[start : start + (count + 1) * dtype.itemsize].view(dtype)[:count].reshape(shape)
+    return _aligned(shape, dtype, (count + 1) * dtype.itemsize, align)[0]
+
+
+def _aligned(shape, dtype: np.dtype, nbytes: int, align: int = ALIGN):
+    """(array, its data pointer): `shape` of `dtype` at a multiple of `align` in a new
+    byte array of `nbytes` + `align` (one allocation, one address lookup: the per-call
+    path of `Executable.run_fresh`)."""
+    raw = np.empty(nbytes + align, np.uint8)
+    start = address(raw)
+    offset = -start % align
+    return np.ndarray(shape, dtype, raw, offset), start + offset
 
 
 def address(array: np.ndarray) -> int:
@@ -228,11 +237,7 @@ class Executable:
             binding = self._binding(symbols)
             outputs = {}
             for k, name, shape, dtype, nbytes in binding[2].fresh:
-                raw = np.empty(nbytes + ALIGN, np.uint8)
-                start = address(raw)
-                offset = -start % ALIGN
-                outputs[name] = np.ndarray(shape, dtype, raw, offset)
-                self._slots[k] = start + offset
+                outputs[name], self._slots[k] = _aligned(shape, dtype, nbytes)
             self._call(inputs, None, binding, threads, ticks)
         return outputs
 
