@@ -8,7 +8,7 @@ Stage: (TensorExpr, thread count) -> `convc.loops.Schedule` (plain data that
   with width 16 (`<16 x float>`, AVX-512), a masked tail, and splits that axis'
   range so padding checks stay out of the vectorized interior;
 - 2-D dense layers vectorize over output features in tiles of 32 (16 for deep
-  reductions) with a block of 12 rows, reading weights packed as [P/32][K][32]
+  reductions) with a block of 8 rows, reading weights packed as [P/32][K][32]
   panels (`packing`);
 - conv blocks the output channels (`tiles`, `unroll`): several
   accumulators per vector lane reuse each loaded input vector and hide the FMA
@@ -89,14 +89,13 @@ MAX_ROW_COPIES, FEW_ROW_BLOCKS = 8, 3
 #: runs row by row; 8 rows stream the weights once at batch 8). Measured side by side (ms,
 #: busy machine): 4096->1000 at batch 8 (16, 4) 2.27, (16, 8) 1.43, (32, 8) 1.70, ONNX Runtime
 #: 1.58; 512->1000 at batch 8 (16, 8) 0.106, (32, 8) 0.107; batch 1 memory bound (4096: all
-#: tiles 0.71-0.77) or close (512: 32-wide 0.071, 16-wide 0.070-0.077). 12 rows rather
-#: than 8 (24 accumulators at 32 wide, 12 at 16), kernel us, one thread, A/B: at batch 64
-#: 784->128 81.7 -> 71.9, 400->120 44.1 -> 39.1, 120->84 10.0 -> 8.9, 1024->1000 873 ->
-#: 824, 2048->512 978 -> 933, 4096->1000 4003 -> 3857 (32 rows: 2042 -> 1921); 256->256
-#: at 64 rows, 4096->1000 and 512->1000 at 8, 784->128 at 16 level; 9216->4096 at 64
-#: 56.9 -> 58.3 ms, the one loss; 16 rows lost on all four shapes tried. LeNet-5 at batch
-#: 64 0.418 -> 0.412 ms, at 1 and 8 and ResNet-18 at 8 level.
-DENSE_WIDTH, ROW_BLOCK = 32, 12
+#: tiles 0.71-0.77) or close (512: 32-wide 0.071, 16-wide 0.070-0.077). 12 rows measured
+#: 5-12% faster for batches known at compile time (kernel us at batch 64: 784->128 81.7 ->
+#: 71.9, 1024->1000 873 -> 824, 4096->1000 4003 -> 3857), but the rows of a run-time batch
+#: past its last whole block run one at a time, so a batch of 8 under a symbolic N ran
+#: all of them that way: 4096->1000 0.62 -> 2.79 ms, 512->1000 0.065 -> 0.218, and
+#: 784->128 at N=64 (5 blocks and 4 rows) 78.7 -> 86.1 us. 8 stays.
+DENSE_WIDTH, ROW_BLOCK = 32, 8
 DEEP_DENSE = 2048
 #: 1x1 stride-1 convs on width vectors: 32 columns (two registers) x the output-channel block
 #: of accumulators, so each input channel costs 2 vector loads and B weight broadcasts for 2B
