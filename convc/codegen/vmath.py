@@ -98,8 +98,9 @@ def _exp(o: _Ops, x):
     subnormal; a NaN stays NaN), 15 vector instructions against 29: over 64 planes of
     56x56, kernel us, two halves -> ``llvm.ldexp`` of an integer n -> ``vscalefps`` of
     the float n (no conversion, no NaN select): elu 74 -> 53 -> 46-48, sigmoid 89 -> 64
-    -> 58-59. Vectors of other widths and scalars take ``llvm.ldexp``. Without, 2**n is built in the exponent bits in two halves (so a subnormal result
-    is one rounding) and the limits are selected."""
+    -> 58-59. Vectors of other widths and scalars take ``llvm.ldexp``. Without, 2**n is
+    built in the exponent bits in two halves (so a subnormal result is one rounding) and
+    the limits are selected."""
     b = o.b
     xc = b.select(o.gt(x, o.c(89.0)), o.c(89.0), x)
     xc = b.select(o.lt(xc, o.c(-104.0)), o.c(-104.0), xc)
@@ -130,8 +131,9 @@ def _scalef(b: ir.IRBuilder, y: ir.Value, n: ir.Value) -> ir.Value:
     count = y.type.count
     parts = []
     for start in range(0, count, SCALEF_LANES):
-        picks = ir.Constant(ir.VectorType(I32, SCALEF_LANES), list(range(start, start + 16)))
-        yk, nk = (b.shuffle_vector(v, v, picks) if count > 16 else v for v in (y, n))
+        lanes = list(range(start, start + SCALEF_LANES))
+        picks = ir.Constant(ir.VectorType(I32, SCALEF_LANES), lanes)
+        yk, nk = (b.shuffle_vector(v, v, picks) if count > SCALEF_LANES else v for v in (y, n))
         current_direction = ir.Constant(I32, 4)
         parts.append(b.call(fn, [yk, nk, yk, ir.Constant(I16, -1), current_direction]))
     while len(parts) > 1:
