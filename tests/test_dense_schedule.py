@@ -1,7 +1,7 @@
-"""Dense layers under their panel schedule (32-wide feature vectors, blocks of 8 rows):
-feature counts that leave masked tails, batches below, at and above the row block, both
-weight orientations, a fused epilogue and a GEMV read as several weight streams,
-compiled == interpreted."""
+"""Dense layers under their panel schedule (32-wide feature vectors, blocks of ROW_BLOCK
+rows): feature counts that leave masked tails, batches below, at and above the row block
+(and every leftover of a run-time batch), both weight orientations, a fused epilogue and a
+GEMV read as several weight streams, compiled == interpreted."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from compile_check import assert_compiled_matches
 import convc.lower.streams
 import ir
 from convc.compiler import lower_graph, stage_source
+from convc.lower.schedule import ROW_BLOCK
 from convc.tune import tunables
 
 
@@ -34,6 +35,23 @@ def test_dense_tails_and_row_blocks(features_out, batch):
     g = dense_graph(23, features_out, trans_b=True)
     x = np.random.default_rng(batch).standard_normal((batch, 23)).astype(np.float32)
     assert_compiled_matches(g, {"x": x})
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_run_time_batch_leftover_rows_run_in_power_of_two_blocks(threads):
+    """A batch known at run time runs its whole blocks of ROW_BLOCK rows, then the rows
+    left over as at most one block of each power of two below ROW_BLOCK, never a row at a
+    time (each row would stream every weight); every leftover count is checked."""
+    g = dense_graph(19, 37, trans_b=True, batch="N")
+    text = stage_source(g, "loops")
+    sizes = [1 << k for k in range((ROW_BLOCK - 1).bit_length())]
+    assert max(sizes) < ROW_BLOCK <= 2 * max(sizes)
+    for size in sizes:
+        assert f"unrolled for i_i in 0..{size}:" in text
+    assert "for i in " not in text  # no loop taking rows one at a time
+    for batch in range(1, 2 * ROW_BLOCK + 1):
+        x = np.random.default_rng(batch).standard_normal((batch, 19)).astype(np.float32)
+        assert_compiled_matches(g, {"x": x}, threads=threads)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -86,16 +86,18 @@ MAX_ROW_COPIES, FEW_ROW_BLOCKS = 8, 3
 #: Dense layers: output features per vector (`<32 x float>`, two registers, so a batch-1 row
 #: keeps two FMA chains in flight: LeNet-5's dense layers are FMA-latency bound; 16 for deep
 #: reductions, from DEEP_DENSE inputs) and rows sharing each weight vector (a batch below it
-#: runs row by row; 8 rows stream the weights once at batch 8). Measured side by side (ms,
+#: runs in the leftover blocks below). Measured side by side (ms,
 #: busy machine): 4096->1000 at batch 8 (16, 4) 2.27, (16, 8) 1.43, (32, 8) 1.70, ONNX Runtime
 #: 1.58; 512->1000 at batch 8 (16, 8) 0.106, (32, 8) 0.107; batch 1 memory bound (4096: all
 #: tiles 0.71-0.77) or close (512: 32-wide 0.071, 16-wide 0.070-0.077). 12 rows measured
-#: 5-12% faster for batches known at compile time (kernel us at batch 64: 784->128 81.7 ->
-#: 71.9, 1024->1000 873 -> 824, 4096->1000 4003 -> 3857), but the rows of a run-time batch
-#: past its last whole block run one at a time, so a batch of 8 under a symbolic N ran
-#: all of them that way: 4096->1000 0.62 -> 2.79 ms, 512->1000 0.065 -> 0.218, and
-#: 784->128 at N=64 (5 blocks and 4 rows) 78.7 -> 86.1 us. 8 stays.
-DENSE_WIDTH, ROW_BLOCK = 32, 8
+#: 5-12% faster than 8 for batches known at compile time (kernel us at batch 64: 784->128
+#: 81.7 -> 71.9, 1024->1000 873 -> 824, 4096->1000 4003 -> 3857). A run-time batch's rows
+#: past its last whole block run as blocks of 8, 4, 2 and 1 (`nest._leftover`; taken one at
+#: a time, a batch of 8 ran 4096->1000 in 2.79 ms against 0.62). Against 8 rows with the
+#: leftovers one at a time, us a call at a run-time batch (A/B, one thread): 784->128 N=24
+#: 38.9 -> 32.6, N=64 93.0 -> 79.5; 512->1000 N=64 459 -> 423; 4096->1000 N=24 1659 ->
+#: 1508, N=64 4194 -> 4049; batches 1, 8 and 16 within 3%.
+DENSE_WIDTH, ROW_BLOCK = 32, 12
 DEEP_DENSE = 2048
 #: 1x1 stride-1 convs on width vectors: 32 columns (two registers) x the output-channel block
 #: of accumulators, so each input channel costs 2 vector loads and B weight broadcasts for 2B
