@@ -137,6 +137,12 @@ def test_windowed_convs_with_16k_channels_vectorize_over_channels():
     assert "for j_o in 0..14:" in text and "unrolled for j_i in 0..7:" in text
     assert "unrolled for j_i in 0..1:" in text and "j_i + 99]" in text
     assert "w.oc32[" in text and ", o_i]" in text
+    (padded,) = kernels(conv_graph(channels=32, size=56))
+    text = loops.format_kernel(padded)
+    # 56 padded columns: the fewest blocks of at most 10 at fixed places, six of 10, 10, 9,
+    # 9, 9, 9 columns (not seven of 8: one more pass over the weights)
+    assert text.count("unrolled for j_i in 0..10:") == 2 * 2  # each: its FMAs and stores
+    assert text.count("unrolled for j_i in 0..9:") == 4 * 2 and "for j_o" not in text
     (odd,) = kernels(conv_graph(channels=48, size=20))
     assert "vector(16, tail=masked) for o_i in 0..16:" in loops.format_kernel(odd)
     (narrow,) = kernels(conv_graph(channels=32, size=7))
