@@ -40,7 +40,7 @@ from convc.texpr import TensorExpr
 
 from .convert import Scope, condition, convert
 from .regions import conjuncts, interior
-from .schedule import FEW_ROW_BLOCKS, MAX_ROW_COPIES, at_batch_one, merge_rows, whole_groups
+from .schedule import at_batch_one, fixed_row_blocks, merge_rows, whole_groups
 
 UPDATE = {"sum": "add", "max": "max"}
 #: Weights from which a channel-vector conv prefetches those it reads next
@@ -557,7 +557,7 @@ def _channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
     fixed = extent.is_number and not _mixed(atoms, j, te.indices)
     count = -(-int(extent) // block) if fixed else 0
     bounded = any(j in a.free_symbols for a in atoms)
-    few = count <= MAX_ROW_COPIES if bounded else count <= FEW_ROW_BLOCKS
+    few = fixed_row_blocks(count, bounded)
     if fixed and (split is None or few):
         parts = [_row_block(nest, tile, j, s, n, atoms) for s, n in _even(0, extent, block)]
         return _wrap(loops_, loops.Block(tuple(parts)))

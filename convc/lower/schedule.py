@@ -80,8 +80,9 @@ DEEP_REDUCTION = 64
 MAX_ROW_BLOCK = 14
 MIN_COLUMN_BLOCK, MAX_COLUMN_BLOCK = 6, 13
 #: Rows covered by at most MAX_ROW_COPIES register blocks are unrolled into blocks at fixed
-#: places (each a copy of the reduction loops); longer rows loop over interior blocks. Conv
-#: rows that FEW_ROW_BLOCKS blocks cover take the largest blocks (`_column_block`).
+#: places (each a copy of the reduction loops); longer rows loop over interior blocks. Rows
+#: with no column bounds take fixed blocks only up to FEW_ROW_BLOCKS (`fixed_row_blocks`);
+#: conv rows covered so take the largest blocks (`_column_block`).
 MAX_ROW_COPIES, FEW_ROW_BLOCKS = 8, 3
 #: Dense layers: output features per vector (`<32 x float>`, two registers, so a batch-1 row
 #: keeps two FMA chains in flight: LeNet-5's dense layers are FMA-latency bound; 16 for deep
@@ -297,6 +298,13 @@ def _channel_tile(te: TensorExpr) -> tuple[int, int, int]:
     return WIDE_CHANNEL_TILE, WIDE_MAX_COLUMN_BLOCK, WIDE_MAX_COLUMN_BLOCK
 
 
+def fixed_row_blocks(count: int, bounded: bool) -> bool:
+    """Whether `nest` covers a row of `count` register blocks with blocks at fixed places
+    (one unrolled copy of the reduction each): up to MAX_ROW_COPIES where the row's columns
+    have bounds (each copy folds its own checks), else up to FEW_ROW_BLOCKS."""
+    return count <= (MAX_ROW_COPIES if bounded else FEW_ROW_BLOCKS)
+
+
 def _column_block(
     te: TensorExpr, max_row: int = MAX_ROW_BLOCK, max_block: int = MAX_COLUMN_BLOCK
 ) -> int:
@@ -312,8 +320,7 @@ def _column_block(
         return int(extent)
     blocks = -(-int(extent) // max_block) if extent.is_number else 0
     bounded = any(te.indices[-1] in a.free_symbols for a in conjuncts(te.condition))
-    few = blocks and blocks <= (MAX_ROW_COPIES if bounded else FEW_ROW_BLOCKS)
-    if few and te.attrs.get("family") == "conv":
+    if blocks and fixed_row_blocks(blocks, bounded) and te.attrs.get("family") == "conv":
         return max_block
     reduce_ranges = dict(zip(te.reduce_indices, te.reduce_shape))
     split = interior(conjuncts(te.condition), te.indices[-1], extent, reduce_ranges, te.indices)
