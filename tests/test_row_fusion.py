@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import convc
 import ir
+from convc.lower import row_fusion
 from convc.profile import kernel_parts
 
 
@@ -97,20 +98,40 @@ def test_the_conv_value_lives_in_a_ring_of_window_rows_with_no_buffer():
 
 
 def test_parallel_fused_kernels_share_bands_of_output_rows_each_recomputing_its_first_row():
-    # 41 conv rows, 21 pool rows in bands of 8: band b computes conv rows 16b - 1 .. 16b + 15
-    # (row 16b - 1 also belongs to the band before) and pool rows 8b .. 8b + 7; pool row 20
-    # reaches past the last conv row and follows the loop
+    # 41 conv rows, 21 pool rows: bands of 8 would make 3 bands of one channel block, 2:1
+    # between two threads, so they are 4 bands of 6: band b computes conv rows 12b - 1 ..
+    # 12b + 11 (row 12b - 1 also belongs to the band before) and pool rows 6b .. 6b + 5;
+    # pool row 20 reaches past the last conv row and follows the loop
     graph = conv_pool_graph(size=41, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
     text = convc.compile(graph, threads=1).source("loops")
     kernel = text[text.index("kernel c1__pool") :].split("\nkernel ")[0]
-    assert kernel.count("parallel for n_o_o_band in 0..3*N:") == 1
+    assert kernel.count("parallel for n_o_o_band in 0..4*N:") == 1
     assert kernel.splitlines()[0].endswith(
-        "; ring of 3 rows, threads share batch x 3 bands x channel blocks"
+        "; ring of 3 rows, threads share batch x 4 bands x channel blocks"
     )
-    band = "Mod(n_o_o_band, 3)"
-    assert f"for i in Max(0, 16*({band}) - 1)..Min(41, 2*Min(21, 8*({band}) + 8)):" in kernel
-    assert f"(idx(floor(i/2 - 1/2)) >= idx(8*({band})))" in kernel
-    assert f"for i in Max(20, 8*({band}))..Min(21, 8*({band}) + 8):" in kernel
+    band = "Mod(n_o_o_band, 4)"
+    assert f"for i in Max(0, 12*({band}) - 1)..Min(41, 2*Min(21, 6*({band}) + 6)):" in kernel
+    assert f"(idx(floor(i/2 - 1/2)) >= idx(6*({band})))" in kernel
+    assert f"for i in Max(20, 6*({band}))..Min(21, 6*({band}) + 6):" in kernel
+
+
+@pytest.mark.parametrize(
+    "rows, stride, blocks, band_rows",
+    [
+        (112, 1, 1, 14),  # MobileNetV2's stem: 7 bands of 16 -> 8 of 14
+        (112, 1, 3, 14),  # 21 units -> 24
+        (112, 1, 2, 16),  # 14 units: even already
+        (56, 2, 1, 7),  # bands of 8 conv rows at stride 2: 7 bands -> 8
+        (28, 1, 1, 14),  # 2 bands: even already
+        (16, 1, 1, 16),  # one band: the rows are not split
+        (33, 1, 1, 9),  # 3 bands of 11 -> 4 of 9 (the last 6)
+    ],
+)
+def test_bands_times_channel_blocks_are_even_so_two_threads_share_them_evenly(
+    rows, stride, blocks, band_rows
+):
+    window = row_fusion.Window(3, stride, 1, 1, rows * stride, rows)
+    assert row_fusion._band_rows(window, blocks) == band_rows
 
 
 def expansion_graph(size=20, channels=32, multiplier=1, **window):
