@@ -294,9 +294,10 @@ def _band_rows(window: Window, blocks: int) -> int:
     more than one band, the fewest fewer that make an image's bands times its `blocks` a
     multiple of EVEN_UNITS."""
     widest = max(1, BAND_ROWS // window.stride)
-    for bands in range(-(-window.pool_rows // widest), window.pool_rows + 1):
-        if bands == 1:
-            return widest
+    fewest = -(-window.pool_rows // widest)
+    if fewest == 1:
+        return widest
+    for bands in range(fewest, window.pool_rows + 1):
         per_band = -(-window.pool_rows // bands)
         if -(-window.pool_rows // per_band) * blocks % EVEN_UNITS == 0:
             return per_band

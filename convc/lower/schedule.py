@@ -8,7 +8,7 @@ Stage: (TensorExpr, thread count) -> `convc.loops.Schedule` (plain data that
   with width 16 (`<16 x float>`, AVX-512), a masked tail, and splits that axis'
   range so padding checks stay out of the vectorized interior;
 - 2-D dense layers vectorize over output features in tiles of 32 (16 for deep
-  reductions) with a block of 8 rows, reading weights packed as [P/32][K][32]
+  reductions) with a block of 12 rows (`ROW_BLOCK`), reading weights packed as [P/32][K][32]
   panels (`packing`);
 - conv blocks the output channels (`tiles`, `unroll`): several
   accumulators per vector lane reuse each loaded input vector and hide the FMA

@@ -2,8 +2,8 @@
 
 Stage: runtime. Input: a loop-IR `Program` (with its packed `params`). Output: an
 `Executable` whose ``run(inputs, outputs, symbols)`` executes the whole program in one
-native call through ctypes (which releases the GIL); ``profile(...)`` does the same through
-the timed entry point and returns each kernel call's nanoseconds.
+native call through ctypes (which releases the GIL); ``profile_fresh(...)`` does the same
+through the timed entry point and also returns each kernel call's nanoseconds.
 
 Memory: params are copied once into 64-byte-aligned storage; the arena (all temps) is one
 64-byte-aligned block per distinct symbol binding, reused across runs. Inputs and outputs are
@@ -232,7 +232,8 @@ class Executable:
     ) -> dict[str, np.ndarray]:
         """`run` into new 64-byte-aligned C-contiguous outputs, returned by buffer name: the
         per-call path of `CompiledModel.run`. Arrays made here need none of `run`'s output
-        checks (about 1.2 us an output on a 6 us call); `ticks`: as for `profile`."""
+        checks (about 1.2 us an output on a 6 us call); `ticks`: an int64 array of one more
+        entry than `Program.calls` for the timed entry point (`profile_fresh`)."""
         with self._lock:
             binding = self._binding(symbols)
             outputs = {}
@@ -241,20 +242,12 @@ class Executable:
             self._call(inputs, None, binding, threads, ticks)
         return outputs
 
-    def profile(
-        self, inputs: Mapping, outputs: Mapping, symbols: Mapping, threads: int | None = None
-    ) -> np.ndarray:
-        """`run` through the timed entry point: nanoseconds per call of `Program.calls`
-        (int64, in call order), measured natively between consecutive calls."""
-        ticks = np.zeros(len(self.program.calls) + 1, np.int64)
-        with self._lock:
-            self._call(inputs, outputs, self._binding(symbols), threads, ticks)
-        return np.diff(ticks)
-
     def profile_fresh(
         self, inputs: Mapping, symbols: Mapping, threads: int | None = None
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """(outputs, nanoseconds per call): `run_fresh` through the timed entry point."""
+        """(outputs, nanoseconds per call): `run_fresh` through the timed entry point, the
+        nanoseconds for each of `Program.calls` (int64, in call order), measured natively
+        between consecutive calls."""
         ticks = np.zeros(len(self.program.calls) + 1, np.int64)
         outputs = self.run_fresh(inputs, symbols, threads, ticks)
         return outputs, np.diff(ticks)
