@@ -163,7 +163,7 @@ def test_pow_max_min_propagate_nan():
 
 # ---------------------------------------------------------------------------- vector math
 
-BOUNDS = {"exp": 1.5e-7, "log": 1.2e-7, "tanh": 2e-7, "sigmoid": 2.5e-7, "erf": 2.5e-7}
+BOUNDS = {"exp": 1.5e-7, "log": 1.2e-7, "tanh": 3e-7, "sigmoid": 2.5e-7, "erf": 2.5e-7}
 TINY = 1.1754943508222875e-38
 
 
@@ -173,6 +173,7 @@ def _math_inputs() -> np.ndarray:
     edges = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, TINY, 88.72283, 88.7229, -87.33654,
              -88.72, -103.97, -103.98, -104.0, 9.01, 0.625, -0.625, 1.0, -1.0, 3.92, 4.0, -4.0, 1e-8]  # fmt: skip
     grids = [np.linspace(-110, 110, 100_001), np.linspace(-5, 5, 50_001)]
+    grids.append(np.linspace(-9.5, 9.5, 200_001))  # tanh's widest errors, towards +-1
     rest = np.concatenate([np.array(edges), *grids]).astype(np.float32)
     return np.concatenate([bits, rest])
 

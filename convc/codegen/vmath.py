@@ -6,7 +6,7 @@ reduction plus a polynomial, emitted once per type as an internal ``alwaysinline
 (``convc.exp.v16f32``) built with the IRBuilder. float64 falls back to the libm intrinsics.
 
 Accuracy over all of float32, measured against NumPy/SciPy in float64 on 400k random bit
-patterns, dense grids over [-110, 110] and [-5, 5], and the edge cases (subnormals, the
+patterns, dense grids over [-110, 110], [-9.5, 9.5] and [-5, 5], and the edge cases (subnormals, the
 overflow thresholds, +-0, +-inf, NaN); tests/test_codegen.py asserts these bounds:
 
 - exp: relative error <= 1.5e-7 (about 1 ulp) for normal results; subnormal results within
@@ -15,8 +15,15 @@ overflow thresholds, +-0, +-inf, NaN); tests/test_codegen.py asserts these bound
   AVX-512 targets, else in two halves. The tests check both.)
 - log: relative error <= 1.2e-7 on positive finite inputs, subnormals included; log(+-0) =
   -inf, log(x<0) = NaN, log(inf) = inf. (Cephes ``logf``.)
-- tanh: relative error <= 2e-7 (odd polynomial below |x| = 0.625, ``1 - 2/(exp(2|x|)+1)``
-  above); exactly +-1 past 9.01; tanh(+-0) = +-0.
+- tanh: relative error <= 3e-7 (up to 5 ulp, towards +-1): ``x P(x^2) / Q(x^2)``, a
+  13/6-degree odd rational with P(0) = Q(0) = 1 fitted for the least maximum relative
+  error on [0, 9] (iteratively reweighted least squares on tanh(x)/x; 6.6e-9 in exact
+  arithmetic, so the float32 rounding of P, Q and the division is the whole error); x is
+  clamped to +-9 and the result to [-1, 1], so it is exactly +-1 from 9.01 on; tanh(+-0) =
+  +-0 and tiny x give x. One division and about 20 other vector instructions for 16 lanes,
+  against about 35 for the odd polynomial below |x| = 0.625 and ``1 - 2/(exp(2|x|)+1)``
+  above, which both ran for every element (relative error 2e-7): 64 planes of 56x56, one
+  thread, 0.0885 -> 0.0639 ms, where ONNX Runtime takes 0.0706 and PyTorch 0.0691.
 - sigmoid ``1/(1+exp(-x))``: relative error <= 2.5e-7 where the result is a normal float;
   0 below x = -88.72 (the true value is below 1.2e-38 there).
 - erf: relative error <= 2.5e-7 (odd polynomial below |x| = 1, ``1 - exp(-x^2) Q(|x|)``
@@ -38,8 +45,10 @@ EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
 LOG_POLY = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
             1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
             3.3333331174e-1)  # fmt: skip
-TANH_POLY = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
-             -3.33332819422e-1)  # fmt: skip
+TANH_LIMIT = 9.0  # tanh(9.01) rounds to 1 in float32; past it the result is +-1
+TANH_P = (-8.488685417927711e-14, 5.2779460121335114e-11, -2.0225235296764498e-08,
+          1.1154313522171041e-05, 0.003103956892257212, 0.1308401082283652, 1.0)  # fmt: skip
+TANH_Q = (0.00025461460987915137, 0.024495181324894887, 0.46417338146779896, 1.0)  # fmt: skip
 ERF_SMALL = (-0.0005667938494081158, 0.004927407751755022, -0.026720885007949294,
              0.1128057865435775, -0.3761239066401173, 1.128379147110988)  # fmt: skip
 ERFC_SCALED = (1.49816168842494e-06, -6.3343063948481084e-06, 1.5317071197583015e-05,
@@ -168,14 +177,14 @@ def _log(o: _Ops, x):
 
 
 def _tanh(o: _Ops, x):
+    """x P(x^2) / Q(x^2) over x clamped to +-TANH_LIMIT, the result held to [-1, 1]."""
     b = o.b
-    a = intrinsic(b, "llvm.fabs", [x])
-    z = b.fmul(x, x)
-    small = o.fma(b.fmul(x, z), o.poly(z, TANH_POLY), x)
-    e = _exp(o, b.fmul(a, o.c(2.0)))
-    large = b.fsub(o.c(1.0), b.fdiv(o.c(2.0), b.fadd(e, o.c(1.0))))
-    large = intrinsic(b, "llvm.copysign", [large, x])
-    return b.select(o.lt(a, o.c(0.625)), small, large)
+    a = b.select(o.gt(x, o.c(TANH_LIMIT)), o.c(TANH_LIMIT), x)
+    a = b.select(o.lt(a, o.c(-TANH_LIMIT)), o.c(-TANH_LIMIT), a)
+    t = b.fmul(a, a)
+    y = b.fdiv(b.fmul(a, o.poly(t, TANH_P)), o.poly(t, TANH_Q))
+    y = b.select(o.gt(y, o.c(1.0)), o.c(1.0), y)
+    return b.select(o.lt(y, o.c(-1.0)), o.c(-1.0), y)
 
 
 def _sigmoid(o: _Ops, x):
