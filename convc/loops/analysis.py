@@ -4,8 +4,8 @@ Stage: loop IR (sympy only). `known_multiple` proves divisibility of an index ex
 the verifier uses it to check that arena offsets are multiples of 64 for every binding of the
 symbols, codegen to give vector loads and stores the alignment they provably have.
 `walk` visits a statement tree, `loaded_buffers` names the buffers it loads from,
-`substitute` rewrites its index symbols and `to_local` moves a buffer's accesses to a
-local array.
+`loads_of` finds a buffer's loads, `substitute` rewrites its index symbols, `to_local` moves
+a buffer's accesses to a local array and `rewritten` applies any rule top down.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def substitute(node, mapping: dict):
     `mapping` replaced by their expressions everywhere: indices, bounds, `Index` values.
     Local and buffer names are kept. Used to place one nest's body inside another's loops
     (`convc.lower.row_fusion`)."""
-    return _rebuilt(node, lambda n: n.xreplace(mapping) if isinstance(n, sympy.Basic) else None)
+    return rewritten(node, lambda n: n.xreplace(mapping) if isinstance(n, sympy.Basic) else None)
 
 
 def to_local(node, buffer: str, local: str, index):
@@ -57,23 +57,23 @@ def to_local(node, buffer: str, local: str, index):
         if isinstance(n, L.Load) and n.buffer == buffer:
             return L.Ref(local, index(n.index))
         if isinstance(n, L.Store) and n.buffer == buffer:
-            return L.Assign(local, index(n.index), _rebuilt(n.value, rule))
+            return L.Assign(local, index(n.index), rewritten(n.value, rule))
         return None
 
-    return _rebuilt(node, rule)
+    return rewritten(node, rule)
 
 
-def _rebuilt(node, rule):
+def rewritten(node, rule):
     """`node` (a loop-IR dataclass, a tuple of them, or a leaf) with `rule` applied top
-    down: where `rule` returns something that replaces the node, else the node is rebuilt
+    down: where `rule` returns something, that replaces the node, else the node is rebuilt
     from its rewritten fields (leaves `rule` does not replace stay)."""
     done = rule(node)
     if done is not None:
         return done
     if isinstance(node, tuple):
-        return tuple(_rebuilt(item, rule) for item in node)
+        return tuple(rewritten(item, rule) for item in node)
     if dataclasses.is_dataclass(node) and not isinstance(node, type):
-        changes = {f.name: _rebuilt(getattr(node, f.name), rule) for f in dataclasses.fields(node)}
+        changes = {f.name: rewritten(getattr(node, f.name), rule) for f in dataclasses.fields(node)}
         return dataclasses.replace(node, **changes)
     return node
 
@@ -90,6 +90,26 @@ def walk(s: L.Stmt):
         yield from walk(s.then)
         if s.orelse is not None:
             yield from walk(s.orelse)
+
+
+def loads_of(s: L.Stmt, buffer: str) -> list[L.Load]:
+    """Every load of `buffer` in the values of `s`, in order."""
+    found = []
+    for st in walk(s):
+        for value in _stmt_values(st):
+            found += _expr_loads(value, buffer)
+    return found
+
+
+def _expr_loads(e: L.Expr, buffer: str) -> list[L.Load]:
+    if isinstance(e, L.Load):
+        return [e] if e.buffer == buffer else []
+    return [
+        n
+        for child in vars(e).values()
+        if isinstance(child, L.Expr)
+        for n in _expr_loads(child, buffer)
+    ]
 
 
 def loaded_buffers(s: L.Stmt) -> set[str]:

@@ -18,6 +18,10 @@ Decisions worth knowing:
   accumulator in registers and only the group's last value is stored. A pool
   or depthwise conv that alone reads a blocked conv output runs in the conv's
   kernel, row after row, the conv's rows kept in a ring (`row_fusion`).
+- Nests that run row by row in one loop (a softmax's max, exponentials, sum and
+  scaling) then sum what they store while storing it (`row_sums`), and a temporary
+  the output is computed from element by element is stored into the output instead
+  (`forward`).
 - Convs with deep weights per output-channel block run their reduction one
   input channel block at a time outside the rows (`schedule.reduce_chunks`).
 - Padding never reaches the vectorized interior: the vector (or register-

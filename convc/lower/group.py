@@ -23,6 +23,7 @@ from convc.texpr import TensorExpr
 from ir import Graph, UnsupportedError
 
 from .convert import Scope
+from .forward import forward_temp
 from .grad_schedule import grad_schedule, split_batch
 from .layout import (
     blocked_shape,
@@ -36,6 +37,7 @@ from .packing import pack_weights
 from .regions import conjuncts
 from .relayout import pad_operand, shared_pad, transpose_for
 from .residue_classes import residue_classes
+from .row_sums import fold_row_sums
 from .schedule import channel_schedule, default_schedule, streaming_output, tuning_key
 from .streams import split_streams
 
@@ -132,15 +134,38 @@ def lower_group(
         writes += [] if store in writes else [store]
     internal = {te.name for te, _ in planned} | chained | set(writes)
     comment = " + ".join(group.nodes) + " | " + "; ".join(described)
-    kernel = loops.Kernel(kernel_name(group.name), loops.Block(tuple(nests)), comment)
+    body = fold_row_sums(loops.Block(tuple(nests)), names.fresh)
+    temps = [te for te, _ in planned if te.role == "temp"]
+    body, forwarded = _forwarded(graph, body, temps, writes, layouts)
+    kernel = loops.Kernel(kernel_name(group.name), body, comment)
     return LoweredGroup(
         kernel,
         tuple(sorted(reads - internal)),
-        tuple(writes),
-        (*(te for te, _ in planned if te.role == "temp"), *scratch),
+        tuple(name for name in writes if name not in forwarded),
+        (*(te for te in temps if te.name not in forwarded), *scratch),
         packs,
         _view_source(graph, group, texprs[group.anchor]),
     )
+
+
+def _forwarded(graph: Graph, body: loops.Stmt, temps: list, writes: list, layouts: dict):
+    """(`body`, the temporaries stored into the outputs they compute, `forward_temp`): a
+    temporary qualifies with the shape and dtype of a graph value the kernel writes, both
+    in NCHW order."""
+    forwarded = set()
+    for te in temps:
+        for name in writes:
+            value = graph.values.get(name)
+            if value is None or te.name in layouts or name in layouts or te.dtype != value.dtype:
+                continue
+            if tuple(sympy.sympify(d) for d in te.shape) != tuple(value.type.shape):
+                continue
+            moved = forward_temp(body, te.name, name)
+            if moved is not None:
+                body = moved
+                forwarded.add(te.name)
+                break
+    return body, forwarded
 
 
 @dataclass(frozen=True)
