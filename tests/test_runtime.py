@@ -186,6 +186,30 @@ def test_params_are_checked_and_packed_aligned():
         runtime.load(bad)
 
 
+def test_params_past_the_block_size_share_one_block_on_a_huge_page(monkeypatch):
+    """From PARAM_BLOCK_MIN bytes the params are copied into one block starting on a huge
+    page boundary (each still aligned), the program's params become views of it (one copy
+    of each weight), the results are unchanged and the memory report counts the block."""
+    from convc.runtime import executable
+
+    monkeypatch.setattr(executable, "PARAM_BLOCK_MIN", 64)
+    body = For(i, 0, 20, [Store("y", (i,), Load("w", (i,)) * Load("v", (i,)))], "vectorized", 16)
+    bufs = [Buffer("w", "float32", (20,), "param"), Buffer("v", "float32", (20,), "param"),
+            Buffer("y", "float32", (20,), "output")]  # fmt: skip
+    w, v = np.arange(20, dtype=np.float32), np.full(20, 3, np.float32)
+    prog = Program("block", bufs, [Kernel("k", [body])], params={"w": w, "v": v})
+    exe = runtime.load(prog)
+    y = np.empty(20, np.float32)
+    exe.run({}, {"y": y}, {})
+    np.testing.assert_array_equal(y, w * v)
+    block = exe._param_block
+    assert runtime.address(block) % executable.HUGE_PAGE == 0
+    for name, array in prog.params.items():
+        assert np.shares_memory(array, block) and runtime.address(array) % 64 == 0
+    assert not np.shares_memory(prog.params["w"], prog.params["v"])
+    assert exe.memory({})["params"] == block.nbytes >= 64 + 80
+
+
 def chain_program(name: str, broken: bool = False) -> Program:
     """Three kernels through two arena temps: a = x + 1; b = a * 3; y = b - x."""
     k = loop_var("k")
