@@ -204,7 +204,7 @@ def test_params_past_the_block_size_share_one_block_on_a_huge_page(monkeypatch):
     np.testing.assert_array_equal(y, w * v)
     block = exe._param_block
     assert runtime.address(block) % executable.HUGE_PAGE == 0
-    for name, array in prog.params.items():
+    for array in prog.params.values():
         assert np.shares_memory(array, block) and runtime.address(array) % 64 == 0
     assert not np.shares_memory(prog.params["w"], prog.params["v"])
     assert exe.memory({})["params"] == block.nbytes >= 64 + 80
