@@ -5,8 +5,9 @@ and the `Executable` holding its parameters and arenas, at one binding of the ru
 symbols. Output: a `MemoryReport` of bytes by category.
 
 Categories: ``weights`` (the parameter arrays the executable holds, packed layouts
-included, originals that no kernel reads excluded; from 4 MB one block, up to 2 MB of its
-huge-page alignment included, `runtime.executable.PARAM_BLOCK_MIN`), ``activations`` (the arena: every
+included, originals that no kernel reads excluded; from 4 MB one block, with the gaps that
+keep each param 64-byte aligned: the up to 2 MB allocated before its huge-page boundary is
+never touched, `runtime.executable.PARAM_BLOCK_MIN`), ``activations`` (the arena: every
 intermediate, in the liveness plan's slots), ``inputs`` and ``outputs`` (the caller's
 arrays at this binding; outputs are allocated per run), ``scratch`` (aligned copies of
 misaligned or strided arrays made so far). ``peak`` is their sum: nothing else scales with
