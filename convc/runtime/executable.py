@@ -197,21 +197,21 @@ class Executable:
         `Program.params` then holds views of the block, so the arrays it held before can
         go: one copy of each weight either way."""
         params = [buf for buf in self._external if buf.role == "param"]
-        values = {buf.name: self._param_value(buf) for buf in params}
         aligns = {buf.name: max(buf.align, ALIGN) for buf in params}
-        if sum(value.nbytes for value in values.values()) < PARAM_BLOCK_MIN:
-            arrays = {name: _aligned_param(v, aligns[name]) for name, v in values.items()}
+        if sum(int(buf.nbytes) for buf in params) < PARAM_BLOCK_MIN:
+            arrays = {b.name: _aligned_param(self._param_value(b), aligns[b.name]) for b in params}
             return arrays, None
         offsets, end = {}, 0
-        for name, value in values.items():
-            offsets[name] = -(-end // aligns[name]) * aligns[name]
-            end = offsets[name] + value.nbytes
+        for buf in params:
+            offsets[buf.name] = -(-end // aligns[buf.name]) * aligns[buf.name]
+            end = offsets[buf.name] + int(buf.nbytes)
         block = aligned_empty((end,), np.uint8, HUGE_PAGE)
         arrays = {}
-        for name, value in values.items():
-            arrays[name] = np.ndarray(value.shape, value.dtype, block, offsets[name])
-            arrays[name][...] = value
-        self.program.params.update(arrays)
+        for buf in params:  # one param at a time, so each original can go once copied
+            shape = tuple(int(d) for d in buf.shape)
+            arrays[buf.name] = np.ndarray(shape, np.dtype(buf.dtype), block, offsets[buf.name])
+            arrays[buf.name][...] = self._param_value(buf)
+            self.program.params[buf.name] = arrays[buf.name]
         return arrays, block
 
     def _param_value(self, buf) -> np.ndarray:
