@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 import sympy
 
 from convc import loops
-from convc.texpr import TensorExpr
+from convc.texpr import ACC, TensorExpr
 
 from .convert import Scope, condition, convert
 from .regions import conjuncts, interior
@@ -324,13 +324,33 @@ def _point(nest: Nest, atoms) -> loops.Stmt:
         return _block_loop(nest, lambda k: _pointwise(nest, atoms))
     acc = nest.names.fresh("acc")
     shape = (nest.block[1],) if nest.block else ()
-    identity = convert(te.identity, nest.scope)
+    start = _added_first(nest)
+    if start is not None:
+        nest = replace(nest, te=replace(te, epilogue=None))
+    identity = convert(te.identity if start is None else start, nest.scope)
     body = _reduce_loops(nest, atoms, acc)
     stores = _block_loop(nest, lambda k: _store(nest, loops.Ref(acc, k)))
     alloc = loops.Alloc(acc, te.dtype, shape, identity)
     if nest.chunk is None:
         return loops.Block((alloc, body, stores))
     return _chunked(nest, acc, alloc, body, stores)
+
+
+def _added_first(nest: Nest):
+    """The term `t` of a sum's epilogue ``acc + t`` when the accumulators may start from it
+    instead of zero (`t` the same for every element of the register block and free of the
+    reduction indices, e.g. a conv's bias), else None: one addition an output fewer, which
+    shows where the reduction is short (MobileNetV2's 1x1 convs over 16-32 channels)."""
+    te = nest.te
+    if te.reduction != "sum" or nest.chunk is not None or not isinstance(te.epilogue, sympy.Add):
+        return None
+    if ACC not in te.epilogue.args:
+        return None
+    term = te.epilogue - ACC
+    varying = set(te.reduce_indices) | ({nest.block[0]} if nest.block else set())
+    if ACC in term.free_symbols or term.free_symbols & varying:
+        return None
+    return term
 
 
 def _chunked(nest: Nest, acc: str, alloc, body, stores) -> loops.Stmt:
