@@ -47,9 +47,9 @@ ALIGN = 64
 #: block: aligned, every weight is on a huge page, and a model's weights need a few dozen TLB
 #: entries instead of thousands. A layer whose weights come from memory pays for each 4 KB
 #: page walk: 3x3 512 @7 with its weights evicted 1.36 ms on huge pages, 1.62 ms on 4 KB
-#: pages. Whole models, one block against separate arrays (A/B, alternating processes):
-#: ResNet-18 at batch 1 21.67 -> 21.12 ms on one thread, 10.67 -> 10.51 ms on two;
-#: MobileNetV2 5.22-5.29 -> 5.17-5.21 ms.
+#: pages. Whole models, separate arrays -> one block (A/B, alternating processes):
+#: ResNet-18 at batch 1 21.60-22.03 -> 21.04-21.25 ms on one thread, 10.96-11.22 ->
+#: 10.52-10.78 ms on two, at batch 8 159.4 -> 156.9 ms; MobileNetV2 5.32-5.38 -> 5.20-5.30.
 PARAM_BLOCK_MIN, HUGE_PAGE = 4 << 20, 2 << 20
 ENTRY_TYPE = ctypes.CFUNCTYPE(
     None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32
