@@ -3,7 +3,8 @@
 Stage: loop IR (sympy only). `known_multiple` proves divisibility of an index expression:
 the verifier uses it to check that arena offsets are multiples of 64 for every binding of the
 symbols, codegen to give vector loads and stores the alignment they provably have.
-`walk` visits a statement tree, `loaded_buffers` names the buffers it loads from,
+`walk` visits a statement tree, `unwrapped` looks inside blocks of one statement,
+`loaded_buffers` names the buffers it loads from,
 `loads_of` finds a buffer's loads, `substitute` rewrites its index symbols, `to_local` moves
 a buffer's accesses to a local array and `rewritten` applies any rule top down.
 """
@@ -90,6 +91,13 @@ def walk(s: L.Stmt):
         yield from walk(s.then)
         if s.orelse is not None:
             yield from walk(s.orelse)
+
+
+def unwrapped(s: L.Stmt) -> L.Stmt:
+    """The statement inside blocks of one statement each, else `s`."""
+    while isinstance(s, L.Block) and len(s.stmts) == 1:
+        s = s.stmts[0]
+    return s
 
 
 def loads_of(s: L.Stmt, buffer: str) -> list[L.Load]:

@@ -46,7 +46,7 @@ from dataclasses import dataclass, replace
 import sympy
 
 from convc import loops
-from convc.loops.analysis import loaded_buffers, substitute, to_local, walk
+from convc.loops.analysis import loaded_buffers, substitute, to_local, unwrapped, walk
 from convc.passes import FusedGroup
 from convc.profile import kernel_parts
 from ir import Graph
@@ -111,7 +111,7 @@ def lower_groups(graph: Graph, groups: list, layouts: dict, tuning, texprs: dict
         if found is not None:
             order = RowOrder(Names({}))
             conv = lower_group(graph, pair[0], layouts, tuning, texprs, rows=order)
-            outermost = _outermost(conv.kernel.body)
+            outermost = unwrapped(conv.kernel.body)
             order.parallel = isinstance(outermost, loops.For) and outermost.kind == "parallel"
             pool = lower_group(graph, pair[1], layouts, tuning, texprs, rows=order)
             fused = _fused(conv, pool, found, _row_names(pair, texprs), order.names)
@@ -313,12 +313,6 @@ def _all(*conditions) -> loops.Expr:
     for condition in conditions[1:]:
         result = loops.Binary("and", result, condition)
     return result
-
-
-def _outermost(body: loops.Stmt) -> loops.Stmt:
-    while isinstance(body, loops.Block) and len(body.stmts) == 1:
-        body = body.stmts[0]
-    return body
 
 
 def _statements(body: loops.Stmt) -> tuple:

@@ -27,6 +27,7 @@ from dataclasses import replace
 import sympy
 
 from convc import loops
+from convc.loops.analysis import unwrapped
 
 
 def fold_row_sums(stmt: loops.Stmt, fresh) -> loops.Stmt:
@@ -51,10 +52,10 @@ def fold_row_sums(stmt: loops.Stmt, fresh) -> loops.Stmt:
 def _folded(store_loop: loops.Stmt, sums: loops.Stmt, fresh) -> loops.Block | None:
     """`store_loop` then `sums` as one block (see the module doc), or None where they do
     not have that shape."""
-    store_loop = _single(store_loop)
+    store_loop = unwrapped(store_loop)
     if not (isinstance(store_loop, loops.For) and store_loop.kind == "vectorized"):
         return None
-    store = _single(store_loop.body)
+    store = unwrapped(store_loop.body)
     if not isinstance(store, loops.Store) or store.streaming:
         return None
     if not isinstance(sums, loops.Block) or len(sums.stmts) < 2:
@@ -96,13 +97,6 @@ def _adds_stored(sum_loop: loops.For, acc: str, store: loops.Store, var) -> bool
         return False
     renamed = tuple(sympy.sympify(e).xreplace({sum_loop.var: var}) for e in load.index)
     return renamed == tuple(store.index)
-
-
-def _single(stmt: loops.Stmt) -> loops.Stmt:
-    """The statement of a block of one, else `stmt`."""
-    while isinstance(stmt, loops.Block) and len(stmt.stmts) == 1:
-        stmt = stmt.stmts[0]
-    return stmt
 
 
 def _zero(init) -> bool:

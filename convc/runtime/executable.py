@@ -208,9 +208,9 @@ class Executable:
         block = aligned_empty((end,), np.uint8, HUGE_PAGE)
         arrays = {}
         for buf in params:  # one param at a time, so each original can go once copied
-            shape = tuple(int(d) for d in buf.shape)
-            arrays[buf.name] = np.ndarray(shape, np.dtype(buf.dtype), block, offsets[buf.name])
-            arrays[buf.name][...] = self._param_value(buf)
+            value = self._param_value(buf)
+            arrays[buf.name] = np.ndarray(value.shape, value.dtype, block, offsets[buf.name])
+            arrays[buf.name][...] = value
             self.program.params[buf.name] = arrays[buf.name]
         return arrays, block
 
