@@ -373,6 +373,10 @@ def test_chunks_of_a_bias_free_conv_leave_their_partial_sums_in_memory():
     # merged them and kept a whole row of partial sums in registers across the chunk loop,
     # spilling them inside the reduction (223 vector spill stores at 40 columns, 3.0 ms
     # instead of 1.35 at 56). The barrier after each chunk's stores leaves them in memory.
+    # Counted in the parallel body only (the launcher zeroes its argument block with
+    # vector stores), and against one register block's 20 accumulators: LLVM's schedule
+    # for some CPUs (znver5) spills a few of the block's 32 live vectors (8 stores), which
+    # is register pressure inside one block, not a row kept across the chunk loop.
     g = bias_free_chain(40)
     model = convc.compile(g, threads=1)
     text = model.source("loops")
@@ -381,8 +385,8 @@ def test_chunks_of_a_bias_free_conv_leave_their_partial_sums_in_memory():
     # one a register block: four of 10 columns
     assert first.count("barrier") == first.count("alloc acc") == 4
     asm = model.source("asm")
-    c0 = asm[asm.index("kernel.c0") : asm.index("kernel.c1")]
-    assert not re.findall(r"vmov\w+\s+%zmm\d+, -?\d*\(%rsp\)", c0)
+    c0 = asm[asm.index("kernel.c0.par0.thunk:") : asm.index("kernel.c1")]
+    assert len(re.findall(r"vmov\w+\s+%zmm\d+, -?\d*\(%rsp\)", c0)) < 2 * 10
     assert_compiled_matches(g, inputs_for(g, 2), threads=2)
 
 

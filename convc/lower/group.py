@@ -39,6 +39,7 @@ from .relayout import pad_operand, shared_pad, transpose_for
 from .residue_classes import residue_classes
 from .row_sums import fold_row_sums
 from .schedule import channel_schedule, default_schedule, streaming_output, tuning_key
+from .separable import separable_pool
 from .streams import split_streams
 
 #: The smallest plane a global max pool reads as one run of lanes (`_whole_planes`).
@@ -212,23 +213,33 @@ def _rows_in_order(schedule: loops.Schedule, parallel: bool | None) -> loops.Sch
 
 def _row_local(te: TensorExpr, row: list, nest: loops.Stmt) -> bool:
     """Whether `te`'s nest may run inside the loop of the nest before it, the one
-    computing `row`: both loop first over the same index (the batch of a softmax along a
-    later axis), and `te` reads what `row` computes only at that index, so each iteration
-    finds its inputs written by the same iteration. A softmax over 64 rows of 1000 then
-    takes its max, exponentials, sum and scaling row by row from L1, instead of four
-    passes over 256 KB: 26.0 -> 25.2 us (kernel, one thread); over one row of 1000,
+    computing `row`: both loop first over the same leading indices (the batch of a
+    softmax along a later axis; a pool's batch x channel planes, collapsed into one loop,
+    `separable`), and `te` reads what `row` computes only at those indices, so each
+    iteration finds its inputs written by the same iteration. A softmax over 64 rows of
+    1000 then takes its max, exponentials, sum and scaling row by row from L1, instead of
+    four passes over 256 KB: 26.0 -> 25.2 us (kernel, one thread); over one row of 1000,
     1.19 -> 0.47 us."""
     if not row or not isinstance(nest, loops.For):
         return False
-    first = te.indices[0]
-    if str(nest.var) != str(first) or any(e.indices[0] != first for e in row):
+    count = next(
+        (k for k in range(1, len(te.indices) + 1) if _loop_name(te.indices[:k]) == str(nest.var)),
+        None,
+    )
+    leading = tuple(te.indices[: count or 0])
+    if not leading or any(tuple(e.indices[:count]) != leading for e in row):
         return False
     names = {e.name for e in row}
     exprs = (te.body, te.condition) if te.condition is not None else (te.body,)
     atoms = [
         a for e in exprs for a in sympy.sympify(e).atoms(sympy.Indexed) if str(a.base) in names
     ]
-    return bool(atoms) and all(a.indices[0] == first for a in atoms)
+    return bool(atoms) and all(tuple(a.indices[:count]) == leading for a in atoms)
+
+
+def _loop_name(indices) -> str:
+    """The loop variable of `indices` collapsed into one loop (`nest`), or of one index."""
+    return "_".join(str(i) for i in indices)
 
 
 def _merged(first: loops.Stmt, second: loops.Stmt) -> loops.Stmt | None:
@@ -286,6 +297,8 @@ def _with_relayouts(graph: Graph, exprs, layouts: dict, choice: _Choice) -> tupl
         pads, parts = _padded(te, shapes)
         shapes.update({c.name: c.shape for c in pads})
         planned += [(c, default_schedule(c)) for c in pads]
+        if not choice.blocked:
+            parts = [p for part in parts for p in separable_pool(part, shapes) or [part]]
         for part in parts:
             planned += _scheduled(graph, part, shapes, in_place, packs, choice)
     return planned, packs

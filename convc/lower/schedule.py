@@ -182,7 +182,11 @@ def at_batch_one(expr) -> int:
 
 
 def work(te: TensorExpr) -> int:
-    """Multiply-adds (or element operations) at batch 1: the size used for decisions."""
+    """Multiply-adds (or element operations) at batch 1: the size used for decisions. A
+    part of a split expression carries the whole's (attrs["work_of"]), so that its parts
+    decide alike (`separable`: both passes of a pool parallel, or neither)."""
+    if "work_of" in te.attrs:
+        return te.attrs["work_of"]
     return at_batch_one(sympy.Mul(*te.shape) * sympy.Mul(*te.reduce_shape))
 
 
