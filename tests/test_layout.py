@@ -409,21 +409,31 @@ def test_narrow_unpadded_1x1_convs_merge_rows_so_register_blocks_span_them(size,
     text = convc.compile(g, threads=1).source("loops")
     expected = f"merge-rows {merged}" if merged > 1 else "order n,i,o,j vector"
     assert text.count(expected) >= 2, text[:3000]
-    if merged == 1:
-        assert "merge-rows" not in text
+    if merged == 1:  # (the relu of the NCHW input runs its planes as rows)
+        convs = [
+            line
+            for line in text.splitlines()
+            if line.startswith(("kernel expand", "kernel project"))
+        ]
+        assert len(convs) == 2 and not [line for line in convs if "merge-rows" in line]
     for batch, threads in ((1, 1), (3, 2)):
         assert_compiled_matches(g, inputs_for(g, batch), threads=threads)
 
 
 def grouped_graph(channels: int, group: int, size: int = 14) -> ir.Graph:
-    """relu -> grouped 3x3 conv -> relu: the conv's input and output are internal values."""
+    """1x1 conv + relu -> grouped 3x3 conv -> relu: the grouped conv's input is an internal
+    value (a relu of the NCHW input itself would read it channel by channel, so its
+    output stays NCHW: `layout._without_gathers`)."""
     g = ir.Graph(f"grouped{channels}_{group}_{size}")
     g.add_input("x", ("N", channels, size, size))
     rng = np.random.default_rng(group)
+    w0 = rng.standard_normal((channels, channels, 1, 1)) / channels**0.5
+    g.add_param("w0", w0.astype(np.float32))
     w = rng.standard_normal((channels, channels // group, 3, 3)) / 12
     g.add_param("w", w.astype(np.float32))
     g.add_param("b", rng.standard_normal(channels).astype(np.float32))
-    g.add_node("relu", ["x"], name="r0")
+    g.add_node("conv", ["x", "w0"], name="c0")
+    g.add_node("relu", ["c0"], name="r0")
     g.add_node("conv", ["r0", "w", "b"], {"pads": [1] * 4, "group": group}, name="gc")
     g.add_node("relu", ["gc"], name="r1")
     g.set_outputs("r1")
@@ -459,3 +469,72 @@ def test_grouped_convs_take_channel_vectors_when_each_lies_in_one_group(
         assert reads and not [r for r in reads if "o_i" in r]
     for batch in (1, 2):
         assert_compiled_matches(g, inputs_for(g, batch), threads=2)
+
+
+def lane_graph(first: str, second: str = "relu") -> ir.Graph:
+    """`first` (reading the NCHW input x) -> `second` -> 3x3 conv -> add of the conv and
+    `first`'s value -> 1x1 conv: what each value's layout becomes around ops that read
+    their input at their own output channel."""
+    g = ir.Graph(f"lanes_{first}_{second}")
+    g.add_input("x", ("N", 32, 12, 12))
+    rng = np.random.default_rng(5)
+    g.add_param("w", (rng.standard_normal((32, 32, 3, 3)) / 17).astype(np.float32))
+    g.add_param("dw", (rng.standard_normal((32, 1, 3, 3)) / 3).astype(np.float32))
+    g.add_param("w1", (rng.standard_normal((32, 32, 1, 1)) / 6).astype(np.float32))
+    window = {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1] * 4}
+    nodes = {
+        "relu": ("relu", {}, []),
+        "pool": ("max_pool", window, []),
+        "depthwise": ("conv", {"pads": [1] * 4, "group": 32}, ["dw"]),
+    }
+    for name, source in ((first, "x"), (second, first)):
+        op, attrs, params = nodes[name]
+        g.add_node(op, [source, *params], attrs, name=name if source == "x" else "second")
+    g.add_node("conv", ["second", "w"], {"pads": [1] * 4}, name="c")
+    g.add_node("add", ["c", first], name="sum")
+    g.add_node("conv", ["sum", "w1"], name="out")
+    g.set_outputs("out")
+    return g
+
+
+@pytest.mark.parametrize("first", ["relu", "pool", "depthwise"])
+@pytest.mark.parametrize("second", ["relu", "pool"])
+def test_lane_readers_of_nchw_values_store_nchw_and_take_width_vectors(first, second):
+    # each of them would gather its input on channel vectors: it and the op after it,
+    # which reads it the same way, store NCHW; the conv after them (the add fused into
+    # it) reads NCHW with broadcasts and stores blocked for the 1x1 conv
+    g = lane_graph(first, second)
+    graph, groups, _ = lower_graph(g)
+    layouts = choose_layouts(graph, groups)
+    assert first not in layouts and "second" not in layouts
+    assert layouts == {"sum": 32}
+    text = convc.compile(g, threads=1).source("loops")
+    for name in (first, "second"):
+        header = next(line for line in text.splitlines() if line.startswith(f"kernel {name}"))
+        assert "vector j/16" in header or "vector q/16" in header, header
+    for batch, threads in ((1, 1), (2, 2)):
+        assert_compiled_matches(g, inputs_for(g, batch), threads=threads)
+
+
+def test_a_pool_after_a_concat_reads_its_rows_not_gathered_channels():
+    # Inception's pool branch: the concat stays NCHW, so the pool on it does too (its row
+    # and column passes), and the 1x1 conv after the pool reads it with broadcasts
+    g = ir.Graph("concat_pool")
+    g.add_input("x", ("N", 16, 10, 10))
+    rng = np.random.default_rng(6)
+    for k in range(2):
+        g.add_param(f"w{k}", (rng.standard_normal((32, 16, 1, 1)) / 4).astype(np.float32))
+        g.add_node("conv", ["x", f"w{k}"], name=f"b{k}")
+    g.add_node("concat", ["b0", "b1"], {"axis": 1}, name="cat")
+    window = {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1] * 4}
+    g.add_node("max_pool", ["cat"], window, name="pool")
+    g.add_param("wp", (rng.standard_normal((32, 64, 1, 1)) / 8).astype(np.float32))
+    g.add_node("conv", ["pool", "wp"], name="proj")
+    g.add_node("relu", ["proj"], name="r")
+    g.set_outputs("r")
+    graph, groups, _ = lower_graph(g)
+    layouts = choose_layouts(graph, groups)
+    assert "cat" not in layouts and "pool" not in layouts
+    text = convc.compile(g, threads=2).source("loops")
+    assert "buffer pool:rows:" in text
+    assert_compiled_matches(g, inputs_for(g, 2), threads=2)
