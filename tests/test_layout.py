@@ -17,6 +17,7 @@ import ir
 from convc import nn
 from convc.compiler import lower_graph
 from convc.lower.layout import blocked_shape, channel_block, choose_layouts
+from convc.passes import FusedGroup
 
 
 class Mixed(nn.Module):
@@ -537,4 +538,31 @@ def test_a_pool_after_a_concat_reads_its_rows_not_gathered_channels():
     assert "cat" not in layouts and "pool" not in layouts
     text = convc.compile(g, threads=2).source("loops")
     assert "buffer pool:rows:" in text
+    assert_compiled_matches(g, inputs_for(g, 2), threads=2)
+
+
+def test_a_lane_reader_whose_epilogue_reads_a_blocked_value_keeps_it_blocked():
+    # a pool of the NCHW input with an add fused after it that reads a conv's blocked
+    # value (groups given by hand: the fuser puts such an add after the conv): the
+    # kernel touches a blocked value either way, so it keeps channel vectors and its
+    # output stays blocked; with the add after the conv, the pool's output is NCHW
+    g = ir.Graph("pool_add")
+    g.add_input("x", ("N", 32, 12, 12))
+    rng = np.random.default_rng(7)
+    g.add_param("w", (rng.standard_normal((32, 32, 3, 3)) / 17).astype(np.float32))
+    g.add_param("w1", (rng.standard_normal((32, 32, 1, 1)) / 6).astype(np.float32))
+    g.add_node("conv", ["x", "w"], {"pads": [1] * 4}, name="c")
+    window = {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1] * 4}
+    g.add_node("max_pool", ["x"], window, name="pool")
+    g.add_node("add", ["pool", "c"], name="sum")
+    g.add_node("conv", ["sum", "w1"], name="out")
+    g.set_outputs("out")
+    graph, groups, _ = lower_graph(g)
+    assert choose_layouts(graph, groups) == {"sum": 32}
+    by_hand = [
+        FusedGroup(anchor="c", epilogue=(), output="c"),
+        FusedGroup(anchor="pool", epilogue=("sum",), output="sum"),
+        FusedGroup(anchor="out", epilogue=(), output="out"),
+    ]
+    assert choose_layouts(graph, by_hand) == {"c": 32, "sum": 32}
     assert_compiled_matches(g, inputs_for(g, 2), threads=2)
