@@ -188,6 +188,17 @@ IN_BOUNDS = textwrap.dedent(
     g.add_node("sigmoid", ["x"], name="y")
     g.set_outputs("y")
     check_graph(g, "merge-rows 5", rng)
+
+    # 12. a 3x3/2 max pool with padding and ceil mode as row and column passes
+    # (`separable`): the row pass reads the input's edge rows and columns only under its
+    # bounds, the column pass the last window's column of its rows exactly (arrays of
+    # 9152 and 2688 bytes, used in place)
+    g = ir.Graph("pool_rows")
+    g.add_input("x", (1, 16, 11, 13))
+    attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1] * 4, "ceil_mode": 1}
+    g.add_node("max_pool", ["x"], attrs, name="y")
+    g.set_outputs("y")
+    check_graph(g, "y:rows[", rng)
     print("ok")
     """
 )
