@@ -34,6 +34,7 @@ from convc import loops
 from convc.passes import FusedGroup
 from ir import Graph, UnsupportedError
 
+from .concat_slices import concats_in_place
 from .group import LoweredGroup
 from .layout import blocked_shape, choose_layouts, group_texprs
 from .row_fusion import lower_groups
@@ -222,7 +223,7 @@ def assemble(graph: Graph, groups: list[FusedGroup], tuning: dict | None = None)
     symbols = _check_symbols(graph)
     texprs = group_texprs(graph, groups)
     layouts = choose_layouts(graph, groups, texprs)
-    lowered = lower_groups(graph, groups, layouts, tuning, texprs)
+    lowered = concats_in_place(graph, lower_groups(graph, groups, layouts, tuning, texprs), layouts)
     aliases = {g.writes[0]: g.view_of for g in lowered if g.view_of is not None}
     lowered = [g for g in lowered if g.view_of is None]
     offsets, arena = plan_arena(graph, lowered, aliases, layouts)
