@@ -264,7 +264,7 @@ def plan_group(
     channel-vector schedules. `texprs`: as from `layout.group_texprs`."""
     touches = group.output in layouts or bool(group_reads(group, texprs) & layouts.keys())
     stored = {graph.nodes[group.anchor].outputs[0]} if group.output in layouts else set()
-    choice = _Choice(touches, frozenset(stored), tuning)
+    choice = _Choice(touches, frozenset(stored), tuning, frozenset(layouts))
     return _with_relayouts(graph, texprs[group.anchor], layouts, choice)
 
 
@@ -272,11 +272,13 @@ def plan_group(
 class _Choice:
     """What a kernel's schedules depend on besides each expression: whether the kernel
     reads or writes a channel-blocked value (`blocked`), the expressions it stores
-    channel-blocked (`stored`), and the tuning table."""
+    channel-blocked (`stored`), the tuning table, and the values stored blocked
+    (`layouts`)."""
 
     blocked: bool
     stored: frozenset
     tuning: dict
+    layouts: frozenset = frozenset()
 
 
 def _with_relayouts(graph: Graph, exprs, layouts: dict, choice: _Choice) -> tuple[list, dict]:
@@ -326,7 +328,7 @@ def _scheduled(
         stored = part.name in choice.stored
         schedule = (
             grad_schedule(part)
-            or _blocked_schedule(part, choice.blocked, stored)
+            or _blocked_schedule(part, choice, stored)
             or default_schedule(part, blocked_output=stored)
         )
         tiles = choice.tuning.get(tuning_key(part))
@@ -345,12 +347,14 @@ def _scheduled(
     return planned
 
 
-def _blocked_schedule(te: TensorExpr, blocked: bool, blocked_output: bool):
+def _blocked_schedule(te: TensorExpr, choice: _Choice, blocked_output: bool):
     """`channel_schedule` for the computed expression of a kernel that reads or writes a
-    channel-blocked value (`blocked`); `blocked_output`: whether `te` is stored so."""
-    if not blocked or te.role == "temp" or not channel_vectorizable(te):
+    channel-blocked value (`choice.blocked`); `blocked_output`: whether `te` is stored so."""
+    if not choice.blocked or te.role == "temp" or not channel_vectorizable(te):
         return None
-    return channel_schedule(te, channel_block(te.shape[1]), blocked_output=blocked_output)
+    nchw_input = not set(te.reads) & choice.layouts
+    width = channel_block(te.shape[1])
+    return channel_schedule(te, width, blocked_output=blocked_output, nchw_input=nchw_input)
 
 
 def _whole_planes(te: TensorExpr) -> TensorExpr:
