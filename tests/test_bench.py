@@ -15,7 +15,7 @@ from convc.bench import _settle_ms, add_arguments, format_results, run_cases, se
 from convc.bench.cases import LAYERS, OPS, Case, layer_cases, op_cases
 from convc.bench.peak import ACCUMULATORS, LANES, fma_program, measured_peak
 from convc.bench.peers import PEERS
-from convc.bench.runner import max_error
+from convc.bench.runner import CaseResult, PeerResult, max_error
 from convc.bench.timing import time_interleaved
 from convc.cli import main
 from convc.loops.printer import format_program
@@ -143,6 +143,18 @@ def test_a_given_peak_sets_the_percentages():
     gflops = 2 * result.macs / seconds / 1e9
     text = format_results([result], peers, peak=gflops / 0.5)
     assert "(% of " in text and f"{gflops:.3g} (50%)" in text
+
+
+def test_cases_whose_median_some_blocks_slowed_are_listed():
+    steady = PeerResult(median_s=1.1e-3, min_s=1.0e-3)
+    slowed = PeerResult(median_s=1.5e-3, min_s=1.0e-3)
+    result = CaseResult("tiny mixed", 2, 2, 1000, {"convc": slowed, "numpy": steady})
+    text = format_results([result], ["convc", "numpy"], peak=100.0)
+    assert "Noisy: a median more than 25% above its minimum" in text
+    assert "- tiny mixed (N=2, 2 threads): convc 1.50x" in text
+    assert "numpy interp 1.10x" not in text
+    result.peers["convc"] = steady
+    assert "Noisy" not in format_results([result], ["convc", "numpy"], peak=100.0)
 
 
 def test_the_peak_kernel_steps_its_fma_chains():

@@ -18,6 +18,13 @@ from .peak import measured_peak
 from .peers import PEERS
 from .runner import CaseResult, PeerResult
 
+#: A runner whose median block took this much longer than its fastest was slowed in some
+#: blocks by something outside it (another process, a vCPU the host descheduled: on a
+#: 2-vCPU VM, medians of two-thread runs moved by up to 10x for every runner while
+#: minima held). Such cases are listed under the tables, so their medians are read with
+#: care (their minima, or a run again).
+NOISY_SPREAD = 1.25
+
 
 def _ms(seconds: float | None) -> str:
     if seconds is None:
@@ -113,8 +120,20 @@ def _notes(results, peers) -> list[str]:
     ]
 
 
+def _noisy(results, peers) -> list[str]:
+    lines = []
+    for r in results:
+        timed = [p for p in peers if r.peers[p].median_s and r.peers[p].min_s]
+        spread = {p: r.peers[p].median_s / r.peers[p].min_s for p in timed}
+        flagged = [f"{PEERS[p].label} {s:.2f}x" for p, s in spread.items() if s > NOISY_SPREAD]
+        if flagged:
+            lines.append(f"- {r.case} (N={r.batch}, {r.threads} threads): {', '.join(flagged)}")
+    return lines
+
+
 def format_results(results: list[CaseResult], peers: list[str], peak: float | None = None) -> str:
-    """The three tables (times, speed, checks) and notes on peers that were not timed.
+    """The three tables (times, speed, checks), the cases whose medians some blocks
+    slowed (`NOISY_SPREAD`) and notes on peers that were not timed.
 
     `peak` is one core's FP32 peak in GFLOP/s (default: this core's, measured);
     percentages are of `peak * threads`.
@@ -132,6 +151,11 @@ def format_results(results: list[CaseResult], peers: list[str], peak: float | No
         lines += _speed(results, peers, subject, peak)
     lines += ["", "Setup seconds (compile, session) and max |output - interpreter| per peer:", ""]
     lines += _checks(results, peers)
+    noisy = _noisy(results, peers)
+    if noisy:
+        spread = f"{100 * (NOISY_SPREAD - 1):.0f}%"
+        lines += ["", f"Noisy: a median more than {spread} above its minimum (median / minimum):"]
+        lines += noisy
     notes = _notes(results, peers)
     if notes:
         lines += ["", "Not timed:", *notes]
