@@ -43,15 +43,13 @@ from convc.texpr.rules import bound_condition
 
 from .schedule import work
 
-POOLS = ("max_pool", "avg_pool")
-
 
 def separable_pool(te: TensorExpr, shapes: dict) -> list[TensorExpr] | None:
     """[rows, pool reading rows] for a pool that qualifies (module doc), else None.
-    `shapes`: value name -> shape (the pool's input must be there)."""
-    if te.op not in POOLS or te.attrs.get("family") != "pool" or te.attrs.get("global"):
-        return None
-    if len(te.indices) != 4:
+    `shapes`: value name -> shape (the pool's input must be there). A max or average
+    pool's expression is the only 4-D one of family "pool" that is not global (`texpr`:
+    an average's divisor is 2-D, a gradient's family is "grad")."""
+    if te.attrs.get("family") != "pool" or te.attrs.get("global") or len(te.indices) != 4:
         return None
     if len(te.reduce_indices) != 2 or any(int(k) < 2 for k in te.reduce_shape):
         return None
@@ -73,7 +71,7 @@ def separable_pool(te: TensorExpr, shapes: dict) -> list[TensorExpr] | None:
         return None  # windows that share no column share no row-pass result
     left = te.attrs["pads"][1]
     columns = stride * (sympy.sympify(te.shape[3]) - 1) + dilation * (te.reduce_shape[1] - 1) + 1
-    q = index("q")
+    q, whole = index("q"), work(te)
     ranges = {i: te.shape[2], a: te.reduce_shape[0], q: columns}
     condition = sympy.And(
         bound_condition(row, height, ranges), bound_condition(q - left, width, ranges)
@@ -91,7 +89,7 @@ def separable_pool(te: TensorExpr, shapes: dict) -> list[TensorExpr] | None:
         op=te.op,
         node=te.node,
         role="temp",
-        attrs={"family": "pool", "work_of": work(te)},
+        attrs={"family": "pool", "work_of": whole},
     )
     pool = replace(
         te,
@@ -99,6 +97,6 @@ def separable_pool(te: TensorExpr, shapes: dict) -> list[TensorExpr] | None:
         reduce_indices=(b,),
         reduce_shape=(te.reduce_shape[1],),
         condition=sympy.true,
-        attrs={**te.attrs, "work_of": work(te)},
+        attrs={**te.attrs, "work_of": whole},
     )
     return [rows, pool]
