@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import time
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from convc.bench.cases import LAYERS, OPS, Case, layer_cases, op_cases
 from convc.bench.peak import ACCUMULATORS, LANES, fma_program, measured_peak
 from convc.bench.peers import PEERS
 from convc.bench.runner import CaseResult, PeerResult, max_error
-from convc.bench.timing import time_interleaved
+from convc.bench.timing import calls_per_block, time_interleaved
 from convc.cli import main
 from convc.loops.printer import format_program
 from ir import ConvcError, Graph, UnsupportedError
@@ -204,6 +205,18 @@ def test_interleaved_timing_rejects_zero_repeats():
     assert all(len(t.samples) == 2 for t in timings.values())
     with pytest.raises(ConvcError, match="repeat=0"):
         time_interleaved({"a": lambda: None}, repeat=0)
+
+
+def test_calls_per_block_counts_from_warm_calls():
+    """A slow first call (a thread pool waking up) must not shrink the block: counted from it,
+    a block of 20 ms would hold two calls of a runner whose warm calls take 0.1 ms."""
+    calls = []
+
+    def runner():
+        time.sleep(0.01 if not calls else 0.0001)
+        calls.append(1)
+
+    assert calls_per_block(runner, block_s=0.02) > 50
 
 
 def test_unknown_peer_is_rejected():

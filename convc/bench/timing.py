@@ -28,6 +28,9 @@ from dataclasses import dataclass
 
 from ir import ConvcError
 
+#: The most calls in one timed block.
+MAX_CALLS = 100_000
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -60,9 +63,21 @@ def _block(fn: Callable[[], object], calls: int) -> float:
 
 
 def calls_per_block(fn: Callable[[], object], block_s: float) -> int:
-    """How many calls of `fn` fill about `block_s` seconds (at least one)."""
-    once = _block(fn, 1)
-    return max(1, min(100_000, math.ceil(block_s / max(once, 1e-9))))
+    """How many calls of `fn` fill about `block_s` seconds (at least one).
+
+    Counted after one untimed call, from a block of calls doubled until it lasts a tenth of
+    `block_s`, not from a single call: a first call after a pause also wakes the runner's
+    sleeping thread pool. On a VM one such call of a 2-thread pool took 1.2 ms against 0.05 ms
+    warm; blocks counted from it held 41 calls (3 ms), each paid another wake-up, and the
+    2-thread medians of short kernels came out 1.5-5x slow.
+    """
+    fn()
+    calls = 1
+    per_call = _block(fn, calls)
+    while per_call * calls < block_s / 10 and calls < MAX_CALLS:
+        calls *= 2
+        per_call = _block(fn, calls)
+    return max(1, min(MAX_CALLS, math.ceil(block_s / max(per_call, 1e-9))))
 
 
 def time_interleaved(
