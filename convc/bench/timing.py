@@ -90,8 +90,10 @@ def time_interleaved(
     if repeat < 1:
         raise ConvcError(f"benchmark repeat={repeat} must be at least 1")
     names = list(runners)
-    calls = {name: calls_per_block(runners[name], block_s) for name in names}
-    for name in names:
+    calls = {}
+    for name in names:  # calibrated and warmed up after a pause too, as each block is
+        time.sleep(settle_s)
+        calls[name] = calls_per_block(runners[name], block_s)
         _block(runners[name], calls[name])
     samples: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(repeat):
