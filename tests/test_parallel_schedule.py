@@ -1,6 +1,6 @@
 """Parallel decisions of the default schedules: channel-vector convs split output rows as well
 as channel blocks over threads, depthwise convs, pooling and dense layers go parallel from
-less work, and libgomp loads with a bounded spin count. Compiled == interpreted; 1 and 2 threads
+less work, as do elementwise kernels, and libgomp loads with a bounded spin count. Compiled == interpreted; 1 and 2 threads
 bit-identical."""
 
 from __future__ import annotations
@@ -39,6 +39,14 @@ def dense(features_in, features_out):
     return g
 
 
+def sigmoid(channels, size):
+    g = Graph("sigmoid")
+    g.add_input("x", ("N", channels, size, size))
+    g.add_node("sigmoid", ["x"], {}, name="act")
+    g.set_outputs("act")
+    return g
+
+
 def max_pool(channels, size):
     g = Graph("pool")
     g.add_input("x", ("N", channels, size, size))
@@ -59,11 +67,12 @@ def max_pool(channels, size):
         (conv(96, 96, 14, 3, group=96), "n*o"),  # 0.17M: past PARALLEL_MIN_LIGHT too
         (max_pool(64, 76), "n*c"),  # 0.83M
         (dense(512, 1000), "j"),  # 0.5M weights, streamed once at batch 1
+        (sigmoid(64, 56), "n*c"),  # 0.2M elements, a few dozen operations each
     ],
 )
 def test_parallel_axis_and_results(graph, axis):
     (kernel,) = lower_graph(graph)[2].kernels
-    assert kernel.comment.endswith(f"parallel {axis}")
+    assert f"parallel {axis}" in kernel.comment
     for batch in (1, 3):
         inputs = inputs_for(graph, batch)
         two = assert_compiled_matches(graph, inputs, threads=2)
@@ -73,7 +82,8 @@ def test_parallel_axis_and_results(graph, axis):
 
 @pytest.mark.parametrize(
     "graph",
-    [conv(32, 32, 14, 3, group=32), dense(400, 120)],  # 56K and 48K multiply-adds
+    # 56K and 48K multiply-adds, 100K elements; a register-blocked conv of 0.46M
+    [conv(32, 32, 14, 3, group=32), dense(400, 120), sigmoid(32, 56), conv(16, 16, 15, 3)],
 )
 def test_small_stencils_and_dense_layers_stay_serial(graph):
     (kernel,) = lower_graph(graph)[2].kernels
