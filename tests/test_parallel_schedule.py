@@ -47,6 +47,14 @@ def sigmoid(channels, size):
     return g
 
 
+def softmax(rows, columns, op="softmax"):
+    g = Graph(op)
+    g.add_input("x", (rows, columns))
+    g.add_node(op, ["x"], {"axis": 1}, name="sm")
+    g.set_outputs("sm")
+    return g
+
+
 def max_pool(channels, size):
     g = Graph("pool")
     g.add_input("x", ("N", channels, size, size))
@@ -88,6 +96,24 @@ def test_parallel_axis_and_results(graph, axis):
 def test_small_stencils_and_dense_layers_stay_serial(graph):
     (kernel,) = lower_graph(graph)[2].kernels
     assert "parallel" not in kernel.comment
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_softmax_steps_share_one_parallel_loop_over_rows(op):
+    """64 rows of 1000: each step's 64K elements are under PARALLEL_MIN_LIGHT, the whole
+    softmax is not; its row maximum and row sum (one output a row) go parallel too."""
+    graph = softmax(64, 1000, op)
+    (kernel,) = lower_graph(graph)[2].kernels
+    parts = kernel.comment.split(" | ", 1)[1].split("; ")
+    assert len(parts) >= 3 and all(part.endswith("parallel n") for part in parts)
+    (loop,) = kernel.body.stmts
+    assert loop.kind == "parallel"  # one loop over the rows holds every step
+    inputs = {"x": np.random.default_rng(1).standard_normal((64, 1000)).astype(np.float32)}
+    two = assert_compiled_matches(graph, inputs, threads=2)
+    one = convc.compile(graph, threads=1).run(inputs)
+    np.testing.assert_array_equal(one["sm"], two["sm"])
+    small = softmax(8, 1000, op)  # 8 rows: serial
+    assert "parallel" not in lower_graph(small)[2].kernels[0].comment
 
 
 def test_spin_count_is_set_only_while_loading_and_only_by_default(monkeypatch):

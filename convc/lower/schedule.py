@@ -190,10 +190,12 @@ def at_batch_one(expr) -> int:
 def work(te: TensorExpr) -> int:
     """Multiply-adds (or element operations) at batch 1: the size used for decisions. A
     part of a split expression carries the whole's (attrs["work_of"]), so that its parts
-    decide alike (`separable`: both passes of a pool parallel, or neither)."""
+    decide alike (`separable`: both passes of a pool parallel, or neither); a step of an op
+    whose steps each pass over all its elements counts them all (attrs["passes"], softmax)."""
     if "work_of" in te.attrs:
         return te.attrs["work_of"]
-    return at_batch_one(sympy.Mul(*te.shape) * sympy.Mul(*te.reduce_shape))
+    own = at_batch_one(sympy.Mul(*te.shape) * sympy.Mul(*te.reduce_shape))
+    return own * te.attrs.get("passes", 1)
 
 
 def channel_block(channels) -> int:
@@ -538,7 +540,8 @@ def default_schedule(te: TensorExpr, blocked_output: bool = False) -> Schedule:
     names = [str(i) for i in te.indices]
     tiles, unroll = {}, ()
     parallel = None
-    if _parallel_work(te) and len(names) >= 2:
+    across = len(names) == 1 and _vector_axis(te) != names[0]  # a row reduction's vector
+    if _parallel_work(te) and (len(names) >= 2 or across):
         parallel = "*".join(names[:2]) if len(names) > 2 else names[0]
     if _dense_panels(te):
         depth = sympy.sympify(te.attrs.get("streams_of", te.reduce_shape[0]))

@@ -23,6 +23,8 @@ mse_loss: (p - t)**2 per element, summed over every axis, divided by the element
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import sympy
 
 from .expr import ACC, TensorExpr, access, index
@@ -99,7 +101,11 @@ def softmax_steps(graph, node, x, shape, axis, dtype, out_name, log: bool) -> li
         body = access(exps, idx) * access(total, kept_idx)
     role = "output" if out_name in node.outputs else "temp"
     steps.append(_expr(node, out_name, idx, shape, body, dtype, role))
-    return steps
+    # each step passes over every element once, in one loop over the rows: they go parallel
+    # or not together, as the whole softmax's work decides (`schedule.work`). 64 rows of
+    # 1000, a quarter of it a step, ran serial on two threads (0.0159 ms against ONNX
+    # Runtime's 0.0113; parallel 0.0104)
+    return [replace(step, attrs={**step.attrs, "passes": len(steps)}) for step in steps]
 
 
 @rule("softmax", "log_softmax")
