@@ -5,16 +5,16 @@ each run at least once already (their output check). Output: per runner, the
 seconds per call of every timed block, with median and minimum.
 
 Method (shared/BENCHMARKS.md): each runner is calibrated to a block of `k`
-calls lasting about `block_s`, warmed up with one untimed block, and then the
-runners' blocks alternate, A B C A B C ..., `repeat` rounds, the starting
-runner rotating each round so none always follows the same neighbour. Noise
-from other processes then hits every runner alike, which is what makes the
-ratios of one run trustworthy on a shared machine even when absolute times
-drift. The garbage collector is off while a block runs. A pause of
-`settle_s` before each block lets the previous runner's thread pool stop
-spinning (libgomp, as used by PyTorch and convc, and ONNX Runtime's pool spin
-after a parallel region), so one framework's idle workers do not steal the
-second core from the next framework's block.
+calls lasting about `block_s` (`calls_per_block`), warmed up with one untimed
+block, and then the runners' blocks alternate, A B C A B C ..., `repeat`
+rounds, the starting runner rotating each round so none always follows the
+same neighbour. Noise from other processes then hits every runner alike, which
+is what makes the ratios of one run trustworthy on a shared machine even when
+absolute times drift. The garbage collector is off while a block runs. A pause
+of `settle_s` before each block (and before the calibration) lets the previous
+runner's thread pool stop spinning (libgomp, as used by PyTorch and convc, and
+ONNX Runtime's pool spin after a parallel region), so one framework's idle
+workers do not steal the second core from the next framework's block.
 """
 
 from __future__ import annotations
