@@ -13,6 +13,7 @@ from child_process import run_python
 from compile_check import assert_compiled_matches, inputs_for
 
 import convc
+from convc import loops
 from convc.compiler import lower_graph
 from convc.runtime import parallel
 from ir import Graph
@@ -89,13 +90,32 @@ def test_parallel_axis_and_results(graph, axis):
 
 
 @pytest.mark.parametrize(
-    "graph",
-    # 56K and 48K multiply-adds, 100K elements; a register-blocked conv of 0.46M
-    [conv(32, 32, 14, 3, group=32), dense(400, 120), sigmoid(32, 56), conv(16, 16, 15, 3)],
+    "graph, least",
+    # 56K multiply-adds, 100K elements and a register-blocked conv of 0.46M at batch 1
+    [(conv(32, 32, 14, 3, group=32), 3), (sigmoid(32, 56), 2), (conv(16, 16, 15, 3), 3)],
 )
-def test_small_stencils_and_dense_layers_stay_serial(graph):
+def test_small_kernels_split_their_batch_loop_from_the_batch_where_it_pays(graph, least):
+    """Serial at batch 1 (under the thresholds), a kernel whose work grows with the batch
+    gets a parallel loop over the batch alone, split on more than one thread only from
+    `least` images on (`Kernel.parallel_when`, checked at each call); below, every thread
+    count computes on one thread. Either way the threads' results are bit-identical."""
     (kernel,) = lower_graph(graph)[2].kernels
-    assert "parallel" not in kernel.comment
+    assert f"parallel n when N >= {least}" in kernel.comment
+    (batch_loop,) = kernel.body.stmts
+    assert batch_loop.kind == "parallel" and str(batch_loop.var) == "n"
+    assert f"parallel when idx(N) >= idx({least})" in loops.format_kernel(kernel)
+    for batch in (1, least + 1):
+        inputs = inputs_for(graph, batch)
+        two = assert_compiled_matches(graph, inputs, threads=2)
+        one = convc.compile(graph, threads=1).run(inputs)
+        np.testing.assert_array_equal(one[graph.outputs[0]], two[graph.outputs[0]])
+
+
+def test_dense_layers_of_little_work_stay_serial():
+    """A dense layer (48K multiply-adds at batch 1) parallelises its output features, which
+    do not grow with the batch: no condition, no parallel loop."""
+    (kernel,) = lower_graph(dense(400, 120))[2].kernels
+    assert "parallel" not in kernel.comment and kernel.parallel_when is None
 
 
 @pytest.mark.parametrize("op", ["softmax", "log_softmax"])

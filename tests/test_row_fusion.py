@@ -71,6 +71,24 @@ def test_pools_after_a_blocked_conv_run_in_its_kernel_and_match_the_interpreter(
         assert_compiled_matches(graph, inputs_for(graph, batch), threads=threads)
 
 
+def test_a_conv_that_splits_its_batch_from_a_larger_batch_keeps_its_pool():
+    """A conv too small to split at batch 1 splits its batch loop from batch 5 on
+    (`Kernel.parallel_when`): the pool after it still runs in its kernel, inside that
+    loop, and 2 threads give 1 thread's results below and above that batch."""
+    graph = conv_pool_graph(size=12, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    model = convc.compile(graph, threads=2)
+    fused = model.program.kernels[0]
+    assert fused.name.startswith("c1__pool") and fused.parallel_when is not None
+    assert "parallel when idx(N) >= idx(5)" in model.source("loops")
+    (batch_loop,) = fused.body.stmts
+    assert str(batch_loop.var) == "n" and batch_loop.kind == "parallel"
+    for batch in (2, 6):
+        inputs = inputs_for(graph, batch)
+        two = assert_compiled_matches(graph, inputs, threads=2)
+        one = convc.compile(graph, threads=1).run(inputs)
+        np.testing.assert_array_equal(one["c2"], two["c2"])
+
+
 def test_the_fused_kernel_runs_pool_rows_inside_the_conv_row_loop():
     # 3x3/2 pad 1 on 13 rows: pool row r follows conv row 2r + 1 (rows 0..5); row 6's
     # window reaches past the last conv row (12), so it runs after the loop

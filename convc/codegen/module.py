@@ -112,6 +112,9 @@ def _emit_kernel(mctx: ModuleContext, kernel: L.Kernel) -> ir.Function:
     em = FunctionEmitter(mctx, fn, dict(zip(buffers, args)), env, {})
     em.nthreads = args[-1]
     try:
+        if kernel.parallel_when is not None:  # else its parallel loops run on one thread
+            split, _ = em.expr_as(kernel.parallel_when, "bool")
+            em.nthreads = em.b.select(split, args[-1], ir.Constant(I32, 1))
         em.stmt(kernel.body)
     except KERNEL_ERRORS as err:
         raise CodegenError(f"kernel '{kernel.name}': {err}") from err

@@ -416,11 +416,14 @@ class Buffer:
 class Kernel:
     """A function over the program's buffers; its parameters are the buffers and symbols
     its body names (derived by codegen, in program order). `comment` is printed above it
-    (e.g. which graph nodes it fuses)."""
+    (e.g. which graph nodes it fuses). `parallel_when`: None, or a bool expression of the
+    run-time symbols (``Cmp("ge", Index(N), Index(4))``) outside which its parallel loops
+    run on the calling thread alone."""
 
     name: str
     body: Stmt
     comment: str = ""
+    parallel_when: Expr | None = None
 
     def __post_init__(self):
         if isinstance(self.body, (list, tuple)):

@@ -121,7 +121,9 @@ def format_stmt(s: ir.Stmt, indent: int = 0) -> list[str]:
 
 
 def format_kernel(k: ir.Kernel) -> str:
-    head = f"kernel {k.name}:" + (f"  # {k.comment}" if k.comment else "")
+    when = k.parallel_when
+    gate = f"  parallel when {format_expr(when)}" if when is not None else ""
+    head = f"kernel {k.name}:{gate}" + (f"  # {k.comment}" if k.comment else "")
     return "\n".join([head] + format_stmt(k.body, 1))
 
 

@@ -20,6 +20,8 @@ class Schedule:
     (width 16 for AVX-512 float32). `tail`: ``"scalar"`` or ``"masked"`` leftover handling.
     `unroll`: axis -> full unroll of that (constant-extent) axis, e.g. a register block.
     `parallel_axis`: the axis split over threads (None: single-threaded kernel).
+    `parallel_when`: None, or the condition on the run-time symbols (a sympy relational such
+    as ``N >= 4``) under which the parallel axis is split; otherwise it runs on one thread.
     `layout`: buffer name -> layout tag such as ``"NCHW16c"``, for the lowering to honour.
     `merge_rows`: R > 1 runs R consecutive rows (the axis before the last) as one row of R
     times the width: in a row-major layout they are consecutive elements.
@@ -39,6 +41,7 @@ class Schedule:
     tail: str = "masked"
     unroll: tuple[str, ...] = ()
     parallel_axis: str | None = None
+    parallel_when: object = None
     layout: dict = field(default_factory=dict)
     reduce_tiles: dict = field(default_factory=dict)
     merge_rows: int = 1
@@ -58,6 +61,8 @@ class Schedule:
             parts.append("unroll " + ",".join(self.unroll))
         if self.parallel_axis:
             parts.append(f"parallel {self.parallel_axis}")
+            if self.parallel_when is not None:
+                parts.append(f"when {self.parallel_when}")
         if self.merge_rows > 1:
             parts.append(f"merge-rows {self.merge_rows}")
         if self.pack_columns:

@@ -12,6 +12,7 @@ group's output name, so the intermediate values never get a buffer.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, replace
 
@@ -63,6 +64,18 @@ def kernel_name(name: str) -> str:
     return re.sub(r"\W", "_", name)
 
 
+def _parallel_when(schedules) -> loops.Expr | None:
+    """The kernel's `loops.Kernel.parallel_when`: None (parallel loops split at every batch)
+    when a parallel part splits at every batch, else the condition under which any does."""
+    gates = {s.parallel_when for s in schedules if s.parallel_axis is not None}
+    if not gates or None in gates:
+        return None
+    tests = [
+        loops.Cmp("ge", loops.Index(g.lhs), loops.Index(g.rhs)) for g in sorted(gates, key=str)
+    ]
+    return functools.reduce(lambda a, b: loops.Binary("or", a, b), tests)
+
+
 def _chain(graph: Graph, group: FusedGroup, out: TensorExpr, texprs: dict) -> list:
     """(value name, sympy value over `out`'s indices) for each epilogue node, in order."""
     steps = []
@@ -100,7 +113,7 @@ def lower_group(
     planned, packs = plan_group(graph, group, layouts, tuning or {}, texprs)
     if rows is not None:
         te, schedule = planned[-1]
-        planned[-1] = (te, _rows_in_order(schedule, rows.parallel))
+        planned[-1] = (te, _rows_in_order(schedule, rows))
     for te, schedule in planned:
         fused = te.name == anchor.outputs[0] and group.epilogue
         steps = _chain(graph, group, te, texprs) if fused else []
@@ -138,7 +151,8 @@ def lower_group(
     body = fold_row_sums(loops.Block(tuple(nests)), names.fresh)
     temps = [te for te, _ in planned if te.role == "temp"]
     body, forwarded = _forwarded(graph, body, temps, writes, layouts)
-    kernel = loops.Kernel(kernel_name(group.name), body, comment)
+    gate = _parallel_when([schedule for _, schedule in planned])
+    kernel = loops.Kernel(kernel_name(group.name), body, comment, gate)
     return LoweredGroup(
         kernel,
         tuple(sorted(reads - internal)),
@@ -192,23 +206,28 @@ def _partial_sums(te: TensorExpr, schedule, store: str, layouts: dict) -> Scratc
 class RowOrder:
     """How `row_fusion` has two groups lowered so that one kernel can hold both: threads
     share batch x channel blocks only, each running its rows in order; `parallel` (when
-    not None) says whether that loop is parallel, as the first kernel decided; local
-    names come from (and are recorded in) `names`, unique across both."""
+    not None) says whether that loop is parallel, as the first kernel decided, and
+    `batch_only` that the first kernel splits its batch loop alone (under a condition,
+    `loops.Kernel.parallel_when`); local names come from (and are recorded in) `names`,
+    unique across both."""
 
     names: Names
     parallel: bool | None = None
+    batch_only: bool = False
 
 
-def _rows_in_order(schedule: loops.Schedule, parallel: bool | None) -> loops.Schedule:
+def _rows_in_order(schedule: loops.Schedule, rows: RowOrder) -> loops.Schedule:
     """`schedule` with its rows out of the parallel loop (channel-vector schedules collapse
-    batch x channel blocks x rows) and that loop parallel or not as `parallel` says."""
+    batch x channel blocks x rows) and that loop parallel or not as `rows` says."""
     batch, channels = schedule.order[0], schedule.vector_axis.split(".")[0]
     order = (batch, channels, *(a for a in schedule.order if a not in (batch, channels)))
     schedule = replace(schedule, order=order)
-    outer = f"{batch}*{channels}"
+    if rows.batch_only or (rows.parallel is None and schedule.parallel_when is not None):
+        return replace(schedule, parallel_axis=batch)
+    parallel = rows.parallel
     if parallel is None:
         parallel = schedule.parallel_axis is not None
-    return replace(schedule, parallel_axis=outer if parallel else None)
+    return replace(schedule, parallel_axis=f"{batch}*{channels}" if parallel else None)
 
 
 def _row_local(te: TensorExpr, row: list, nest: loops.Stmt) -> bool:

@@ -113,6 +113,7 @@ def lower_groups(graph: Graph, groups: list, layouts: dict, tuning, texprs: dict
             conv = lower_group(graph, pair[0], layouts, tuning, texprs, rows=order)
             outermost = unwrapped(conv.kernel.body)
             order.parallel = isinstance(outermost, loops.For) and outermost.kind == "parallel"
+            order.batch_only = conv.kernel.parallel_when is not None
             pool = lower_group(graph, pair[1], layouts, tuning, texprs, rows=order)
             fused = _fused(conv, pool, found, _row_names(pair, texprs), order.names)
             if fused is not None:
@@ -211,7 +212,7 @@ def _fused(conv: LoweredGroup, pool: LoweredGroup, found: tuple, rows: tuple, na
     comment = f"{nodes} | {conv_schedule}; then by rows: {pool_schedule}; {rings}"
     writes = tuple(w for w in conv.writes if w != ring.value)
     return LoweredGroup(
-        loops.Kernel(name, loops.Block((*prelude, nest)), comment),
+        loops.Kernel(name, loops.Block((*prelude, nest)), comment, conv.kernel.parallel_when),
         tuple(sorted(set(conv.reads) | (set(pool.reads) - set(conv.writes)))),
         (*writes, *pool.writes),
         (*conv.scratch, *pool.scratch),

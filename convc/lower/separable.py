@@ -41,7 +41,7 @@ import sympy
 from convc.texpr import TensorExpr, access, index
 from convc.texpr.rules import bound_condition
 
-from .schedule import work
+from .schedule import total_work
 
 
 def separable_pool(te: TensorExpr, shapes: dict) -> list[TensorExpr] | None:
@@ -71,7 +71,7 @@ def separable_pool(te: TensorExpr, shapes: dict) -> list[TensorExpr] | None:
         return None  # windows that share no column share no row-pass result
     left = te.attrs["pads"][1]
     columns = stride * (sympy.sympify(te.shape[3]) - 1) + dilation * (te.reduce_shape[1] - 1) + 1
-    q, whole = index("q"), work(te)
+    q, whole = index("q"), total_work(te)
     ranges = {i: te.shape[2], a: te.reduce_shape[0], q: columns}
     condition = sympy.And(
         bound_condition(row, height, ranges), bound_condition(q - left, width, ranges)
