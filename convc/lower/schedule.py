@@ -33,6 +33,8 @@ Stage: (TensorExpr, thread count) -> `convc.loops.Schedule` (plain data that
 - depthwise convs, pooling and elementwise kernels do a few operations per loaded
   element, far below the rate of a register-blocked conv, so they go parallel from less
   work (`PARALLEL_MIN_LIGHT`), as do dense layers, which at batch 1 stream their weights;
+- a kernel under its threshold at batch 1 whose work grows with a run-time batch splits
+  its batch loop alone, from the batch where the work reaches it (`parallel_when`);
 
 Schedules do not depend on the thread count: it is an argument of the entry
 point, so one compiled program serves every count and 1 and 2 threads compute
@@ -440,7 +442,7 @@ def _parallel_work(te: TensorExpr) -> bool:
     return parallel_when(te) is not sympy.false
 
 
-def _split(te: TensorExpr, axes: str | None, batch: str) -> tuple:
+def _split(te: TensorExpr, axes: str, batch: str) -> tuple:
     """(`Schedule.parallel_axis`, `Schedule.parallel_when`) for `te`, whose parallel loop
     would take `axes` ("n*o"): those, always, where the work pays at batch 1; the batch
     loop `batch` alone under the condition where it pays from a larger batch (the other
