@@ -1,6 +1,7 @@
 """Parallel decisions of the default schedules: channel-vector convs split output rows as well
-as channel blocks over threads, depthwise convs, pooling and dense layers go parallel from
-less work, as do elementwise kernels, and libgomp loads with a bounded spin count. Compiled == interpreted; 1 and 2 threads
+as channel blocks over threads, depthwise convs, pooling, elementwise kernels and dense layers
+go parallel from less work, small kernels split their batch from the batch where it pays, and
+libgomp loads with a bounded spin count. Compiled == interpreted; 1 and 2 threads
 bit-identical."""
 
 from __future__ import annotations

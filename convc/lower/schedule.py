@@ -437,18 +437,12 @@ def parallel_when(te: TensorExpr):
     return sympy.Ge(batch, -(-least // int(per_unit)))
 
 
-def _parallel_work(te: TensorExpr) -> bool:
-    """Whether `te` runs parallel at some batch (`parallel_when`)."""
-    return parallel_when(te) is not sympy.false
-
-
-def _split(te: TensorExpr, axes: str, batch: str) -> tuple:
-    """(`Schedule.parallel_axis`, `Schedule.parallel_when`) for `te`, whose parallel loop
-    would take `axes` ("n*o"): those, always, where the work pays at batch 1; the batch
-    loop `batch` alone under the condition where it pays from a larger batch (the other
-    loops stay as in a serial kernel, so its nest keeps the serial kernel's shape, e.g. for
-    `row_fusion`); no parallel loop where it never pays."""
-    condition = parallel_when(te)
+def _split(condition, axes: str, batch: str) -> tuple:
+    """(`Schedule.parallel_axis`, `Schedule.parallel_when`) for a kernel of `parallel_when`
+    `condition` whose parallel loop would take `axes` ("n*o"): those, always, where the
+    work pays at batch 1; the batch loop `batch` alone under the condition where it pays
+    from a larger batch (the other loops stay as in a serial kernel, so its nest keeps the
+    serial kernel's shape, e.g. for `row_fusion`); no parallel loop where it never pays."""
     if condition is sympy.true:
         return axes, None
     if condition is sympy.false:
@@ -503,7 +497,7 @@ def channel_schedule(
         order, parallel = [batch, channels, rows, *chunk, *rest], 3
     else:  # rows before channel blocks; a chunk loop right inside them
         order, parallel = [batch, rows, channels, *chunk, *rest], 3
-    split, when = _split(te, "*".join(order[:parallel]), batch)
+    split, when = _split(parallel_when(te), "*".join(order[:parallel]), batch)
     return Schedule(
         tiles={names[1]: width, names[-1]: columns},
         order=tuple(order),
@@ -591,9 +585,9 @@ def default_schedule(te: TensorExpr, blocked_output: bool = False) -> Schedule:
     family = te.attrs.get("family", "elementwise")
     names = [str(i) for i in te.indices]
     tiles, unroll = {}, ()
-    parallel = None
+    parallel, condition = None, parallel_when(te)
     across = len(names) == 1 and _vector_axis(te) != names[0]  # a row reduction's vector
-    if _parallel_work(te) and (len(names) >= 2 or across):
+    if condition is not sympy.false and (len(names) >= 2 or across):
         parallel = "*".join(names[:2]) if len(names) > 2 else names[0]
     if _dense_panels(te):
         depth = sympy.sympify(te.attrs.get("streams_of", te.reduce_shape[0]))
@@ -604,7 +598,7 @@ def default_schedule(te: TensorExpr, blocked_output: bool = False) -> Schedule:
             vector_axis=f"{names[1]}.i",
             vector_width=width,
             unroll=(f"{names[0]}.i",),
-            parallel_axis=names[1] if parallel and parallel_when(te) is sympy.true else None,
+            parallel_axis=names[1] if parallel and condition is sympy.true else None,
         )
     if _channel_vector(te):
         width, max_row, max_block = _channel_tile(te)
@@ -625,7 +619,7 @@ def default_schedule(te: TensorExpr, blocked_output: bool = False) -> Schedule:
         order, width = (names[0], names[2], names[1], *names[3:]), POINTWISE_WIDTH
         parallel = f"{names[0]}*{names[2]}" if parallel else None
         merge, pack = _packed_plane(te)
-    split, when = _split(te, parallel, names[0]) if parallel else (None, None)
+    split, when = _split(condition, parallel, names[0]) if parallel else (None, None)
     return Schedule(
         tiles=tiles,
         order=order,
