@@ -27,6 +27,7 @@ import numpy as np
 
 from convc import loops, runtime
 from convc.lower import assemble
+from convc.lower.registers import register_file
 from convc.memory import MemoryReport, memory_report, tensor_bytes
 from convc.passes import (
     PIPELINE,
@@ -293,7 +294,7 @@ def compile(
     specialize_on = shape_inputs(graph)
     if specialize_on:
         return ShapeSpecializedModel(graph, specialize_on, threads, partial(compile, tune=tune))
-    key = (graph.fingerprint(), threads, tune)
+    key = (graph.fingerprint(), threads, tune, register_file())
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
     if cached is not None:

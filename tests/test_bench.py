@@ -14,7 +14,7 @@ import convc
 from convc import runtime
 from convc.bench import _settle_ms, add_arguments, format_results, run_cases, select_peers
 from convc.bench.cases import LAYERS, OPS, Case, layer_cases, op_cases
-from convc.bench.peak import ACCUMULATORS, LANES, fma_program, measured_peak
+from convc.bench.peak import fma_program, fma_shape, measured_peak
 from convc.bench.peers import PEERS
 from convc.bench.runner import CaseResult, PeerResult, max_error
 from convc.bench.timing import calls_per_block, time_interleaved
@@ -160,13 +160,13 @@ def test_cases_whose_median_some_blocks_slowed_are_listed():
 
 def test_the_peak_kernel_steps_its_fma_chains():
     # the measured kernel does the work it is credited with: STEPS of acc = acc * y + z
-    program = fma_program()
+    program, (chains, lanes) = fma_program(), fma_shape()
     text = format_program(program)
-    assert text.count("fma(") == 1 and f"alloc acc: f32[{ACCUMULATORS}]" in text
+    assert text.count("fma(") == 1 and f"alloc acc: f32[{chains}]" in text
     rng = np.random.default_rng(0)
-    x = rng.uniform(0.5, 1.5, (ACCUMULATORS, LANES)).astype(np.float32)
-    y = np.full(LANES, 0.999, np.float32)
-    z = rng.uniform(0, 0.01, LANES).astype(np.float32)
+    x = rng.uniform(0.5, 1.5, (chains, lanes)).astype(np.float32)
+    y = np.full(lanes, 0.999, np.float32)
+    z = rng.uniform(0, 0.01, lanes).astype(np.float32)
     out = np.empty_like(x)
     runtime.load(program, threads=1).run({"x": x, "y": y, "z": z}, {"out": out}, {"steps": 50})
     expected = x.astype(np.float64)

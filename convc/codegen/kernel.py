@@ -199,12 +199,16 @@ class FunctionEmitter:
         elif s.kind in ("serial", "parallel"):
             if s.kind == "parallel" and self.vec is not None:
                 raise ValueError("a parallel loop cannot sit inside a vectorized loop")
-            self.serial_loop(s.var.name, self.index(s.start), self.index(s.stop), s.body)
+            rolled = self.mctx.rolled_blocks and _around_register_block(s)
+            start, stop = self.index(s.start), self.index(s.stop)
+            self.serial_loop(s.var.name, start, stop, s.body, rolled)
         else:
             raise ValueError(f"unknown loop kind '{s.kind}'")
 
-    def serial_loop(self, var: str, start: ir.Value, stop: ir.Value, body: L.Stmt) -> None:
-        with for_range(self.b, start, stop, name=var) as iv, self.ix.scope():
+    def serial_loop(
+        self, var: str, start: ir.Value, stop: ir.Value, body: L.Stmt, rolled: bool = False
+    ) -> None:
+        with for_range(self.b, start, stop, name=var, rolled=rolled) as iv, self.ix.scope():
             saved = self.env.get(var)
             self.env[var] = iv
             self.stmt(body)
@@ -537,3 +541,9 @@ def _reduction_op(body: L.Stmt, name: str) -> str:
     if len(ops) != 1:
         raise ValueError(f"'{name}' is reduced with different ops {sorted(ops)}")
     return ops.pop()
+
+
+def _around_register_block(loop: L.For) -> bool:
+    """Whether a serial loop holds a register block (an unrolled loop): see
+    `generate`'s `rolled_blocks`."""
+    return any(isinstance(s, L.For) and s.kind == "unrolled" for s in walk(loop.body))

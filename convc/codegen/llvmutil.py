@@ -120,11 +120,19 @@ def smax(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
 
 
 @contextmanager
-def for_range(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, step: int = 1, name: str = "i"):
+def for_range(
+    b: ir.IRBuilder,
+    start: ir.Value,
+    stop: ir.Value,
+    step: int = 1,
+    name: str = "i",
+    rolled: bool = False,
+):
     """``for (i = start; i < stop; i += step)`` over i64; yields the induction variable.
 
     The body is built at the builder's position inside the ``with``; afterwards the builder
     sits in the exit block. The loop is rotated (guard + bottom test) as LLVM prefers.
+    `rolled`: LLVM may not unroll it (``llvm.loop.unroll.disable``).
     """
     pre = b.block
     body = b.append_basic_block(f"{name}.body")
@@ -136,8 +144,20 @@ def for_range(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, step: int = 1, n
     yield var
     nxt = b.add(var, i64(step), name=f"{name}.next", flags=("nsw",))
     var.add_incoming(nxt, b.block)
-    b.cbranch(b.icmp_signed("<", nxt, stop), body, done)
+    latch = b.cbranch(b.icmp_signed("<", nxt, stop), body, done)
+    if rolled:
+        latch.set_metadata("llvm.loop", _unroll_disabled(b.module))
     b.position_at_end(done)
+
+
+def _unroll_disabled(module: ir.Module) -> ir.MDValue:
+    """A fresh loop ID ``!n = !{!n, !{"llvm.loop.unroll.disable"}}``: LLVM reads a loop's
+    properties from a node whose first operand is the node itself, one node a loop."""
+    disable = module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])
+    fresh = ir.MetaDataString(module, f"loop{len(module.metadata)}")
+    loop_id = module.add_metadata([fresh, disable])  # unique operands: a node of its own
+    loop_id.operands = (loop_id, disable)
+    return loop_id
 
 
 def floordiv(b: ir.IRBuilder, x: ir.Value, d: ir.Value) -> ir.Value:

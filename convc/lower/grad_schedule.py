@@ -40,13 +40,11 @@ from convc.loops import Schedule
 from convc.texpr import TensorExpr, access, index
 
 from .schedule import (
-    MAX_COLUMN_BLOCK,
     PARALLEL_MIN_WORK,
     VECTOR_WIDTH,
-    WIDE_CHANNEL_TILE,
-    WIDE_MAX_COLUMN_BLOCK,
     _channel_block,
     _column_block,
+    blocks,
     work,
 )
 
@@ -141,7 +139,9 @@ def grad_schedule(te: TensorExpr) -> Schedule | None:
         return _weight_schedule(te, names, 0)
     lead = [_number(e) for e in te.shape[:2]]
     if lead[1] is not None and lead[1] % VECTOR_WIDTH == 0:
-        return _channel_vectors(te, names, names[1], names[-1], partial(_column_block, te))
+        return _channel_vectors(
+            te, names, names[1], names[-1], partial(_column_block, te, blocks().max_row)
+        )
     block = _channel_block(te.shape[1])
     atoms_use = te.indices[1] in te.condition.free_symbols
     tiles = {names[1]: block} if block > 1 and not atoms_use else {}
@@ -184,11 +184,12 @@ def _channel_vectors(te: TensorExpr, names, axis: str, unrolled: str, block) -> 
     """Channel vectors over `axis`: 32 channels (two registers, so each broadcast feeds two
     FMAs) when the axis is a multiple of 32, as for forward convs, else 16; `block(cap)` is
     the register block over `unrolled` for a given largest block."""
-    extent = _number(te.shape[names.index(axis)])
-    wide = extent is not None and extent % WIDE_CHANNEL_TILE == 0
-    width = WIDE_CHANNEL_TILE if wide else VECTOR_WIDTH
+    extent, limits = _number(te.shape[names.index(axis)]), blocks()
+    wide = extent is not None and extent % limits.wide_tile == 0
+    width = limits.wide_tile if wide else VECTOR_WIDTH
+    most = limits.wide_max_column if wide else limits.max_column
     return Schedule(
-        tiles={axis: width, unrolled: block(WIDE_MAX_COLUMN_BLOCK if wide else MAX_COLUMN_BLOCK)},
+        tiles={axis: width, unrolled: block(most)},
         order=tuple(names),
         vector_axis=f"{axis}.i",
         vector_width=width,

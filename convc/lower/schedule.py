@@ -52,6 +52,7 @@ from convc.loops import Schedule
 from convc.texpr import TensorExpr
 
 from .regions import conjuncts, interior
+from .registers import RegisterBlocks, register_file
 
 VECTOR_WIDTH = 16
 #: Multiply-adds (or elements) below which a kernel stays on one thread: a parallel region
@@ -177,8 +178,45 @@ ROWS_FIRST_MIN = 8
 #: Vector registers a register block may keep as accumulators (AVX-512 has 32; the rest
 #: hold the loaded weights and broadcasts).
 MAX_ACCUMULATORS = 28
+#: The limits above are AVX-512's (32 registers of 16 floats). With AVX2's 16 registers of 8
+#: floats a vector of 16 channels takes two registers, so blocks hold at most 12 of them
+#: in accumulators: PROVISIONAL.
+AVX512_BLOCKS = RegisterBlocks(
+    wide_tile=WIDE_CHANNEL_TILE,
+    max_row=MAX_ROW_BLOCK,
+    min_column=MIN_COLUMN_BLOCK,
+    max_column=MAX_COLUMN_BLOCK,
+    wide_max_column=WIDE_MAX_COLUMN_BLOCK,
+    pointwise=POINTWISE_BLOCKS,
+    channel_blocks=CHANNEL_BLOCKS,
+    pointwise_width=POINTWISE_WIDTH,
+    dense_width=DENSE_WIDTH,
+    dense_rows=ROW_BLOCK,
+    accumulators=MAX_ACCUMULATORS,
+    lanes=16,
+)
+AVX2_BLOCKS = RegisterBlocks(
+    wide_tile=VECTOR_WIDTH,
+    max_row=7,
+    min_column=6,
+    max_column=6,
+    wide_max_column=6,
+    pointwise={VECTOR_WIDTH: 6},
+    channel_blocks=(6, 4, 3, 2),
+    pointwise_width=VECTOR_WIDTH,
+    dense_width=VECTOR_WIDTH,
+    dense_rows=6,
+    accumulators=12,
+    lanes=8,
+)
 #: The attributes `tuning_key` includes.
 TUNING_ATTRS = ("family", "group", "strides", "dilations", "kernel_shape", "pads", "global")
+
+
+def blocks() -> RegisterBlocks:
+    """The register-block limits of this machine, or of the register file named by
+    CONVC_REGISTER_BLOCKS (`registers.register_file`)."""
+    return AVX512_BLOCKS if register_file() == "avx512" else AVX2_BLOCKS
 
 
 def at_batch_one(expr) -> int:
@@ -214,14 +252,15 @@ def channel_block(channels) -> int:
     channels = sympy.sympify(channels)
     if not channels.is_number:
         return VECTOR_WIDTH
-    last = int(channels) % WIDE_CHANNEL_TILE
-    return WIDE_CHANNEL_TILE if last == 0 or last > WIDE_CHANNEL_TILE // 2 else VECTOR_WIDTH
+    wide = blocks().wide_tile
+    last = int(channels) % wide
+    return wide if last == 0 or last > wide // 2 else VECTOR_WIDTH
 
 
 def _channel_block(extent) -> int:
     if not isinstance(sympy.sympify(extent), sympy.Integer):
         return 1
-    return next((b for b in CHANNEL_BLOCKS if int(extent) % b == 0), 1)
+    return next((b for b in blocks().channel_blocks if int(extent) % b == 0), 1)
 
 
 def _vector_axis(te: TensorExpr) -> str | None:
@@ -313,16 +352,17 @@ def _channel_tile(te: TensorExpr) -> tuple[int, int, int]:
     width vectors (3x3 128->128 in 8 groups @28: 56 -> 131 GFLOP/s, against ONNX
     Runtime's 91 and PyTorch's 66)."""
     channels, width = sympy.sympify(te.shape[1]), sympy.sympify(te.shape[-1])
-    narrow = VECTOR_WIDTH, MAX_ROW_BLOCK, MAX_COLUMN_BLOCK
-    if not channels.is_number or int(channels) % WIDE_CHANNEL_TILE:  # no half-empty tiles
+    b = blocks()
+    narrow = VECTOR_WIDTH, b.max_row, b.max_column
+    if not channels.is_number or int(channels) % b.wide_tile:  # no half-empty tiles
         return narrow
-    if not whole_groups(te, WIDE_CHANNEL_TILE):
+    if not whole_groups(te, b.wide_tile):
         return narrow
     window = any(k > 1 for k in te.attrs["kernel_shape"])
-    whole_row = width.is_number and WIDE_MAX_COLUMN_BLOCK < int(width) <= MAX_ROW_BLOCK
+    whole_row = width.is_number and b.wide_max_column < int(width) <= b.max_row
     if window and whole_row:
         return narrow
-    return WIDE_CHANNEL_TILE, WIDE_MAX_COLUMN_BLOCK, WIDE_MAX_COLUMN_BLOCK
+    return b.wide_tile, b.wide_max_column, b.wide_max_column
 
 
 def fixed_row_blocks(count: int, bounded: bool) -> bool:
@@ -332,9 +372,7 @@ def fixed_row_blocks(count: int, bounded: bool) -> bool:
     return count <= (MAX_ROW_COPIES if bounded else FEW_ROW_BLOCKS)
 
 
-def _column_block(
-    te: TensorExpr, max_row: int = MAX_ROW_BLOCK, max_block: int = MAX_COLUMN_BLOCK
-) -> int:
+def _column_block(te: TensorExpr, max_row: int, max_block: int) -> int:
     """Output columns per register block of a channel-vector conv (see the constants).
     A conv row that `nest` covers with blocks at fixed places (FEW_ROW_BLOCKS blocks of
     `max_block`, or MAX_ROW_COPIES where its columns have bounds) is cut into that few,
@@ -345,18 +383,18 @@ def _column_block(
     extent = sympy.sympify(te.shape[-1])
     if extent.is_number and int(extent) <= max_row:
         return int(extent)
-    blocks = -(-int(extent) // max_block) if extent.is_number else 0
+    count = -(-int(extent) // max_block) if extent.is_number else 0
     bounded = any(te.indices[-1] in a.free_symbols for a in conjuncts(te.condition))
-    if blocks and fixed_row_blocks(blocks, bounded) and te.attrs.get("family") == "conv":
+    if count and fixed_row_blocks(count, bounded) and te.attrs.get("family") == "conv":
         return max_block
     reduce_ranges = dict(zip(te.reduce_indices, te.reduce_shape))
     split = interior(conjuncts(te.condition), te.indices[-1], extent, reduce_ranges, te.indices)
     span = sympy.sympify(split[1] - split[0] if split else extent)
     if not span.is_number:
-        return MIN_COLUMN_BLOCK
+        return blocks().min_column
     if int(span) <= max_block:
         return max(int(span), 1)
-    sizes = range(MIN_COLUMN_BLOCK, max_block + 1)
+    sizes = range(blocks().min_column, max_block + 1)
     return min(sizes, key=lambda r: (int(span) % r, -r))
 
 
@@ -369,12 +407,12 @@ def _pointwise_block(te: TensorExpr, width: int) -> int:
     sample ran 1.56-1.64 -> 1.50-1.56 ms on one thread (12.5-12.8 against 13.1-13.2 at
     batch 8). On blocked inputs (MobileNetV2's expansions and projections) the same
     blocks measured 1.8% slower at batch 1, so those keep `_column_block`."""
-    extent, cap = sympy.sympify(te.shape[-1]), POINTWISE_BLOCKS[width]
+    extent, cap, least = sympy.sympify(te.shape[-1]), blocks().pointwise[width], blocks().min_column
     if not extent.is_number:
-        return MIN_COLUMN_BLOCK
+        return least
     if int(extent) <= cap:
         return int(extent)
-    return min(range(MIN_COLUMN_BLOCK, cap + 1), key=lambda r: (-(-int(extent) // r), -r))
+    return min(range(least, cap + 1), key=lambda r: (-(-int(extent) // r), -r))
 
 
 def _pointwise_conv(te: TensorExpr) -> bool:
@@ -478,8 +516,8 @@ def channel_schedule(
     ROWS_FIRST_MIN rows, channel blocks before rows."""
     names = [str(i) for i in te.indices]
     if limits is None:
-        narrow = (MAX_ROW_BLOCK, MAX_COLUMN_BLOCK)
-        limits = narrow if width == VECTOR_WIDTH else (WIDE_MAX_COLUMN_BLOCK,) * 2
+        b = blocks()
+        limits = (b.max_row, b.max_column) if width == VECTOR_WIDTH else (b.wide_max_column,) * 2
     merge = _merged_rows(te, limits[1])
     if merge > 1:  # rows of `merge` times the columns, register blocks of the largest size
         flat, columns = merge_rows(te, (), merge)[0], limits[1]
@@ -591,9 +629,11 @@ def default_schedule(te: TensorExpr, blocked_output: bool = False) -> Schedule:
         parallel = "*".join(names[:2]) if len(names) > 2 else names[0]
     if _dense_panels(te):
         depth = sympy.sympify(te.attrs.get("streams_of", te.reduce_shape[0]))
-        width = VECTOR_WIDTH if depth.is_number and int(depth) >= DEEP_DENSE else DENSE_WIDTH
+        width = (
+            VECTOR_WIDTH if depth.is_number and int(depth) >= DEEP_DENSE else blocks().dense_width
+        )
         return Schedule(
-            tiles={names[1]: width, names[0]: ROW_BLOCK},
+            tiles={names[1]: width, names[0]: blocks().dense_rows},
             order=tuple(names),
             vector_axis=f"{names[1]}.i",
             vector_width=width,
@@ -616,7 +656,7 @@ def default_schedule(te: TensorExpr, blocked_output: bool = False) -> Schedule:
             tiles, unroll = {axis: block}, (f"{axis}.i",)
     order, width, merge, pack = tuple(names), VECTOR_WIDTH, 1, 0
     if tiles and _pointwise_conv(te):
-        order, width = (names[0], names[2], names[1], *names[3:]), POINTWISE_WIDTH
+        order, width = (names[0], names[2], names[1], *names[3:]), blocks().pointwise_width
         parallel = f"{names[0]}*{names[2]}" if parallel else None
         merge, pack = _packed_plane(te)
     split, when = _split(condition, parallel, names[0]) if parallel else (None, None)
@@ -673,11 +713,12 @@ def tile_choices(te: TensorExpr, schedule: Schedule) -> dict:
             continue
         extent = sympy.sympify(te.shape[[str(i) for i in te.indices].index(axis)])
         if schedule.vector_axis and schedule.vector_axis.endswith(".i"):
-            registers = max(1, schedule.vector_width // VECTOR_WIDTH)
-            most = min(MAX_ACCUMULATORS // registers, int(extent) if extent.is_number else 99)
+            registers = max(1, schedule.vector_width // blocks().lanes)
+            most = min(blocks().accumulators // registers, int(extent) if extent.is_number else 99)
             sizes = range(1, most + 1)
         else:
-            sizes = [b for b in CHANNEL_BLOCKS if extent.is_number and int(extent) % b == 0]
+            channel_blocks = blocks().channel_blocks
+            sizes = [b for b in channel_blocks if extent.is_number and int(extent) % b == 0]
         choices[axis] = sorted({size, *sizes})
     return choices
 

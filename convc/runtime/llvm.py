@@ -47,6 +47,22 @@ def host() -> tuple[str, str, str]:
     )
 
 
+def vector_registers() -> tuple[int, int]:
+    """(count, float32 lanes) of this machine's vector registers: 32 of 16 with AVX-512,
+    16 of 8 with AVX, 16 of 4 otherwise (SSE). Register blocks are sized by it
+    (`lower.registers`); the feature string it reads is part of every cache key."""
+    features = host()[2].split(",")
+    if "+avx512f" in features:
+        return 32, 16
+    return (16, 8) if "+avx" in features else (16, 4)
+
+
+def rolled_blocks() -> bool:
+    """Whether loops around register blocks stay rolled (`codegen.generate`): on machines
+    with 16 vector registers."""
+    return vector_registers()[0] < 32
+
+
 def has_scalef() -> bool:
     """Whether this machine has AVX-512F (``vscalefps``: `codegen.generate`'s `scalef`);
     the feature string is part of every cache key, so code for either kind never mixes."""
@@ -91,7 +107,9 @@ def _failing_kernels(program: Program, kernels: tuple[str, ...]) -> list[str]:
     bad = []
     for name in kernels:
         try:
-            part = generate(program, [name], entry=False, scalef=has_scalef())
+            part = generate(
+                program, [name], entry=False, scalef=has_scalef(), rolled_blocks=rolled_blocks()
+            )
             llvm.parse_assembly(str(part.module)).verify()
         except RuntimeError:
             bad.append(f"'{name}'")

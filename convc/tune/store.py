@@ -19,6 +19,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from convc.lower.registers import register_file
 from convc.runtime import cache_dir
 from convc.runtime.cache import sources_hash, write_atomic
 from convc.runtime.llvm import cache_key_parts
@@ -27,11 +28,12 @@ SOURCES = ("loops", "codegen", "runtime", "lower", "tune")
 
 
 def table_path(threads: int) -> Path | None:
-    """The cache file for `threads` on this machine, None when the cache is off."""
+    """The cache file for `threads` on this machine and register file (`register_file`),
+    None when the cache is off."""
     directory = cache_dir()
     if directory is None:
         return None
-    parts = (*cache_key_parts(), sources_hash(SOURCES), f"threads={threads}")
+    parts = (*cache_key_parts(), sources_hash(SOURCES), f"threads={threads}", register_file())
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()
     return directory / f"tuning-{digest}.json"
 

@@ -1,0 +1,148 @@
+"""Schedules sized for AVX2's register file (CONVC_REGISTER_BLOCKS=avx2): every register
+block keeps its accumulators within 16 registers of 8 floats, and the kernels match the
+interpreter; loops around register blocks stay rolled where the code generator is asked
+to (`rolled_blocks`). The rest of the suite runs with AVX-512's blocks (conftest)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from compile_check import assert_compiled_matches, inputs_for
+
+import convc
+import ir
+from convc import InputError, runtime
+from convc.codegen import generate
+from convc.compiler import lower_graph, stage_source
+from convc.lower import registers
+
+#: Accumulator registers a block may hold: AVX2 has 16, a block needs the weights' vector
+#: (two registers at 16 floats) and a broadcast besides.
+AVX2_ACCUMULATORS = 14
+
+
+@pytest.fixture
+def avx2(monkeypatch):
+    monkeypatch.setenv(registers.ENV, "avx2")
+
+
+def conv(cin, cout, size, kernel, stride=1, pad=0):
+    rng = np.random.default_rng(cin * cout + size)
+    g = ir.Graph("avx2_conv")
+    g.add_input("x", ("N", cin, size, size))
+    w = rng.standard_normal((cout, cin, kernel, kernel)).astype(np.float32) / kernel
+    g.add_param("w", w)
+    g.add_param("b", rng.standard_normal(cout).astype(np.float32))
+    g.add_node("conv", ["x", "w", "b"], {"strides": [stride] * 2, "pads": [pad] * 4})
+    g.add_node("relu", ["conv"], name="act")
+    g.set_outputs("act")
+    return g
+
+
+def dense(features_in, features_out, batch):
+    rng = np.random.default_rng(features_in)
+    g = ir.Graph("avx2_dense")
+    g.add_input("x", (batch, features_in))
+    g.add_param("w", rng.standard_normal((features_out, features_in)).astype(np.float32))
+    g.add_param("b", rng.standard_normal(features_out).astype(np.float32))
+    g.add_node("gemm", ["x", "w", "b"], {"transB": 1}, name="fc")
+    g.set_outputs("fc")
+    return g
+
+
+def accumulator_registers(listing: str) -> list[int]:
+    """Registers of accumulators of every register-blocked kernel in a loop listing: the
+    unrolled tile times the vector's 8-float registers."""
+    counts = []
+    for header in re.findall(r"^kernel .*# .*$", listing, re.MULTILINE):
+        tiles = dict(re.findall(r"(\w+)=(\d+)", header.split(" order ")[0]))
+        vector = re.search(r"vector \S+/(\d+)", header)
+        unrolled = re.search(r"unroll (\w+)\.i", header)
+        if tiles and vector and unrolled:
+            counts.append(int(tiles[unrolled.group(1)]) * int(vector.group(1)) // 8)
+    return counts
+
+
+CONVS = {
+    "3x3 pad 1, rows split into blocks": (64, 64, 20, 3, 1, 1),
+    "3x3 over 7-wide rows, one block a row": (32, 64, 7, 3, 1, 1),
+    "1x1 stride 2": (16, 32, 29, 1, 2, 0),
+    "1x1 over NCHW rows, width vectors": (32, 64, 32, 1, 1, 0),
+    "stem-like 7x7 stride 2": (3, 64, 40, 7, 2, 3),
+    "deep 3x3, reduction in chunks": (256, 64, 9, 3, 1, 1),
+}
+
+
+@pytest.mark.parametrize("name", list(CONVS))
+def test_conv_blocks_fit_sixteen_registers_and_match_the_interpreter(avx2, name):
+    g = conv(*CONVS[name])
+    counts = accumulator_registers(stage_source(g, "loops"))
+    assert counts and max(counts) <= AVX2_ACCUMULATORS, counts
+    for batch in (1, 3):
+        assert_compiled_matches(g, inputs_for(g, batch))
+
+
+@pytest.mark.parametrize("batch", [8, "N"])
+def test_dense_blocks_fit_sixteen_registers_and_match_the_interpreter(avx2, batch):
+    g = dense(300, 70, batch)
+    counts = accumulator_registers(stage_source(g, "loops"))
+    assert counts and max(counts) <= AVX2_ACCUMULATORS, counts
+    for n in (8,) if batch == 8 else (1, 7, 13):
+        assert_compiled_matches(g, inputs_for(g, n))
+
+
+def test_avx512_blocks_are_larger(monkeypatch):
+    # the same 3x3 conv holds more accumulators where AVX-512 has 32 registers
+    g = conv(*CONVS["3x3 pad 1, rows split into blocks"])
+    wide = max(accumulator_registers(stage_source(g, "loops")))
+    monkeypatch.setenv(registers.ENV, "avx2")
+    assert max(accumulator_registers(stage_source(g, "loops"))) < wide
+
+
+def test_conv_gradients_under_avx2_blocks_match_the_interpreter(avx2):
+    rng = np.random.default_rng(5)
+    g = ir.Graph("layer")
+    g.add_input("x", (2, 32, 9, 9), "float32")
+    g.add_input("w", (64, 32, 3, 3), "float32")
+    g.add_node("conv", ["x", "w"], {"pads": [1] * 4}, outputs=["y"])
+    g.set_outputs("y")
+    gg = convc.gradient(g, wrt=["x", "w"])
+    feeds = {
+        "x": rng.standard_normal((2, 32, 9, 9)).astype(np.float32),
+        "w": rng.standard_normal((64, 32, 3, 3)).astype(np.float32),
+        "grad_y": rng.standard_normal((2, 64, 9, 9)).astype(np.float32),
+    }
+    expected = convc.interpret(gg, feeds, dtype="float64")
+    got = convc.compile(gg, threads=1).run(feeds)
+    for out in ("y", "grad_x", "grad_w"):
+        np.testing.assert_allclose(got[out], expected[out], rtol=1e-4, atol=1e-3, err_msg=out)
+
+
+def test_an_unknown_register_file_is_an_input_error(monkeypatch):
+    monkeypatch.setenv(registers.ENV, "avx1024")
+    with pytest.raises(InputError, match="CONVC_REGISTER_BLOCKS='avx1024'"):
+        convc.compile(conv(*CONVS["1x1 stride 2"]))
+
+
+def test_the_host_register_file_by_default(monkeypatch):
+    monkeypatch.delenv(registers.ENV)
+    count, _ = runtime.llvm.vector_registers()
+    assert registers.register_file() == ("avx512" if count >= 32 else "avx2")
+
+
+def test_loops_around_register_blocks_stay_rolled_when_asked(monkeypatch):
+    # the loops holding a block (an unrolled loop) carry llvm.loop.unroll.disable; the
+    # row loop of a relu, which holds none, does not; the code still computes the layer
+    g = conv(*CONVS["3x3 pad 1, rows split into blocks"])
+    _, _, program = lower_graph(g)
+    rolled = str(generate(program, rolled_blocks=True).module)
+    assert '!"llvm.loop.unroll.disable"' in rolled
+    loop_ids = re.findall(r"^(!\d+) = !\{ (!\d+), (!\d+) \}$", rolled, re.MULTILINE)
+    assert loop_ids and all(node == first for node, first, _ in loop_ids)  # self-referential
+    assert len({node for node, _, _ in loop_ids}) == len(loop_ids)  # one ID a loop
+    assert "llvm.loop" not in str(generate(program, rolled_blocks=False).module)
+    monkeypatch.setattr(runtime.llvm, "rolled_blocks", lambda: True)
+    monkeypatch.setenv("CONVC_CACHE", "0")
+    assert_compiled_matches(g, inputs_for(g, 2))
