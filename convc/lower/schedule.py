@@ -178,9 +178,15 @@ ROWS_FIRST_MIN = 8
 #: Vector registers a register block may keep as accumulators (AVX-512 has 32; the rest
 #: hold the loaded weights and broadcasts).
 MAX_ACCUMULATORS = 28
-#: The limits above are AVX-512's (32 registers of 16 floats). With AVX2's 16 registers of 8
-#: floats a vector of 16 channels takes two registers, so blocks hold at most 12 of them
-#: in accumulators: PROVISIONAL.
+#: The limits above are AVX-512's (32 registers of 16 floats; `registers`). With AVX2's 16
+#: registers of 8 floats a 16-float vector takes two, so a block holds 6 columns (12
+#: registers, plus two for the weights and one broadcast), or a whole row of 7 (14), and
+#: no 32-channel tiles. Measured on a Zen 3 (one thread, ms, A/B in one process where
+#: noted): 3x3 64->64 @56 8.1 with AVX-512's blocks (10 columns x 32 channels, 40
+#: registers) -> 2.7-3.2 in blocks of 6 x 16; 32-channel tiles of 3 columns 5.9; 3x3
+#: 512 @7 (A/B) a row of 7 3.6, 6 + 1 5.7, 4 + 3 5.7; 3x3 128 @28 (A/B) blocks of 6 3.7,
+#: of 7 6.8; 1x1 s2 64->128 @56 (28 columns, A/B) blocks of 4 0.43, 5 0.39, 6 0.35, so
+#: split rows take 6 whatever they leave over.
 AVX512_BLOCKS = RegisterBlocks(
     wide_tile=WIDE_CHANNEL_TILE,
     max_row=MAX_ROW_BLOCK,
