@@ -29,13 +29,15 @@ def avx2(monkeypatch):
 
 
 def conv(cin, cout, size, kernel, stride=1, pad=0):
+    """A conv + relu layer; `pad` is one number for every side or ONNX's list of four."""
     rng = np.random.default_rng(cin * cout + size)
     g = ir.Graph("avx2_conv")
     g.add_input("x", ("N", cin, size, size))
     w = rng.standard_normal((cout, cin, kernel, kernel)).astype(np.float32) / kernel
     g.add_param("w", w)
     g.add_param("b", rng.standard_normal(cout).astype(np.float32))
-    g.add_node("conv", ["x", "w", "b"], {"strides": [stride] * 2, "pads": [pad] * 4})
+    pads = pad if isinstance(pad, list) else [pad] * 4
+    g.add_node("conv", ["x", "w", "b"], {"strides": [stride] * 2, "pads": pads})
     g.add_node("relu", ["conv"], name="act")
     g.set_outputs("act")
     return g
@@ -72,6 +74,8 @@ CONVS = {
     "1x1 over NCHW rows, width vectors": (32, 64, 32, 1, 1, 0),
     "stem-like 7x7 stride 2": (3, 64, 40, 7, 2, 3),
     "deep 3x3, reduction in chunks": (256, 64, 9, 3, 1, 1),
+    "3x3 over rows of 50, a loop over blocks": (16, 16, 50, 3, 1, 1),
+    "3x3 over rows of 50, padded on the right only": (16, 16, 50, 3, 1, [1, 0, 1, 1]),
 }
 
 
@@ -91,6 +95,18 @@ def test_dense_blocks_fit_sixteen_registers_and_match_the_interpreter(avx2, batc
     assert counts and max(counts) <= AVX2_ACCUMULATORS, counts
     for n in (8,) if batch == 8 else (1, 7, 13):
         assert_compiled_matches(g, inputs_for(g, n))
+
+
+def test_border_blocks_of_a_looped_row_hold_four_columns(avx2):
+    # a row of 50 with one padded column a side: 4 + 7 blocks of 6 + 4, not 1 + 8 x 6 + 1
+    # (a block of one column is FMA-latency bound); padded on the right only (49 columns):
+    # 7 x 6 + 4 + 3, not 8 x 6 + 1
+    text = stage_source(conv(*CONVS["3x3 over rows of 50, a loop over blocks"]), "loops")
+    assert re.findall(r"alloc acc\d*: f32\[(\d+)\]", text) == ["4", "6", "4"]
+    assert "for j_o in 0..7:" in text
+    right = stage_source(conv(*CONVS["3x3 over rows of 50, padded on the right only"]), "loops")
+    assert re.findall(r"alloc acc\d*: f32\[(\d+)\]", right) == ["6", "4", "3"]
+    assert "for j_o in 0..7:" in right
 
 
 def test_avx512_blocks_are_larger(monkeypatch):

@@ -35,7 +35,8 @@ class RegisterBlocks:
     width-vector conv (CHANNEL_BLOCKS); `pointwise_width`: its vector for 1x1 convs
     (POINTWISE_WIDTH); `dense_width`/`dense_rows`: a dense layer's feature vector and rows
     (DENSE_WIDTH, ROW_BLOCK); `accumulators`: registers a tuner's block may fill
-    (MAX_ACCUMULATORS); `lanes`: floats a register."""
+    (MAX_ACCUMULATORS); `border_columns`: fewest columns of a border block of a row split
+    around a loop over blocks (`nest._wide_borders`); `lanes`: floats a register."""
 
     wide_tile: int
     max_row: int
@@ -48,6 +49,7 @@ class RegisterBlocks:
     dense_width: int
     dense_rows: int
     accumulators: int
+    border_columns: int
     lanes: int
 
 

@@ -199,6 +199,7 @@ AVX512_BLOCKS = RegisterBlocks(
     dense_width=DENSE_WIDTH,
     dense_rows=ROW_BLOCK,
     accumulators=MAX_ACCUMULATORS,
+    border_columns=1,
     lanes=16,
 )
 AVX2_BLOCKS = RegisterBlocks(
@@ -213,6 +214,7 @@ AVX2_BLOCKS = RegisterBlocks(
     dense_width=VECTOR_WIDTH,
     dense_rows=6,
     accumulators=12,
+    border_columns=4,
     lanes=8,
 )
 #: The attributes `tuning_key` includes.
