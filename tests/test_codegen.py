@@ -715,3 +715,30 @@ def test_nested_parallel_loops_are_collapsed(batch):
     for threads in (1, 2):
         y = run(prog, {"x": x}, {"y": (batch, 5, 20)}, {"N": batch}, threads=threads)["y"]
         np.testing.assert_array_equal(y, x + np.arange(5, dtype=np.float32)[None, :, None])
+
+
+@pytest.mark.parametrize("lanes_in_w", [16, 11])
+def test_a_masked_tails_accumulators_and_whole_rows_need_no_masks(lanes_in_w):
+    # 11 output channels in one masked 16-lane vector, as a channel tile's last block: the
+    # accumulator allocated in the tail is updated without a blend (its dead lanes reach
+    # only the masked store), and the weights' row of 16 (packed, one vector long) loads
+    # unmasked; a row of 11 stays a masked load; both compute y = x @ w
+    depth, size = 5, 11
+    body = For(i, 0, N, [For(oc, 0, size, [
+        Alloc("acc", "float32", (), 0.0),
+        For(ic, 0, depth, [Assign("acc", (), Fma(Load("x", (i, ic)), Load("w", (ic, oc)), Ref("acc")))]),
+        Store("y", (i, oc), Ref("acc")),
+    ], "vectorized", 16, "masked")])  # fmt: skip
+    bufs = [Buffer("x", "float32", (N, depth), "input"),
+            Buffer("w", "float32", (depth, lanes_in_w), "input"),
+            Buffer("y", "float32", (N, size), "output")]  # fmt: skip
+    prog = Program("tail", bufs, [Kernel("tail", [body])], ("N",))
+    text = str(generate(prog).module)
+    assert "select <16 x i1>" not in text  # no blend of lanes
+    assert ("llvm.masked.load" in text) == (lanes_in_w == size)
+    assert "llvm.masked.store" in text
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, depth), dtype=np.float32)
+    w = rng.standard_normal((depth, lanes_in_w), dtype=np.float32)
+    y = run(prog, {"x": x, "w": w}, {"y": (3, size)}, {"N": 3})["y"]
+    np.testing.assert_allclose(y, x @ w[:, :size], rtol=1e-5, atol=1e-6)

@@ -127,6 +127,8 @@ class FunctionEmitter:
             ptr = self.b.alloca(ir.ArrayType(value_type(s.dtype, width), size), name=s.name)
         local = Local(s.dtype, ptr=ptr, shape=s.shape, width=width)
         self.locals[s.name] = local
+        if self.vec is not None and self.vec.tail_locals is not None:
+            self.vec.tail_locals.add(s.name)
         if s.init is not None:
             init, _ = self.expr_as(s.init, s.dtype)
             init = widen(self.b, init, width)
@@ -143,9 +145,21 @@ class FunctionEmitter:
         value, _ = self.expr_as(s.value, local.dtype)
         value = widen(self.b, value, local.width)
         ptr = self._element_ptr(local, s.name, s.index)
-        if self.vec is not None and self.vec.mask is not None and local.width is not None:
+        if self._blended(s.name, local):
             value = self.b.select(self.vec.mask, value, self.b.load(ptr, typ=value.type))
         self.b.store(value, ptr)
+
+    def _blended(self, name: str, local) -> bool:
+        """Whether an update of vector local `name` keeps its dead lanes (a select): under a
+        lane-varying `If`, and for locals that outlive a masked tail. A masked tail's own
+        locals (its register block's accumulators) skip it: their dead lanes reach only
+        masked stores, and with AVX2 each select is a blend beside the FMA it guards
+        (MobileNetV2's 1x1 convs to 24 channels, 16 + 8 masked: a blend a FMA, and the
+        block spilled)."""
+        vec = self.vec
+        if vec is None or vec.mask is None or local.width is None:
+            return False
+        return vec.tail_locals is None or name not in vec.tail_locals
 
     def _if(self, s: L.If) -> None:
         cond, dtype = self.expr(s.cond)
@@ -177,7 +191,7 @@ class FunctionEmitter:
             bits = ir.IntType(vec.width)
             live = b.icmp_unsigned("!=", b.bitcast(mask, bits), ir.Constant(bits, 0))
             with b.if_then(live), self.ix.scope():
-                self.vec = replace(vec, mask=mask)
+                self.vec = replace(vec, mask=mask, tail_locals=None)
                 try:
                     self.stmt(body)
                 finally:
@@ -300,7 +314,7 @@ class FunctionEmitter:
             active = b.sub(stop, main_stop)
             with b.if_then(b.icmp_signed(">", active, i64(0))), self.ix.scope():
                 mask = b.icmp_signed("<", lanes(width), splat(b, active, width))
-                ctx = VecCtx(var, width, main_stop, multiple, mask, reductions)
+                ctx = VecCtx(var, width, main_stop, multiple, mask, reductions, set())
                 self._vector_body(s, ctx)
         if len(chains) > 1:
             self._merge_chains(chains)

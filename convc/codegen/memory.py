@@ -34,7 +34,9 @@ MAX_SHUFFLE_STRIDE = 4  # constant strides up to this load contiguously and shuf
 class VecCtx:
     """The vectorized loop being emitted: `base` is the first lane's value of `var`, a
     multiple of `multiple`; `mask` (``<W x i1>``) marks the live lanes in a masked tail or
-    under a lane-varying `If` (None: all lanes)."""
+    under a lane-varying `If` (None: all lanes). `tail_locals`: in a masked tail (not under
+    an `If`), the locals allocated in it, whose dead lanes are never stored, so updates to
+    them need no blend (None elsewhere)."""
 
     var: str
     width: int
@@ -42,6 +44,23 @@ class VecCtx:
     multiple: int
     mask: ir.Value | None = None
     reductions: dict = field(default_factory=dict)
+    tail_locals: set | None = None
+
+
+def _whole_last_axis(buf: L.Buffer, index: tuple, vec: VecCtx) -> bool:
+    """Whether a vector load reads its buffer's last axis whole whatever its mask: the
+    last index is the lane variable alone, the axis is one vector long, the vector starts
+    at a multiple of it (so at 0 wherever a lane is live) and no other index varies by
+    lane. Its dead lanes then read inside the buffer too, and it needs no masked load:
+    with AVX2 that is a mask rebuilt from bits beside every load (a channel block's
+    packed weights in a masked tail of output channels)."""
+    last, lead = sympy.sympify(index[-1]), index[:-1]
+    extent = sympy.sympify(buf.shape[-1])
+    if not (isinstance(last, sympy.Symbol) and last.name == vec.var):
+        return False
+    if not (extent.is_Integer and int(extent) == vec.width and vec.multiple % vec.width == 0):
+        return False
+    return not any(depends_on(sympy.sympify(i), vec.var) for i in lead)
 
 
 @lru_cache(maxsize=65536)
@@ -89,7 +108,7 @@ class Memory:
         stride = stride_in(flat, vec.var)
         if stride == 1:
             ptr = self._gep(node.buffer, etype, flat)
-            if vec.mask is not None:
+            if vec.mask is not None and not _whole_last_axis(buf, node.index, vec):
                 fn = declare(
                     b.module, f"llvm.masked.load.{type_suffix(vt)}.p0", vt, [PTR, vec.mask.type, vt]
                 )

@@ -36,6 +36,9 @@ Stage: (TensorExpr, thread count) -> `convc.loops.Schedule` (plain data that
 - a kernel under its threshold at batch 1 whose work grows with a run-time batch splits
   its batch loop alone, from the batch where the work reaches it (`parallel_when`);
 
+Register blocks are sized for the machine's vector registers (`blocks()`): the constants
+below are AVX-512's (32 registers of 16 floats), `AVX2_BLOCKS` holds AVX2's (16 of 8).
+
 Schedules do not depend on the thread count: it is an argument of the entry
 point, so one compiled program serves every count and 1 and 2 threads compute
 bit-identical results (each output element is reduced by one thread, in the
