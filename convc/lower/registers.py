@@ -11,7 +11,7 @@ accumulators on AVX2 and spills: 3x3 64->64 @56 in blocks of 10 columns x 32 cha
 `register_file()` names the register file schedules are sized for: this machine's
 (`runtime.llvm.vector_registers`, part of every cache key), or the one named by
 CONVC_REGISTER_BLOCKS ("avx512" or "avx2"), so one machine can show, test and run the
-schedules of the other (the code still runs on any x86-64 with AVX2).
+schedules of the other (compiled for the host either way: only the blocks change).
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ REGISTER_FILES, ENV = ("avx512", "avx2"), "CONVC_REGISTER_BLOCKS"
 
 
 def register_file() -> str:
-    """ "avx512" on a machine with 32 vector registers, else "avx2", unless CONVC_REGISTER_BLOCKS
-    names one."""
+    """The register file schedules are sized for: "avx512" on a machine with 32 vector
+    registers, else "avx2", unless CONVC_REGISTER_BLOCKS names one."""
     named = os.environ.get(ENV)
     if named:
         if named not in REGISTER_FILES:
