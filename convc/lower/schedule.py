@@ -714,8 +714,9 @@ def streaming_output(te: TensorExpr, schedule: Schedule) -> Schedule:
 def tile_choices(te: TensorExpr, schedule: Schedule) -> dict:
     """{axis: [tile sizes]} a tuner may try for `te` instead of `schedule.tiles`: every
     size is valid (the nest handles leftovers) and fits the registers. Channel-vector
-    schedules: the register block of output columns (or dense rows), up to 28 accumulator
-    registers; width-vector convs: the block of output channels among those dividing it.
+    schedules: the register block of output columns (or dense rows), up to the register
+    file's accumulator registers (`blocks().accumulators`: 28 on AVX-512, 12 on AVX2);
+    width-vector convs: the block of output channels among those dividing it.
     Not the rows of a GEMV's weight streams (`streams`): each row is one stream, and the
     point is to read them side by side."""
     choices = {}
