@@ -418,7 +418,8 @@ def _pointwise_block(te: TensorExpr, width: int) -> int:
     sample ran 1.56-1.64 -> 1.50-1.56 ms on one thread (12.5-12.8 against 13.1-13.2 at
     batch 8). On blocked inputs (MobileNetV2's expansions and projections) the same
     blocks measured 1.8% slower at batch 1, so those keep `_column_block`."""
-    extent, cap, least = sympy.sympify(te.shape[-1]), blocks().pointwise[width], blocks().min_column
+    limits, extent = blocks(), sympy.sympify(te.shape[-1])
+    cap, least = limits.pointwise[width], limits.min_column
     if not extent.is_number:
         return least
     if int(extent) <= cap:
@@ -639,12 +640,11 @@ def default_schedule(te: TensorExpr, blocked_output: bool = False) -> Schedule:
     if condition is not sympy.false and (len(names) >= 2 or across):
         parallel = "*".join(names[:2]) if len(names) > 2 else names[0]
     if _dense_panels(te):
-        depth = sympy.sympify(te.attrs.get("streams_of", te.reduce_shape[0]))
-        width = (
-            VECTOR_WIDTH if depth.is_number and int(depth) >= DEEP_DENSE else blocks().dense_width
-        )
+        depth, limits = sympy.sympify(te.attrs.get("streams_of", te.reduce_shape[0])), blocks()
+        deep = depth.is_number and int(depth) >= DEEP_DENSE
+        width = VECTOR_WIDTH if deep else limits.dense_width
         return Schedule(
-            tiles={names[1]: width, names[0]: blocks().dense_rows},
+            tiles={names[1]: width, names[0]: limits.dense_rows},
             order=tuple(names),
             vector_axis=f"{names[1]}.i",
             vector_width=width,
@@ -719,18 +719,18 @@ def tile_choices(te: TensorExpr, schedule: Schedule) -> dict:
     width-vector convs: the block of output channels among those dividing it.
     Not the rows of a GEMV's weight streams (`streams`): each row is one stream, and the
     point is to read them side by side."""
-    choices = {}
+    choices, limits = {}, blocks()
     for axis, size in schedule.tiles.items():
         if f"{axis}.i" not in schedule.unroll or "streams_of" in te.attrs:
             continue
         extent = sympy.sympify(te.shape[[str(i) for i in te.indices].index(axis)])
         if schedule.vector_axis and schedule.vector_axis.endswith(".i"):
-            registers = max(1, schedule.vector_width // blocks().lanes)
-            most = min(blocks().accumulators // registers, int(extent) if extent.is_number else 99)
+            registers = max(1, schedule.vector_width // limits.lanes)
+            most = min(limits.accumulators // registers, int(extent) if extent.is_number else 99)
             sizes = range(1, most + 1)
         else:
-            channel_blocks = blocks().channel_blocks
-            sizes = [b for b in channel_blocks if extent.is_number and int(extent) % b == 0]
+            blocks_of = limits.channel_blocks
+            sizes = [b for b in blocks_of if extent.is_number and int(extent) % b == 0]
         choices[axis] = sorted({size, *sizes})
     return choices
 

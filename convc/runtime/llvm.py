@@ -51,10 +51,9 @@ def vector_registers() -> tuple[int, int]:
     """(count, float32 lanes) of this machine's vector registers: 32 of 16 with AVX-512,
     16 of 8 with AVX, 16 of 4 otherwise (SSE). Register blocks are sized by it
     (`lower.registers`); the feature string it reads is part of every cache key."""
-    features = host()[2].split(",")
-    if "+avx512f" in features:
+    if _has("avx512f"):
         return 32, 16
-    return (16, 8) if "+avx" in features else (16, 4)
+    return (16, 8) if _has("avx") else (16, 4)
 
 
 def rolled_blocks() -> bool:
@@ -66,7 +65,12 @@ def rolled_blocks() -> bool:
 def has_scalef() -> bool:
     """Whether this machine has AVX-512F (``vscalefps``: `codegen.generate`'s `scalef`);
     the feature string is part of every cache key, so code for either kind never mixes."""
-    return "+avx512f" in host()[2].split(",")
+    return _has("avx512f")
+
+
+def _has(feature: str) -> bool:
+    """Whether the host CPU has `feature` (LLVM's name, e.g. "avx512f")."""
+    return f"+{feature}" in host()[2].split(",")
 
 
 def target_machine(pic: bool = False) -> llvm.TargetMachine:
