@@ -162,3 +162,46 @@ def test_loops_around_register_blocks_stay_rolled_when_asked(monkeypatch):
     monkeypatch.setattr(runtime.llvm, "rolled_blocks", lambda: True)
     monkeypatch.setenv("CONVC_CACHE", "0")
     assert_compiled_matches(g, inputs_for(g, 2))
+
+
+def two_convs(size):
+    """conv + relu twice, 32 -> 64 -> 64 channels: the second conv reads the first's
+    channel-blocked output."""
+    rng = np.random.default_rng(size)
+    g = ir.Graph("avx2_two_convs")
+    g.add_input("x", ("N", 32, size, size))
+    last = "x"
+    for k, cin in enumerate((32, 64)):
+        w = rng.standard_normal((64, cin, 3, 3)).astype(np.float32) / 3
+        g.add_param(f"w{k}", w)
+        g.add_node("conv", [last, f"w{k}"], {"pads": [1] * 4}, name=f"conv{k}")
+        last = g.add_node("relu", [f"conv{k}"], name=f"act{k}")[0].name
+    g.set_outputs(last)
+    return g
+
+
+def kernel_listings(listing: str) -> dict[str, str]:
+    """Each kernel's part of a loop listing, by kernel name."""
+    parts = re.split(r"^kernel (\S+):", listing, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_blocked_input_lanes_run_inside_every_tap_and_rows_of_seven_split(avx2):
+    # the second conv reads a channel-blocked value: its input-channel lanes loop runs
+    # inside both window taps (AVX-512 runs it outside the innermost tap), and its rows of
+    # 7 are split into blocks of at most 6 columns (a block of 7 x 16 channels spilled);
+    # the first, reading NCHW rows, keeps a row of 7 as one block
+    g = two_convs(7)
+    first, second = kernel_listings(stage_source(g, "loops")).values()
+    assert re.findall(r"alloc acc\d*: f32\[(\d+)\]", first) == ["7"]
+    assert all(int(n) <= 6 for n in re.findall(r"alloc acc\d*: f32\[(\d+)\]", second))
+    taps = re.search(r"^( *)for b in 0\.\.3:\n\1  for c_\w+ in 0\.\.16:", second, re.MULTILINE)
+    assert taps, second
+    for batch in (1, 3):
+        assert_compiled_matches(g, inputs_for(g, batch))
+
+
+def test_avx512_blocked_input_lanes_run_outside_the_innermost_tap():
+    # the same second conv under AVX-512's blocks (the suite's): lanes, then the taps
+    second = list(kernel_listings(stage_source(two_convs(7), "loops")).values())[1]
+    assert re.search(r"^( *)for c_\w+ in 0\.\.32:\n\1  for b in 0\.\.3:", second, re.MULTILINE)

@@ -28,7 +28,8 @@ class RegisterBlocks:
     """The limits `schedule` documents at the constants of the same names.
 
     `wide_tile`: channels a vector when they come in multiples of it (32, or 16: no
-    wider tile); `max_row`: widest row taken as one register block (MAX_ROW_BLOCK);
+    wider tile); `max_row`: widest row taken as one register block (MAX_ROW_BLOCK), and
+    `blocked_max_row` the same for a kernel reading a channel-blocked value;
     `min_column`/`max_column`: column blocks of a split row at 16 channels a vector,
     `wide_max_column` at `wide_tile`; `pointwise`: longest block of a 1x1 conv over NCHW
     rows, by vector width (POINTWISE_BLOCKS); `channel_blocks`: output-channel blocks of a
@@ -36,10 +37,13 @@ class RegisterBlocks:
     (POINTWISE_WIDTH); `dense_width`/`dense_rows`: a dense layer's feature vector and rows
     (DENSE_WIDTH, ROW_BLOCK); `accumulators`: registers a tuner's block may fill
     (MAX_ACCUMULATORS); `border_columns`: fewest columns of a border block of a row split
-    around a loop over blocks (`nest._wide_borders`); `lanes`: floats a register."""
+    around a loop over blocks (`nest._wide_borders`); `lanes`: floats a register;
+    `lanes_innermost`: a channel-blocked input's lanes loop runs inside every window tap,
+    not just outside the innermost one (`nest._lanes_inside`)."""
 
     wide_tile: int
     max_row: int
+    blocked_max_row: int
     min_column: int
     max_column: int
     wide_max_column: int
@@ -51,6 +55,7 @@ class RegisterBlocks:
     accumulators: int
     border_columns: int
     lanes: int
+    lanes_innermost: bool
 
 
 #: The register files schedules know, by name, and the variable that picks one.

@@ -189,10 +189,15 @@ MAX_ACCUMULATORS = 28
 #: registers) -> 2.7-3.2 in blocks of 6 x 16; 32-channel tiles of 3 columns 5.9; 3x3
 #: 512 @7 (A/B) a row of 7 3.6, 6 + 1 5.7, 4 + 3 5.7; 3x3 128 @28 (A/B) blocks of 6 3.7,
 #: of 7 6.8; 1x1 s2 64->128 @56 (28 columns, A/B) blocks of 4 0.43, 5 0.39, 6 0.35, so
-#: split rows take 6 whatever they leave over.
+#: split rows take 6 whatever they leave over. A conv reading a channel-blocked value runs
+#: its input lanes innermost (`nest._lanes_inside`), and there a row of 7 is split
+#: (`blocked_max_row`), 4 + 3: ResNet-18's 3x3 512 @7 kernels 3.2-3.5 -> 2.4 ms (A/B, the
+#: fastest of 20 profiles), where the 14 accumulators of a whole row spilled two, whose
+#: stores and reloads then sat on the FMA chains.
 AVX512_BLOCKS = RegisterBlocks(
     wide_tile=WIDE_CHANNEL_TILE,
     max_row=MAX_ROW_BLOCK,
+    blocked_max_row=MAX_ROW_BLOCK,
     min_column=MIN_COLUMN_BLOCK,
     max_column=MAX_COLUMN_BLOCK,
     wide_max_column=WIDE_MAX_COLUMN_BLOCK,
@@ -204,10 +209,12 @@ AVX512_BLOCKS = RegisterBlocks(
     accumulators=MAX_ACCUMULATORS,
     border_columns=1,
     lanes=16,
+    lanes_innermost=False,
 )
 AVX2_BLOCKS = RegisterBlocks(
     wide_tile=VECTOR_WIDTH,
     max_row=7,
+    blocked_max_row=6,
     min_column=6,
     max_column=6,
     wide_max_column=6,
@@ -219,6 +226,7 @@ AVX2_BLOCKS = RegisterBlocks(
     accumulators=12,
     border_columns=4,
     lanes=8,
+    lanes_innermost=True,
 )
 #: The attributes `tuning_key` includes.
 TUNING_ATTRS = ("family", "group", "strides", "dilations", "kernel_shape", "pads", "global")
@@ -529,7 +537,8 @@ def channel_schedule(
     names = [str(i) for i in te.indices]
     if limits is None:
         b = blocks()
-        limits = (b.max_row, b.max_column) if width == VECTOR_WIDTH else (b.wide_max_column,) * 2
+        row = b.max_row if nchw_input else b.blocked_max_row
+        limits = (row, b.max_column) if width == VECTOR_WIDTH else (b.wide_max_column,) * 2
     merge = _merged_rows(te, limits[1])
     if merge > 1:  # rows of `merge` times the columns, register blocks of the largest size
         flat, columns = merge_rows(te, (), merge)[0], limits[1]
