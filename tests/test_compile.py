@@ -302,6 +302,25 @@ def test_elementwise_kernels_over_whole_nchw_planes(threads):
     assert_compiled_matches(broadcast, {"x": rand(rng, 2, 3, 5, 7)}, threads=threads)
 
 
+@pytest.mark.parametrize("op", ["sigmoid", "silu"])
+def test_logistic_activations_lower_to_the_sigmoid_math_op(op):
+    # 1/(1 + exp(-x)) is one sigmoid op in the loops (its exp needs less care for the ends
+    # of the range), also as SiLU's factor; results match the interpreter at the extremes
+    # down to x = -88.72, past which the sigmoid is 0 (as exp(-x) is inf): SiLU's true
+    # x * sigmoid(x) is still a normal float down to -90.4, and PyTorch's is -0 there too
+    g = ir.Graph(op)
+    g.add_input("x", ("N", 40))
+    g.add_node(op, ["x"], name="y")
+    g.set_outputs("y")
+    text = convc.compile(g).source("loops")
+    assert "sigmoid(x[" in text and "exp(" not in text
+    x = np.linspace(-88.7, 120, 80, dtype=np.float32).reshape(2, 40)
+    x[0, :8] = [-np.inf, np.inf, np.nan, -88.5, -88.0, -87.5, 87.5, 0.0]
+    got = convc.compile(g).run({"x": x})["y"]
+    expected = convc.interpret(g, {"x": x}, dtype="float64")["y"]
+    np.testing.assert_allclose(got, expected, rtol=5e-7, atol=1.2e-38)
+
+
 @SETTINGS
 @given(
     st.integers(0, 1),

@@ -171,11 +171,14 @@ def _fold(op: str, values: list) -> loops.Expr:
 
 
 def _product(expr: sympy.Mul, scope: Scope) -> loops.Expr:
-    """Numerators multiplied, then divided by the product of the x**-k factors."""
+    """Numerators multiplied, then divided by the product of the x**-k factors (a
+    logistic factor, as in SiLU's ``x/(1 + exp(-x))``, is a numerator: `_logistic`)."""
     numer, denom = [], []
     for factor in expr.args:
         base, exponent = factor.as_base_exp()
-        if exponent.is_number and exponent < 0 and not factor.is_number:
+        if exponent == -1 and _logistic(base) is not None:
+            numer.append(loops.Unary("sigmoid", convert(_logistic(base), scope)))
+        elif exponent.is_number and exponent < 0 and not factor.is_number:
             denom.append(convert(base**-exponent, scope))
         else:
             numer.append(convert(factor, scope))
@@ -183,8 +186,20 @@ def _product(expr: sympy.Mul, scope: Scope) -> loops.Expr:
     return loops.Binary("div", value, _fold("mul", denom)) if denom else value
 
 
+def _logistic(base) -> sympy.Expr | None:
+    """`x` where `base` is ``1 + exp(-x)``, so that ``1/base`` is the logistic sigmoid of
+    x, else None. The sigmoid is one math op (`codegen.vmath`), which can spare its exp
+    the care for the ends of the range that 1/(1 + exp) does not need."""
+    if not isinstance(base, sympy.Add) or len(base.args) != 2 or sympy.S.One not in base.args:
+        return None
+    (other,) = (a for a in base.args if a != sympy.S.One)
+    return -other.args[0] if other.func is sympy.exp else None
+
+
 def _power(expr: sympy.Pow, scope: Scope) -> loops.Expr:
     base, exponent = expr.args
+    if exponent == -1 and _logistic(base) is not None:
+        return loops.Unary("sigmoid", convert(_logistic(base), scope))
     x = convert(base, scope)
     if exponent == sympy.Rational(1, 2):
         return loops.Unary("sqrt", x)
