@@ -109,6 +109,25 @@ def test_border_blocks_of_a_looped_row_hold_four_columns(avx2):
     assert "for j_o in 0..7:" in right
 
 
+def test_a_merged_row_leaves_no_one_column_block(avx2):
+    # a 1x1 conv over 7x7 planes of a channel-blocked value runs each plane as one row of
+    # 49: 7 blocks of 6 and 4 + 3, not 8 x 6 + 1
+    g = ir.Graph("avx2_planes")
+    g.add_input("x", ("N", 32, 7, 7))
+    g.add_param("w0", np.ones((32, 32, 3, 3), np.float32) / 100)
+    g.add_param("w1", np.random.default_rng(0).standard_normal((48, 32, 1, 1), np.float32))
+    g.add_node("conv", ["x", "w0"], {"pads": [1] * 4}, name="c0")
+    g.add_node("relu", ["c0"], name="r0")
+    g.add_node("conv", ["r0", "w1"], name="c1")
+    g.add_node("relu", ["c1"], name="r1")
+    g.set_outputs("r1")
+    second = list(kernel_listings(stage_source(g, "loops")).values())[1]
+    assert "merge-rows 7" in second and "for j_o in 0..7:" in second
+    assert re.findall(r"alloc acc\d*: f32\[(\d+)\]", second) == ["6", "4", "3"]
+    for batch in (1, 2):
+        assert_compiled_matches(g, inputs_for(g, batch))
+
+
 def test_avx512_blocks_are_larger(monkeypatch):
     # the same 3x3 conv holds more accumulators where AVX-512 has 32 registers
     g = conv(*CONVS["3x3 pad 1, rows split into blocks"])
