@@ -640,8 +640,10 @@ def _wide_borders(lo: int, hi: int, extent: int, block: int) -> tuple[int, int]:
     left, right = (least if border else 0 for border in (lo, extent - hi))
     if lo >= left and extent - hi >= right:
         count = (hi - lo) // block
-        tail = extent - lo - count * block
-        return (lo, hi - tail % block - block) if 0 < tail < least and count > 1 else (lo, hi)
+        tail = extent - lo - count * block  # the columns past the loop's last block
+        if 0 < tail < least and count > 1:  # one block fewer, its columns shared with them
+            return lo, lo + (count - 1) * block
+        return lo, hi
     count = min((hi - lo) // block, (extent - left - right) // block)
     spare = extent - count * block
     start = 0 if not left else spare if not right else spare // 2

@@ -408,12 +408,12 @@ def _column_block(te: TensorExpr, max_row: int, max_block: int) -> int:
         return max_block
     reduce_ranges = dict(zip(te.reduce_indices, te.reduce_shape))
     split = interior(conjuncts(te.condition), te.indices[-1], extent, reduce_ranges, te.indices)
-    span = sympy.sympify(split[1] - split[0] if split else extent)
+    span, least = sympy.sympify(split[1] - split[0] if split else extent), blocks().min_column
     if not span.is_number:
-        return blocks().min_column
+        return least
     if int(span) <= max_block:
         return max(int(span), 1)
-    sizes = range(blocks().min_column, max_block + 1)
+    sizes = range(least, max_block + 1)
     return min(sizes, key=lambda r: (int(span) % r, -r))
 
 

@@ -134,7 +134,7 @@ def compile_code(program: Program) -> tuple[llvm.LoadedCode, str]:
 
 def program_sources(program: Program, stage: str) -> str:
     """``llvm`` (as generated), ``llvm-opt`` (after O3) or ``asm`` for `program`."""
-    gen = generate(program, scalef=llvm.has_scalef(), rolled_blocks=llvm.rolled_blocks())
+    gen = generate(program, **llvm.codegen_options())
     if stage == "llvm":
         return str(gen.module)
     mod = llvm.parse_verified(gen, program)

@@ -68,6 +68,11 @@ def has_scalef() -> bool:
     return _has("avx512f")
 
 
+def codegen_options() -> dict:
+    """`codegen.generate`'s options for this machine: `scalef` and `rolled_blocks`."""
+    return {"scalef": has_scalef(), "rolled_blocks": rolled_blocks()}
+
+
 def _has(feature: str) -> bool:
     """Whether the host CPU has `feature` (LLVM's name, e.g. "avx512f")."""
     return f"+{feature}" in host()[2].split(",")
@@ -111,9 +116,7 @@ def _failing_kernels(program: Program, kernels: tuple[str, ...]) -> list[str]:
     bad = []
     for name in kernels:
         try:
-            part = generate(
-                program, [name], entry=False, scalef=has_scalef(), rolled_blocks=rolled_blocks()
-            )
+            part = generate(program, [name], entry=False, **codegen_options())
             llvm.parse_assembly(str(part.module)).verify()
         except RuntimeError:
             bad.append(f"'{name}'")

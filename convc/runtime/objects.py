@@ -69,7 +69,7 @@ def partition(program: L.Program, jobs: int) -> list[list[str]]:
 
 
 def compile_part(program: L.Program, kernels: list[str] | None, entry: bool) -> bytes:
-    gen = generate(program, kernels, entry, llvm.has_scalef(), llvm.rolled_blocks())
+    gen = generate(program, kernels, entry, **llvm.codegen_options())
     mod = llvm.parse_verified(gen, program)
     llvm.optimize(mod)
     return llvm.emit_object(mod)
