@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 
 import numpy as np
 import pytest
 
 import convc
 from convc import runtime
-from convc.bench import _settle_ms, add_arguments, format_results, run_cases, select_peers
+from convc.bench import _settle_ms, add_arguments, format_results, run_cases, select_peers, timing
 from convc.bench.cases import LAYERS, OPS, Case, layer_cases, op_cases
 from convc.bench.peak import fma_program, fma_shape, measured_peak
 from convc.bench.peers import PEERS
@@ -207,16 +206,18 @@ def test_interleaved_timing_rejects_zero_repeats():
         time_interleaved({"a": lambda: None}, repeat=0)
 
 
-def test_calls_per_block_counts_from_warm_calls():
+def test_calls_per_block_counts_from_warm_calls(monkeypatch):
     """A slow first call (a thread pool waking up) must not shrink the block: counted from it,
-    a block of 20 ms would hold two calls of a runner whose warm calls take 0.1 ms."""
-    calls = []
+    a block of 20 ms would hold two calls of a runner whose warm calls take 0.1 ms. The clock
+    is simulated, so the count is exact on a loaded machine too (a real 0.1 ms sleep can
+    overshoot)."""
+    clock = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
 
     def runner():
-        time.sleep(0.01 if not calls else 0.0001)
-        calls.append(1)
+        clock[0] += 0.01 if clock[0] == 0.0 else 0.0001
 
-    assert calls_per_block(runner, block_s=0.02) > 50
+    assert 199 <= calls_per_block(runner, block_s=0.02) <= 201  # 20 ms of 0.1 ms calls
 
 
 def test_unknown_peer_is_rejected():
