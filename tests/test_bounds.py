@@ -133,17 +133,25 @@ IN_BOUNDS = textwrap.dedent(
     check(Program("guarded", bufs, [Kernel("guarded", [body])], ("N",)), {"x": x, "w": w}, {"y": (35,)}, {"N": 35},
           {"y": ref})
 
-    # 7. a register block of 5 columns over channel lanes, stored as rows (transposed in
-    # registers): the rows end at the buffer's last element, the channel tail is masked
+    # 7. a register block of 7 columns over channel lanes, stored as rows (transposed in
+    # registers): the rows end at the buffer's last element, the channel tail is masked;
+    # whole vectors' rows are one masked store each, or without fast masked stores plain
+    # stores of 4, 2 and 1 elements (codegen options are part of the code's cache key)
     c, r = loop_var("c"), loop_var("r")
+    host_options = runtime.llvm.codegen_options
     for width, channels in ((16, 20), (32, 37)):
-        block = For(r, 0, 5, [Store("y", (c, r), Load("x", (r, c)) * 2.0)], "unrolled")
-        body = For(c, 0, N, [block], "vectorized", width, "masked")
-        bufs = [Buffer("x", "float32", (5, N), "input", align=A), Buffer("y", "float32", (N, 5), "output", align=A)]
-        x = rng.standard_normal((5, channels)).astype(np.float32)
-        program = Program("rows", bufs, [Kernel("rows", [body])], ("N",))
-        assert "llvm.masked.store.v16f32" in runtime.load(program).source("llvm")
-        check(program, {"x": x}, {"y": (channels, 5)}, {"N": channels}, {"y": 2 * x.T})
+        for masked in (True, False):
+            runtime.llvm.codegen_options = lambda masked=masked: {**host_options(), "masked_stores": masked}
+            block = For(r, 0, 7, [Store("y", (c, r), Load("x", (r, c)) * 2.0)], "unrolled")
+            body = For(c, 0, N, [block], "vectorized", width, "masked")
+            bufs = [Buffer("x", "float32", (7, N), "input", align=A), Buffer("y", "float32", (N, 7), "output", align=A)]
+            x = rng.standard_normal((7, channels)).astype(np.float32)
+            program = Program("rows", bufs, [Kernel("rows", [body])], ("N",))
+            text = runtime.load(program).source("llvm")
+            assert "llvm.masked.store.v16f32" in text  # the channel tail
+            assert ("store <4 x float>" in text and "store <2 x float>" in text) == (not masked)
+            check(program, {"x": x}, {"y": (channels, 7)}, {"N": channels}, {"y": 2 * x.T})
+    runtime.llvm.codegen_options = host_options
 
     # 8. compiled 1x1 convs in packed panels: a plane of 200 columns is a panel of 128 and
     # a partial one of 72 (vectors of 32, 32 and 8 masked lanes); a 1 MB output of 64x64

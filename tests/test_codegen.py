@@ -457,8 +457,8 @@ def test_verifier_failure_raises_codegen_error_in_a_live_process():
         from convc import CodegenError, runtime
         from convc.loops import Buffer, For, Kernel, Load, Program, Store, loop_var
         real = cg.generate
-        def broken(program, kernels=None, entry=True, scalef=False, rolled_blocks=False):
-            gen = real(program, kernels, entry, scalef, rolled_blocks)
+        def broken(program, kernels=None, entry=True, **options):
+            gen = real(program, kernels, entry, **options)
             fn = gen.module.globals.get("kernel.broken")
             if fn is not None:
                 fn.append_basic_block("dangling")

@@ -275,7 +275,7 @@ class FunctionEmitter:
             value, _ = self.expr_as(last.value, "float32")
             values.append(widen(self.b, value, vec.width))
         self.env[s.var.name] = start
-        self.mem.store_rows(last, values, int(lane), vec)
+        self.mem.store_rows(last, values, int(lane), vec, self.mctx.masked_stores)
         self._restore(s.var.name, saved)
         self.locals.clear()
         self.locals.update(scope)

@@ -163,13 +163,16 @@ class Memory:
         fn = declare(b.module, name, ir.VoidType(), [vt, ptrs.type, mask.type])
         b.call(fn, [value, ptrs, mask])
 
-    def store_rows(self, node: L.Store, values: list, lane_stride: int, vec: VecCtx) -> None:
+    def store_rows(
+        self, node: L.Store, values: list, lane_stride: int, vec: VecCtx, masked_stores: bool
+    ) -> None:
         """`values[r]` (one per copy of a register block) stored where `node` puts copy r,
         whose index moves by 1 from copy to copy and by `lane_stride` from lane to lane:
-        transposed in registers and written one lane's row at a time (`transpose`)."""
+        transposed in registers and written one lane's row at a time (`transpose`;
+        `masked_stores` as for `codegen.generate`)."""
         buf = self.decl[node.buffer]
         base = self._gep(node.buffer, MEMORY_TYPES[buf.dtype], flat_index(buf, node.index))
-        store_rows(self.b, base, values, lane_stride, vec.mask)
+        store_rows(self.b, base, values, lane_stride, vec.mask, masked_stores)
 
     def prefetch(self, node: L.Prefetch) -> None:
         """``llvm.prefetch`` of the line holding ``buffer[index]``: read, locality 2 (kept

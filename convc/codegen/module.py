@@ -59,7 +59,12 @@ class ModuleContext:
     """Shared state while emitting one program's module."""
 
     def __init__(
-        self, program: L.Program, name: str, scalef: bool = False, rolled_blocks: bool = False
+        self,
+        program: L.Program,
+        name: str,
+        scalef: bool = False,
+        rolled_blocks: bool = False,
+        masked_stores: bool = True,
     ):
         self.program = program
         self.module = ir.Module(name=name)
@@ -67,6 +72,8 @@ class ModuleContext:
         self.scalef = scalef
         #: loops around register blocks stay rolled (see `generate`)
         self.rolled_blocks = rolled_blocks
+        #: a store under a mask of lanes is one instruction (see `generate`)
+        self.masked_stores = masked_stores
         self._names: dict[str, int] = {}
 
     def fresh_name(self, prefix: str) -> str:
@@ -190,6 +197,7 @@ def generate(
     entry: bool = True,
     scalef: bool = False,
     rolled_blocks: bool = False,
+    masked_stores: bool = True,
 ) -> GeneratedModule:
     """Emit `program` as one module, or a part of it: only the named `kernels` (the others
     are declared where the entry point calls them), with or without the entry point. The
@@ -200,9 +208,11 @@ def generate(
     conv's kernel-column loop lets it share each input broadcast between the copies, which
     with 16 vector registers keeps more live than the block leaves, and it spills (AVX2,
     3x3 64->64 @56 in blocks of 6 columns x 16 channels: 4.7 -> 2.8 ms); loop IR unrolls
-    what pays already."""
+    what pays already. `masked_stores`: a store of a vector's first elements under a mask
+    is one fast instruction (AVX-512's k-masks; AVX2's ``vmaskmovps`` is not on AMD
+    cores), so the rows of a transposed register block store that way (`transpose`)."""
     verify_program(program)
-    mctx = ModuleContext(program, program.name, scalef, rolled_blocks)
+    mctx = ModuleContext(program, program.name, scalef, rolled_blocks, masked_stores)
     wanted = None if kernels is None else set(kernels)
     emitted = {}
     for kernel in program.kernels:

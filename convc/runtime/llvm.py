@@ -69,8 +69,13 @@ def has_scalef() -> bool:
 
 
 def codegen_options() -> dict:
-    """`codegen.generate`'s options for this machine: `scalef` and `rolled_blocks`."""
-    return {"scalef": has_scalef(), "rolled_blocks": rolled_blocks()}
+    """`codegen.generate`'s options for this machine: `scalef`, `rolled_blocks` and
+    `masked_stores` (AVX-512's k-masked stores)."""
+    return {
+        "scalef": has_scalef(),
+        "rolled_blocks": rolled_blocks(),
+        "masked_stores": _has("avx512f"),
+    }
 
 
 def _has(feature: str) -> bool:
@@ -90,7 +95,8 @@ def target_machine(pic: bool = False) -> llvm.TargetMachine:
 
 
 def cache_key_parts() -> tuple[str, ...]:
-    return (*host(), llvmlite.__version__)
+    """What besides the program decides its code: the host, llvmlite, `codegen_options`."""
+    return (*host(), llvmlite.__version__, repr(sorted(codegen_options().items())))
 
 
 def parse_verified(gen: GeneratedModule, program: Program) -> llvm.ModuleRef:
