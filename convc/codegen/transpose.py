@@ -60,7 +60,7 @@ def store_rows(
     values: list[ir.Value],
     lane_stride: int,
     mask,
-    masked_stores: bool = True,
+    masked_stores: bool,
 ) -> None:
     """Element l of ``values[r]`` to ``base[l * lane_stride + r]`` for every lane l the
     vector `mask` enables (all when None); len(values) <= 16 <= lanes, lanes a multiple
