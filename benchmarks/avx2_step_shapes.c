@@ -1,0 +1,153 @@
+/*
+ * Register-block step shapes on an AVX2 core, timed side by side in rounds.
+ *
+ * Why: on an AVX2 guest convc's 3x3 conv kernels run at the FMA peak in some
+ * stretches and 1.5-1.7x slower in others, while ONNX Runtime's slow by 1.1-1.2x
+ * (benchmarks/RESULTS.md). Each shape below does 12 FMAs of 8 lanes a step on data
+ * in L1 (or L2 where said) and nothing else, so the rounds show which step shapes
+ * lose speed in the slow stretches:
+ *
+ *   block 16x6, 3 steps a loop   convc's AVX2 block over an NCHW input: 16 output
+ *                                channels (2 registers) x 6 columns, a loop over
+ *                                3 window taps: 2 weight loads + 6 broadcasts
+ *   block 16x6, 48 steps a loop  the same step in one long loop (the lanes loop of
+ *                                a channel-blocked input is 16 steps)
+ *   block 16x6, 8 steps unrolled the same step, 8 to a loop iteration
+ *   block 32x3, L1 / L2          ONNX Runtime's (MLAS) AVX2 block: 32 channels
+ *                                (4 registers) x 3 columns, 3 broadcasts, then
+ *                                each weight register loaded and used by 3 FMAs;
+ *                                8 steps to an iteration; weights from 8 KB (L1)
+ *                                or streamed over 147 KB (L2)
+ *   FMA only                     12 FMA chains on registers (the peak)
+ *
+ *   gcc -O2 benchmarks/avx2_step_shapes.c -o /tmp/step_shapes && /tmp/step_shapes 40
+ *
+ * Prints GFLOP/s per shape, one line a round.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define STEPS 20000000L /* 12 FMAs x 8 lanes x 2 flops each */
+#define L1_WEIGHTS (9 << 10)  /* a 16-channel block's chunk of 16 input channels */
+#define L2_WEIGHTS (147 << 10) /* 32 output channels of a 3x3 128-channel conv */
+
+static float *weights, *inputs;
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+#define CLOBBERS                                                                          \
+    "memory", "ymm0", "ymm1", "ymm2", "ymm3", "ymm4", "ymm5", "ymm6", "ymm7", "ymm8",     \
+        "ymm9", "ymm10", "ymm11", "ymm12", "ymm13", "ymm14", "ymm15"
+
+/* 16 channels x 6 columns: weights in ymm12-13, broadcasts alternating in ymm14-15. */
+#define STEP_16X6                                                                         \
+    "vmovaps (%[w]), %%ymm12\n vmovaps 32(%[w]), %%ymm13\n"                               \
+    "vbroadcastss (%[x]), %%ymm14\n vfmadd231ps %%ymm14, %%ymm12, %%ymm0\n"               \
+    "vfmadd231ps %%ymm14, %%ymm13, %%ymm1\n"                                              \
+    "vbroadcastss 4(%[x]), %%ymm15\n vfmadd231ps %%ymm15, %%ymm12, %%ymm2\n"              \
+    "vfmadd231ps %%ymm15, %%ymm13, %%ymm3\n"                                              \
+    "vbroadcastss 8(%[x]), %%ymm14\n vfmadd231ps %%ymm14, %%ymm12, %%ymm4\n"              \
+    "vfmadd231ps %%ymm14, %%ymm13, %%ymm5\n"                                              \
+    "vbroadcastss 12(%[x]), %%ymm15\n vfmadd231ps %%ymm15, %%ymm12, %%ymm6\n"             \
+    "vfmadd231ps %%ymm15, %%ymm13, %%ymm7\n"                                              \
+    "vbroadcastss 16(%[x]), %%ymm14\n vfmadd231ps %%ymm14, %%ymm12, %%ymm8\n"             \
+    "vfmadd231ps %%ymm14, %%ymm13, %%ymm9\n"                                              \
+    "vbroadcastss 20(%[x]), %%ymm15\n vfmadd231ps %%ymm15, %%ymm12, %%ymm10\n"            \
+    "vfmadd231ps %%ymm15, %%ymm13, %%ymm11\n"                                             \
+    "add $64, %[w]\n add $4, %[x]\n"
+
+/* Loops of `per_loop` steps, each loop `unroll` steps an iteration, weights cycling
+ * through the first L1_WEIGHTS bytes. */
+static void block_16x6(long per_loop, int unroll) {
+    long span = L1_WEIGHTS / 64 - per_loop; /* steps of 64 bytes that fit */
+    for (long loop = 0; loop < STEPS / per_loop; loop++) {
+        const float *w = weights + (loop * per_loop % span) * 16;
+        const float *x = inputs + (loop & 63) * 16;
+        long count = per_loop / unroll;
+        if (unroll == 1)
+            __asm__ volatile("1:\n" STEP_16X6 "dec %[n]\n jnz 1b\n"
+                             : [w] "+r"(w), [x] "+r"(x), [n] "+r"(count)::CLOBBERS);
+        else
+            __asm__ volatile("1:\n" STEP_16X6 STEP_16X6 STEP_16X6 STEP_16X6 STEP_16X6
+                             STEP_16X6 STEP_16X6 STEP_16X6 "dec %[n]\n jnz 1b\n"
+                             : [w] "+r"(w), [x] "+r"(x), [n] "+r"(count)::CLOBBERS);
+    }
+}
+
+/* 32 channels x 3 columns, step k of 8: broadcasts in ymm13-15, one weight register. */
+#define STEP_32X3(k)                                                                      \
+    "vbroadcastss " #k "*4(%[x]), %%ymm13\n vbroadcastss " #k "*4+32(%[x]), %%ymm14\n"    \
+    "vbroadcastss " #k "*4+64(%[x]), %%ymm15\n"                                           \
+    "vmovaps " #k "*128(%[w]), %%ymm12\n vfmadd231ps %%ymm13, %%ymm12, %%ymm0\n"          \
+    "vfmadd231ps %%ymm14, %%ymm12, %%ymm4\n vfmadd231ps %%ymm15, %%ymm12, %%ymm8\n"       \
+    "vmovaps " #k "*128+32(%[w]), %%ymm12\n vfmadd231ps %%ymm13, %%ymm12, %%ymm1\n"       \
+    "vfmadd231ps %%ymm14, %%ymm12, %%ymm5\n vfmadd231ps %%ymm15, %%ymm12, %%ymm9\n"       \
+    "vmovaps " #k "*128+64(%[w]), %%ymm12\n vfmadd231ps %%ymm13, %%ymm12, %%ymm2\n"       \
+    "vfmadd231ps %%ymm14, %%ymm12, %%ymm6\n vfmadd231ps %%ymm15, %%ymm12, %%ymm10\n"      \
+    "vmovaps " #k "*128+96(%[w]), %%ymm12\n vfmadd231ps %%ymm13, %%ymm12, %%ymm3\n"       \
+    "vfmadd231ps %%ymm14, %%ymm12, %%ymm7\n vfmadd231ps %%ymm15, %%ymm12, %%ymm11\n"
+
+/* Loops of `per_loop` iterations of 8 steps (1 KB of weights each), the weights
+ * cycling through `bytes`. */
+static void block_32x3(long bytes, long per_loop) {
+    long span = bytes / 1024 - per_loop + 1; /* first iterations that fit */
+    for (long loop = 0; loop < STEPS / 8 / per_loop; loop++) {
+        const float *w = weights + (loop * per_loop % span) * 256;
+        const float *x = inputs + (loop & 63) * 16;
+        long count = per_loop;
+        __asm__ volatile("1:\n" STEP_32X3(0) STEP_32X3(1) STEP_32X3(2) STEP_32X3(3)
+                         STEP_32X3(4) STEP_32X3(5) STEP_32X3(6) STEP_32X3(7)
+                         "add $1024, %[w]\n add $32, %[x]\n dec %[n]\n jnz 1b\n"
+                         : [w] "+r"(w), [x] "+r"(x), [n] "+r"(count)::CLOBBERS);
+    }
+}
+
+static void fma_only(void) {
+    long count = STEPS;
+    __asm__ volatile(
+        "vxorps %%ymm15, %%ymm15, %%ymm15\n1:\n"
+        "vfmadd231ps %%ymm15, %%ymm15, %%ymm0\n vfmadd231ps %%ymm15, %%ymm15, %%ymm1\n"
+        "vfmadd231ps %%ymm15, %%ymm15, %%ymm2\n vfmadd231ps %%ymm15, %%ymm15, %%ymm3\n"
+        "vfmadd231ps %%ymm15, %%ymm15, %%ymm4\n vfmadd231ps %%ymm15, %%ymm15, %%ymm5\n"
+        "vfmadd231ps %%ymm15, %%ymm15, %%ymm6\n vfmadd231ps %%ymm15, %%ymm15, %%ymm7\n"
+        "vfmadd231ps %%ymm15, %%ymm15, %%ymm8\n vfmadd231ps %%ymm15, %%ymm15, %%ymm9\n"
+        "vfmadd231ps %%ymm15, %%ymm15, %%ymm10\n vfmadd231ps %%ymm15, %%ymm15, %%ymm11\n"
+        "dec %[n]\n jnz 1b\n"
+        : [n] "+r"(count)::CLOBBERS);
+}
+
+int main(int argc, char **argv) {
+    int rounds = argc > 1 ? atoi(argv[1]) : 20;
+    weights = aligned_alloc(64, L2_WEIGHTS + 4096);
+    inputs = aligned_alloc(64, 1 << 16);
+    for (long i = 0; i < (L2_WEIGHTS + 4096) / 4; i++) weights[i] = 1e-6f;
+    for (long i = 0; i < (1 << 14); i++) inputs[i] = 1e-6f;
+    double flops = STEPS * 12.0 * 16;
+    printf("GFLOP/s: 16x6 3-step loops | 16x6 48-step loop | 16x6 x8 unrolled | "
+           "32x3 L1 | 32x3 L2 | FMA only\n");
+    for (int r = 0; r < rounds; r++) {
+        double t[7];
+        t[0] = now();
+        block_16x6(3, 1);
+        t[1] = now();
+        block_16x6(48, 1);
+        t[2] = now();
+        block_16x6(48, 8);
+        t[3] = now();
+        block_32x3(8 << 10, 8);
+        t[4] = now();
+        block_32x3(L2_WEIGHTS, 16);
+        t[5] = now();
+        fma_only();
+        t[6] = now();
+        for (int k = 0; k < 6; k++) printf("%6.1f", flops / (t[k + 1] - t[k]) / 1e9);
+        printf("\n");
+        fflush(stdout);
+    }
+    return 0;
+}
