@@ -10,7 +10,10 @@ loops, llvm, llvm-opt, asm), and `CONVC_DUMP=stage,...` prints the named stages
 to stderr while compiling (graph passes print after each pass: name the pass,
 or `passes` for all of them). Compiled models are cached in memory by (graph
 fingerprint, thread count, tuning): compiling the same graph again returns the same
-model. Threads: `threads=`, else `CONVC_NUM_THREADS`, else every core.
+model. Untuned programs are also kept on disk by graph (`convc.lowered`), so a compile
+in a new process finds both its program and its code without lowering the graph; the
+graph stages then run only when `m.optimized` or `m.groups` (or a stage that shows them)
+is asked for. Threads: `threads=`, else `CONVC_NUM_THREADS`, else every core.
 
 `tune=True` chooses each kernel's tiles by measuring candidates in the whole model
 (`convc.tune`, cached on disk); `m.profile(inputs)` times every kernel (`convc.profile`).
@@ -28,6 +31,7 @@ import numpy as np
 from convc import loops, runtime
 from convc.lower import assemble
 from convc.lower.registers import register_file
+from convc.lowered import load_lowered, program_key, store_lowered
 from convc.memory import MemoryReport, memory_report, tensor_bytes
 from convc.passes import (
     PIPELINE,
@@ -69,11 +73,21 @@ class CompiledModel:
     """A graph compiled to one native entry point; call it like `convc.interpret`."""
 
     def __init__(
-        self, graph: Graph, optimized: Graph, groups, program, executable, threads, tuning=None
+        self,
+        graph: Graph,
+        optimized: Graph | None,
+        groups,
+        program,
+        executable,
+        threads,
+        tuning=None,
+        passthrough=None,
     ):
+        """`optimized` and `groups` (the graph stages' results) may be None, with
+        `passthrough` given: a program read from disk (`convc.lowered`); they are then
+        computed again when first asked for."""
         self.graph = graph
-        self.optimized = optimized
-        self.groups = groups
+        self._planned = None if optimized is None else (optimized, groups)
         self.program = program
         self.threads = threads
         #: {`tuning_key`: {axis: tile}} chosen by `compile(..., tune=True)`; empty: defaults
@@ -81,8 +95,25 @@ class CompiledModel:
         self._executable = executable
         self._bound: dict = {}
         self._input_names = tuple(graph.inputs)
+        if passthrough is None:
+            passthrough = [n for n in optimized.outputs if optimized.values[n].producer is None]
         #: outputs that are inputs or constants of the graph: copied, not computed
-        self._passthrough = [n for n in optimized.outputs if optimized.values[n].producer is None]
+        self._passthrough = list(passthrough)
+
+    @property
+    def optimized(self) -> Graph:
+        """The graph after the graph passes."""
+        return self._plan()[0]
+
+    @property
+    def groups(self) -> list:
+        """The fused groups, one kernel each."""
+        return self._plan()[1]
+
+    def _plan(self) -> tuple:
+        if self._planned is None:
+            self._planned = _plan(self.graph)
+        return self._planned
 
     @property
     def input_names(self) -> list[str]:
@@ -224,6 +255,37 @@ class CompiledModel:
         )
 
 
+def _builder(graph: Graph, threads: int):
+    """(optimized graph, groups, build): `build(tuning)` lowers and loads the program."""
+    optimized, groups = _plan(graph)
+
+    def build(tuning: dict | None) -> CompiledModel:
+        program, _ = assemble(optimized, groups, tuning)
+        executable = runtime.load(program, threads=threads)
+        return CompiledModel(graph, optimized, groups, program, executable, threads, tuning)
+
+    return optimized, groups, build
+
+
+def _tuned(graph: Graph, threads: int) -> CompiledModel:
+    optimized, groups, build = _builder(graph, threads)
+    return build(tuned_table(optimized, groups, threads, build))
+
+
+def _untuned(graph: Graph, threads: int) -> CompiledModel:
+    """The model of the default schedules, its program read from disk when kept there
+    (`convc.lowered`), else lowered and kept."""
+    key = program_key(graph)
+    kept = load_lowered(key)
+    if kept is not None:
+        program, passthrough = kept
+        executable = runtime.load(program, threads=threads)
+        return CompiledModel(graph, None, None, program, executable, threads, None, passthrough)
+    model = _builder(graph, threads)[2](None)
+    store_lowered(key, model.program, model._passthrough)
+    return model
+
+
 def _check_graph(graph) -> None:
     if not isinstance(graph, Graph):
         raise GraphError(f"compile expects an ir.Graph; got {type(graph).__name__}")
@@ -299,14 +361,7 @@ def compile(
         cached = _CACHE.get(key)
     if cached is not None:
         return cached
-    optimized, groups = _plan(graph)
-
-    def build(tuning: dict | None) -> CompiledModel:
-        program, _ = assemble(optimized, groups, tuning)
-        executable = runtime.load(program, threads=threads)
-        return CompiledModel(graph, optimized, groups, program, executable, threads, tuning)
-
-    model = build(tuned_table(optimized, groups, threads, build) if tune else None)
+    model = _tuned(graph, threads) if tune else _untuned(graph, threads)
     for stage in STAGES:
         if dump_requested(stage):
             dump(stage, model.source(stage))

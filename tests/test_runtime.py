@@ -320,3 +320,15 @@ def test_disk_cache_keeps_the_most_recently_used_entries(monkeypatch, tmp_path):
     assert cache.disk_get("b") == [bytes([1]) * 10]
     cache.disk_put("d", [b"d"])
     assert sorted(p.stem for p in (tmp_path / "lru").glob("*.o")) == ["b", "d"]
+
+
+def test_disk_cache_keeps_the_most_recent_entries_within_its_bytes(monkeypatch, tmp_path):
+    from convc.runtime import cache
+
+    monkeypatch.setattr(cache, "MAX_BYTES", 2 * (32 + 1000))
+    monkeypatch.setenv("CONVC_CACHE_DIR", str(tmp_path / "bytes"))
+    for k, key in enumerate(["a", "b", "c"]):
+        cache.entry_put(key, cache.PROGRAM, bytes([k]) * 1000)
+        os.utime(tmp_path / "bytes" / f"{key}.program", (k, k))
+    assert sorted(p.stem for p in (tmp_path / "bytes").glob("*.program")) == ["b", "c"]
+    assert cache.entry_get("c", cache.PROGRAM) == bytes([2]) * 1000

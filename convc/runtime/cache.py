@@ -9,10 +9,13 @@ and runtime sources, so changing the compiler invalidates old entries.
 Disk layout: ``$CONVC_CACHE_DIR`` (default ``~/.cache/convc``), one ``<key>.o`` per
 program: 32 bytes of sha256 over the rest, then each object file of the program (PIC, from
 ``TargetMachine.emit_object``; several when it was compiled in parallel parts) as an 8-byte
-little-endian length and the bytes. Files are written atomically (temp file + rename) and checked
-on read, so a torn or corrupted file is a miss, never a crash. A hit refreshes the file's
-time; past `MAX_ENTRIES` files the least recently used are deleted. ``CONVC_CACHE=0``
-disables the disk cache. `STATS` counts what happened, so tests can prove a hit skipped LLVM.
+little-endian length and the bytes. Beside them, ``<key>.program`` files hold lowered
+programs by graph (`convc.lowered`, `lowering_version`), the same checksum first. Files
+are written atomically (temp file + rename) and checked on read, so a torn or corrupted
+file is a miss, never a crash. A hit refreshes the file's time; past `MAX_ENTRIES` files
+or `MAX_BYTES` in all the least recently used are deleted. ``CONVC_CACHE=0`` disables
+the disk cache. `STATS`
+counts what happened, so tests can prove a hit skipped LLVM or the lowering.
 """
 
 from __future__ import annotations
@@ -27,8 +30,17 @@ from pathlib import Path
 from ..loops import Program, program_hash
 from .llvm import cache_key_parts
 
-MAX_ENTRIES = 256
-STATS = {"llvm_compiles": 0, "memory_hits": 0, "disk_hits": 0, "disk_writes": 0}
+MAX_ENTRIES, MAX_BYTES = 256, 4 << 30
+STATS = {
+    "llvm_compiles": 0,
+    "memory_hits": 0,
+    "disk_hits": 0,
+    "disk_writes": 0,
+    "program_hits": 0,
+    "program_writes": 0,
+}
+#: The suffixes of the two kinds of entries: object code, lowered programs.
+OBJECTS, PROGRAM = "o", "program"
 
 
 @functools.cache
@@ -46,6 +58,18 @@ def sources_hash(packages: tuple[str, ...]) -> str:
 def code_version() -> str:
     """Hash of the sources that decide what code a program becomes."""
     return sources_hash(("loops", "codegen", "runtime"))
+
+
+@functools.cache
+def lowering_version() -> str:
+    """Hash of every source that decides what program a graph becomes: all of convc and
+    the `ir` package beside it (graph passes, shapes, lowering, schedules)."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for path in sorted([*root.rglob("*.py"), *(root.parent / "ir").rglob("*.py")]):
+        h.update(str(path.relative_to(root.parent)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def cache_key(program: Program) -> str:
@@ -74,22 +98,30 @@ def _unpack(payload: bytes) -> list[bytes]:
 
 
 def disk_get(key: str) -> list[bytes] | None:
+    payload = entry_get(key, OBJECTS)
+    if payload is None:
+        return None
+    STATS["disk_hits"] += 1
+    return _unpack(payload)
+
+
+def entry_get(key: str, suffix: str) -> bytes | None:
+    """The payload of entry ``<key>.<suffix>``, or None when it is missing, torn or corrupted
+    (its checksum does not match) or the cache is off; a hit refreshes the entry's time."""
     directory = cache_dir()
     if directory is None:
         return None
+    path = directory / f"{key}.{suffix}"
     try:
-        data = (directory / f"{key}.o").read_bytes()
+        data = path.read_bytes()
     except OSError:
         return None
     digest, payload = data[:32], data[32:]
     if hashlib.sha256(payload).digest() != digest:
         return None
-    STATS["disk_hits"] += 1
-    try:
-        os.utime(directory / f"{key}.o")
-    except OSError:
-        pass
-    return _unpack(payload)
+    with contextlib.suppress(OSError):
+        os.utime(path)
+    return payload
 
 
 def write_atomic(path: Path, data: bytes) -> bool:
@@ -108,18 +140,32 @@ def write_atomic(path: Path, data: bytes) -> bool:
 
 def disk_put(key: str, objects: list[bytes]) -> None:
     """Best effort: an unwritable cache directory only costs a recompile next time."""
+    if entry_put(key, OBJECTS, _pack(objects)):
+        STATS["disk_writes"] += 1
+
+
+def entry_put(key: str, suffix: str, payload: bytes) -> bool:
+    """Write entry ``<key>.<suffix>`` (checksum, then `payload`), best effort: whether it
+    was written (not with the cache off or its directory unwritable)."""
     directory = cache_dir()
     if directory is None:
-        return
-    payload = _pack(objects)
-    if write_atomic(directory / f"{key}.o", hashlib.sha256(payload).digest() + payload):
-        STATS["disk_writes"] += 1
-        with contextlib.suppress(OSError):
-            _evict(directory)
+        return False
+    path = directory / f"{key}.{suffix}"
+    if not write_atomic(path, hashlib.sha256(payload).digest() + payload):
+        return False
+    with contextlib.suppress(OSError):
+        _evict(directory)
+    return True
 
 
 def _evict(directory: Path) -> None:
-    """Delete the least recently used entries beyond `MAX_ENTRIES`."""
-    entries = sorted(directory.glob("*.o"), key=lambda path: path.stat().st_mtime)
-    for path in entries[: max(len(entries) - MAX_ENTRIES, 0)]:
+    """Delete the least recently used entries beyond `MAX_ENTRIES`, and beyond
+    `MAX_BYTES` in all (a kept program holds its packed weights: ResNet-18's 47 MB)."""
+    found = [*directory.glob(f"*.{OBJECTS}"), *directory.glob(f"*.{PROGRAM}")]
+    stats = sorted(((path.stat(), path) for path in found), key=lambda sp: sp[0].st_mtime)
+    count, total = len(stats), sum(stat.st_size for stat, _ in stats)
+    for stat, path in stats:
+        if count <= MAX_ENTRIES and total <= MAX_BYTES:
+            break
         path.unlink(missing_ok=True)
+        count, total = count - 1, total - stat.st_size
