@@ -332,3 +332,23 @@ def test_disk_cache_keeps_the_most_recent_entries_within_its_bytes(monkeypatch, 
         os.utime(tmp_path / "bytes" / f"{key}.program", (k, k))
     assert sorted(p.stem for p in (tmp_path / "bytes").glob("*.program")) == ["b", "c"]
     assert cache.entry_get("c", cache.PROGRAM) == bytes([2]) * 1000
+
+
+def test_shape_expressions_evaluate_exactly_as_sympy_does():
+    from convc.runtime.executable import _evaluate
+
+    n, m = symbol("N"), symbol("M")
+    exprs = [
+        sympy.Max(18816 * n, 64 * sympy.ceiling(21 * n / 4))
+        + sympy.Max(64 * sympy.ceiling(15 * n / 2), 64 * sympy.ceiling(147 * n / 2)),
+        sympy.Mod(7 * n + 3, 4) * m,
+        sympy.floor((n * m - 1) / 3) + sympy.Min(n, m, 5),
+        (n + 1) ** 2 - sympy.ceiling(sympy.Rational(5, 3) * m),
+        sympy.factorial(n),  # not one of the exact forms: through sympy
+    ]
+    with sympy.evaluate(False):  # as a program read from disk holds them
+        unevaluated = [sympy.Add(e, 0) for e in exprs]
+    for e in exprs + unevaluated:
+        for values in ({"N": 1, "M": 1}, {"N": 7, "M": 3}, {"N": 64, "M": 13}):
+            expected = int(e.subs({n: values["N"], m: values["M"]}))
+            assert _evaluate(e, values) == expected, (e, values)

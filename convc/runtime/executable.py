@@ -24,9 +24,13 @@ about 2 us of Python (their pointers are cached per slot).
 from __future__ import annotations
 
 import ctypes
+import math
+import operator
 import os
 import threading
 from collections.abc import Mapping
+from fractions import Fraction
+from functools import reduce
 
 import numpy as np
 import sympy
@@ -147,9 +151,38 @@ def program_sources(program: Program, stage: str) -> str:
 
 
 def _evaluate(expr, values: dict) -> int:
-    """An integer sympy expression at the given symbol values (symbols matched by name)."""
-    expr = sympy.sympify(expr)
-    return int(expr.subs({s: values[s.name] for s in expr.free_symbols}))
+    """An integer sympy expression at the given symbol values (symbols matched by name),
+    computed exactly in Python (`_exact`) rather than by sympy's `subs`: a program read
+    from disk (`convc.lowered`) holds its expressions as built without evaluation, and
+    `subs` then evaluated each whole, through sympy's assumptions: 0.12 s for LeNet-5's
+    buffer shapes and arena size at a model's first call, against 0.1 ms."""
+    return int(_exact(sympy.sympify(expr), values))
+
+
+def _exact(e: sympy.Basic, values: dict) -> Fraction:
+    """`e` at the symbol values, as an exact fraction (sums, products, integer powers,
+    Max, Min, floor, ceiling and Mod; anything else through sympy)."""
+    if e.is_Rational:
+        return Fraction(int(e.p), int(e.q))
+    if e.is_Symbol:
+        return Fraction(values[e.name])
+    op = _EXACT.get(type(e))
+    if op is None or (isinstance(e, sympy.Pow) and not e.exp.is_Integer):
+        bound = e.subs({s: values[s.name] for s in e.free_symbols})
+        return Fraction(int(bound.p), int(bound.q))
+    return op([_exact(a, values) for a in e.args])
+
+
+_EXACT = {
+    sympy.Add: lambda args: sum(args, Fraction(0)),
+    sympy.Mul: lambda args: reduce(operator.mul, args, Fraction(1)),
+    sympy.Pow: lambda args: args[0] ** int(args[1]),
+    sympy.Max: max,
+    sympy.Min: min,
+    sympy.floor: lambda args: Fraction(math.floor(args[0])),
+    sympy.ceiling: lambda args: Fraction(math.ceil(args[0])),
+    sympy.Mod: lambda args: args[0] - args[1] * math.floor(args[0] / args[1]),
+}
 
 
 class _Arena:
