@@ -18,10 +18,10 @@ An entry is the pickle of (program, the names of the outputs that are graph inpu
 constants, copied rather than computed), read back with sympy's evaluation off: the
 expressions were pickled in evaluated form, and rebuilding them through evaluation took
 0.44 s of ResNet-18's 0.55 s (off: 0.11 s, the same program hash). It sits in the code
-cache's directory as
-``<key>.program``, checksummed and written atomically like the object files; a torn,
-corrupted or unreadable entry is a miss. Tuned compiles (`tune=True`) are not kept:
-their tiles come from measurements, which the tuning table caches (`convc.tune`).
+cache's directory as ``<key>.program``, checksummed and written atomically like the
+object files; a torn, corrupted or unreadable entry is a miss. Tuned compiles
+(`tune=True`) are not kept: their tiles come from measurements, which the tuning table
+caches (`convc.tune`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,16 @@ from convc.runtime.llvm import cache_key_parts
 from ir import Graph
 
 #: What reading an entry written by another build may raise: a miss, not an error.
-UNREADABLE = (pickle.UnpicklingError, AttributeError, EOFError, ImportError, TypeError)
+UNREADABLE = (
+    pickle.UnpicklingError,
+    AttributeError,
+    EOFError,
+    ImportError,
+    IndexError,
+    KeyError,
+    TypeError,
+    ValueError,
+)
 
 
 def program_key(graph: Graph) -> str:

@@ -14,8 +14,8 @@ programs by graph (`convc.lowered`, `lowering_version`), the same checksum first
 are written atomically (temp file + rename) and checked on read, so a torn or corrupted
 file is a miss, never a crash. A hit refreshes the file's time; past `MAX_ENTRIES` files
 or `MAX_BYTES` in all the least recently used are deleted. ``CONVC_CACHE=0`` disables
-the disk cache. `STATS`
-counts what happened, so tests can prove a hit skipped LLVM or the lowering.
+the disk cache. `STATS` counts what happened, so tests can prove a hit skipped LLVM or
+the lowering.
 """
 
 from __future__ import annotations

@@ -168,7 +168,7 @@ def _exact(e: sympy.Basic, values: dict) -> Fraction:
         return Fraction(values[e.name])
     op = _EXACT.get(type(e))
     if op is None or (isinstance(e, sympy.Pow) and not e.exp.is_Integer):
-        bound = e.subs({s: values[s.name] for s in e.free_symbols})
+        bound = sympy.Rational(e.subs({s: values[s.name] for s in e.free_symbols}))
         return Fraction(int(bound.p), int(bound.q))
     return op([_exact(a, values) for a in e.args])
 
