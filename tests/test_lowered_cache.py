@@ -110,3 +110,33 @@ def test_the_key_names_the_register_file(monkeypatch):
     avx2 = lowered.program_key(graph)
     monkeypatch.setenv("CONVC_REGISTER_BLOCKS", "avx512")
     assert lowered.program_key(graph) != avx2
+
+
+PASSTHROUGH = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    import convc, ir
+    from convc import runtime
+    g = ir.Graph("passthrough")
+    g.add_input("x", ("N", 4))
+    g.add_param("c", np.arange(4, dtype=np.float32).reshape(1, 4))
+    g.add_node("relu", ["x"], name="r")
+    g.set_outputs("r", "x", "c")
+    out = convc.compile(g, threads=1).run({"x": -np.ones((2, 4), np.float32)})
+    print(json.dumps({"hits": runtime.STATS["program_hits"],
+                      "out": {k: v.tolist() for k, v in out.items()}}))
+    """
+)
+
+
+def test_outputs_copied_from_inputs_and_constants_after_a_hit(tmp_path):
+    env = {**os.environ, "CONVC_CACHE_DIR": str(tmp_path)}
+    runs = []
+    for _ in range(2):
+        proc = run_python(PASSTHROUGH, env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert [r["hits"] for r in runs] == [0, 1]
+    expected = {"r": [[0.0] * 4] * 2, "x": [[-1.0] * 4] * 2, "c": [[0.0, 1.0, 2.0, 3.0]]}
+    assert runs[0]["out"] == runs[1]["out"] == expected
