@@ -16,7 +16,7 @@ from convc import lowered, runtime
 
 CHILD = textwrap.dedent(
     """
-    import json, sys
+    import json
     import numpy as np
     import convc
     from convc import nn, runtime
