@@ -272,10 +272,10 @@ def _tuned(graph: Graph, threads: int) -> CompiledModel:
     return build(tuned_table(optimized, groups, threads, build))
 
 
-def _untuned(graph: Graph, threads: int) -> CompiledModel:
+def _untuned(graph: Graph, threads: int, fingerprint: str) -> CompiledModel:
     """The model of the default schedules, its program read from disk when kept there
-    (`convc.lowered`), else lowered and kept."""
-    key = program_key(graph)
+    (`convc.lowered`), else lowered and kept; `fingerprint`: the graph's."""
+    key = program_key(fingerprint)
     kept = load_lowered(key)
     if kept is not None:
         program, passthrough = kept
@@ -356,12 +356,13 @@ def compile(
     specialize_on = shape_inputs(graph)
     if specialize_on:
         return ShapeSpecializedModel(graph, specialize_on, threads, partial(compile, tune=tune))
-    key = (graph.fingerprint(), threads, tune, register_file())
+    fingerprint = graph.fingerprint()
+    key = (fingerprint, threads, tune, register_file())
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
     if cached is not None:
         return cached
-    model = _tuned(graph, threads) if tune else _untuned(graph, threads)
+    model = _tuned(graph, threads) if tune else _untuned(graph, threads, fingerprint)
     for stage in STAGES:
         if dump_requested(stage):
             dump(stage, model.source(stage))

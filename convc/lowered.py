@@ -37,7 +37,6 @@ from convc.loops import Program
 from convc.lower.registers import register_file
 from convc.runtime import cache
 from convc.runtime.llvm import cache_key_parts
-from ir import Graph
 
 #: What reading an entry written by another build may raise: a miss, not an error.
 UNREADABLE = (
@@ -52,10 +51,11 @@ UNREADABLE = (
 )
 
 
-def program_key(graph: Graph) -> str:
-    """The key of `graph`'s lowered program (see the module docstring)."""
+def program_key(fingerprint: str) -> str:
+    """The key of the lowered program of the graph whose `Graph.fingerprint()` is
+    `fingerprint` (see the module docstring)."""
     versions = (sys.version, np.__version__, sympy.__version__)
-    parts = (graph.fingerprint(), register_file(), *cache_key_parts(), *versions)
+    parts = (fingerprint, register_file(), *cache_key_parts(), *versions)
     text = "\n".join((*parts, cache.lowering_version()))
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -176,8 +176,8 @@ def _product(expr: sympy.Mul, scope: Scope) -> loops.Expr:
     numer, denom = [], []
     for factor in expr.args:
         base, exponent = factor.as_base_exp()
-        if exponent == -1 and _logistic(base) is not None:
-            numer.append(loops.Unary("sigmoid", convert(_logistic(base), scope)))
+        if exponent == -1 and (x := _logistic(base)) is not None:
+            numer.append(loops.Unary("sigmoid", convert(x, scope)))
         elif exponent.is_number and exponent < 0 and not factor.is_number:
             denom.append(convert(base**-exponent, scope))
         else:
@@ -198,8 +198,8 @@ def _logistic(base) -> sympy.Expr | None:
 
 def _power(expr: sympy.Pow, scope: Scope) -> loops.Expr:
     base, exponent = expr.args
-    if exponent == -1 and _logistic(base) is not None:
-        return loops.Unary("sigmoid", convert(_logistic(base), scope))
+    if exponent == -1 and (x := _logistic(base)) is not None:
+        return loops.Unary("sigmoid", convert(x, scope))
     x = convert(base, scope)
     if exponent == sympy.Rational(1, 2):
         return loops.Unary("sqrt", x)

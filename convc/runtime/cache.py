@@ -43,16 +43,23 @@ STATS = {
 OBJECTS, PROGRAM = "o", "program"
 
 
+#: The convc package; its sources, and `ir`'s beside it, are hashed by path from its parent.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _files_hash(paths) -> str:
+    """Hash of source files, each named by its path from the directory holding convc."""
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        h.update(str(path.relative_to(ROOT.parent)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 @functools.cache
 def sources_hash(packages: tuple[str, ...]) -> str:
     """Hash of the sources of the named convc subpackages (``("loops", "codegen")``)."""
-    root = Path(__file__).resolve().parent.parent
-    h = hashlib.sha256()
-    sources = [path for part in packages for path in (root / part).glob("*.py")]
-    for path in sorted(sources):
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
+    return _files_hash(path for part in packages for path in (ROOT / part).glob("*.py"))
 
 
 def code_version() -> str:
@@ -64,12 +71,7 @@ def code_version() -> str:
 def lowering_version() -> str:
     """Hash of every source that decides what program a graph becomes: all of convc and
     the `ir` package beside it (graph passes, shapes, lowering, schedules)."""
-    root = Path(__file__).resolve().parent.parent
-    h = hashlib.sha256()
-    for path in sorted([*root.rglob("*.py"), *(root.parent / "ir").rglob("*.py")]):
-        h.update(str(path.relative_to(root.parent)).encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
+    return _files_hash([*ROOT.rglob("*.py"), *(ROOT.parent / "ir").rglob("*.py")])
 
 
 def cache_key(program: Program) -> str:
