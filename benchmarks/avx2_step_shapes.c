@@ -9,8 +9,10 @@
  *
  *   block 16x6, 3 steps a loop   convc's AVX2 block over an NCHW input: 16 output
  *                                channels (2 registers) x 6 columns, a loop over
- *                                3 window taps: 2 weight loads + 6 broadcasts
- *   block 16x6, 48 steps a loop  the same step in one long loop (the lanes loop of
+ *                                3 window taps: 2 weight loads + 6 broadcasts; the
+ *                                tap loop nested in a loop of 48 (the channels)
+ *   block 32x3, 3 steps a loop   ONNX Runtime's step (below) in the same loops
+ *   block 16x6, 48 steps a loop  the 16x6 step in one long loop (the lanes loop of
  *                                a channel-blocked input is 16 steps)
  *   block 16x6, 8 steps unrolled the same step, 8 to a loop iteration
  *   block 32x3, L1 / L2          ONNX Runtime's (MLAS) AVX2 block: 32 channels
@@ -61,8 +63,8 @@ static double now(void) {
     "vfmadd231ps %%ymm15, %%ymm13, %%ymm11\n"                                             \
     "add $64, %[w]\n add $4, %[x]\n"
 
-/* Loops of `per_loop` steps, each loop `unroll` steps an iteration, weights cycling
- * through the first L1_WEIGHTS bytes. */
+/* Loops of `per_loop` steps, each loop `unroll` steps an iteration (1 or 8), weights
+ * cycling through the first L1_WEIGHTS bytes. */
 static void block_16x6(long per_loop, int unroll) {
     long span = L1_WEIGHTS / 64 - per_loop; /* steps of 64 bytes that fit */
     for (long loop = 0; loop < STEPS / per_loop; loop++) {
@@ -107,6 +109,23 @@ static void block_32x3(long bytes, long per_loop) {
     }
 }
 
+/* A loop of 3 taps nested in a loop of 48 channels, all in the asm (no C between the
+ * tap loops): `step` is the 16x6 or the 32x3 step, advancing its weights by
+ * `weight_bytes` a tap; each channel steps back to the same weights (L1) and on by one
+ * input. */
+#define NESTED(step, weight_bytes)                                                        \
+    for (long loop = 0; loop < STEPS / 144; loop++) {                                     \
+        const float *w = weights, *x = inputs;                                            \
+        long channels = 48;                                                               \
+        __asm__ volatile("2:\n mov $3, %%ecx\n 1:\n" step "dec %%ecx\n jnz 1b\n"           \
+                         "sub $" #weight_bytes "*3, %[w]\n sub $8, %[x]\n dec %[n]\n jnz 2b\n" \
+                         : [w] "+r"(w), [x] "+r"(x), [n] "+r"(channels)::CLOBBERS, "rcx");  \
+    }
+
+static void nested_16x6(void) { NESTED(STEP_16X6, 64) }
+
+static void nested_32x3(void) { NESTED(STEP_32X3(0) "add $128, %[w]\n add $4, %[x]\n", 128) }
+
 static void fma_only(void) {
     long count = STEPS;
     __asm__ volatile(
@@ -128,24 +147,26 @@ int main(int argc, char **argv) {
     for (long i = 0; i < (L2_WEIGHTS + 4096) / 4; i++) weights[i] = 1e-6f;
     for (long i = 0; i < (1 << 14); i++) inputs[i] = 1e-6f;
     double flops = STEPS * 12.0 * 16;
-    printf("GFLOP/s: 16x6 3-step loops | 16x6 48-step loop | 16x6 x8 unrolled | "
-           "32x3 L1 | 32x3 L2 | FMA only\n");
+    printf("GFLOP/s: 16x6 3-step loops | 32x3 3-step loops | 16x6 48-step loop | "
+           "16x6 x8 unrolled | 32x3 L1 | 32x3 L2 | FMA only\n");
     for (int r = 0; r < rounds; r++) {
-        double t[7];
+        double t[8];
         t[0] = now();
-        block_16x6(3, 1);
+        nested_16x6();
         t[1] = now();
-        block_16x6(48, 1);
+        nested_32x3();
         t[2] = now();
-        block_16x6(48, 8);
+        block_16x6(48, 1);
         t[3] = now();
-        block_32x3(8 << 10, 8);
+        block_16x6(48, 8);
         t[4] = now();
-        block_32x3(L2_WEIGHTS, 16);
+        block_32x3(8 << 10, 8);
         t[5] = now();
-        fma_only();
+        block_32x3(L2_WEIGHTS, 16);
         t[6] = now();
-        for (int k = 0; k < 6; k++) printf("%6.1f", flops / (t[k + 1] - t[k]) / 1e9);
+        fma_only();
+        t[7] = now();
+        for (int k = 0; k < 7; k++) printf("%6.1f", flops / (t[k + 1] - t[k]) / 1e9);
         printf("\n");
         fflush(stdout);
     }

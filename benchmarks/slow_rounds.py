@@ -1,0 +1,99 @@
+"""A conv layer compiled with schedule variants, timed beside ONNX Runtime in rounds, and
+the rounds split by whether the default kernel ran at its usual speed.
+
+Why a script: on the AVX2 guest of benchmarks/RESULTS.md convc's 3x3 kernels alternate
+between stretches at their best speed and stretches 1.5x slower, while ONNX Runtime's
+slow much less. A change can only be judged in both kinds of stretch, and they come and
+go on their own: so every variant runs in every round (one process, fresh compiles, no
+cache), rounds are spread over time, and the summary gives each variant's median over
+the rounds where the default ran within 1.2x of its fastest round ("fast") and over the
+others ("slow").
+
+A variant is `;`-separated assignments, each `module.NAME=expr` for a constant of
+`convc.lower.schedule` (`S.`) or `convc.lower.nest` (`N.`), or `field=expr` for a field
+of the register file's `RegisterBlocks` (`schedule.blocks()`); an empty variant is the
+default, which always runs first:
+
+    python benchmarks/slow_rounds.py --layer 128:28 --rounds 200 \\
+        "N.PREFETCH_MAX_USES=0" "max_column=4;min_column=4;wide_max_column=4"
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import time
+
+os.environ["CONVC_CACHE"] = "0"  # no code from disk: each variant's is compiled here
+
+from convc import compiler
+from convc.bench import cases, peers
+from convc.lower import nest, schedule
+
+MODULES = {"S": schedule, "N": nest}
+SLOW = 1.2  # a round is slow when the default kernel took this much more than its best
+
+
+def compiled(graph, variant: str):
+    """`graph` compiled on one thread with `variant`'s assignments in force."""
+    assignments = dict(part.split("=", 1) for part in variant.split(";") if part)
+    constants = {k: eval(v) for k, v in assignments.items() if "." in k}
+    fields = {k: eval(v) for k, v in assignments.items() if "." not in k}
+    saved_constants = {k: getattr(MODULES[k[0]], k[2:]) for k in constants}
+    which = "AVX512_BLOCKS" if schedule.blocks() is schedule.AVX512_BLOCKS else "AVX2_BLOCKS"
+    saved_blocks = getattr(schedule, which)
+    try:
+        for k, v in constants.items():
+            setattr(MODULES[k[0]], k[2:], v)
+        setattr(schedule, which, dataclasses.replace(saved_blocks, **fields))
+        return compiler._builder(graph, 1)[2](None)  # lowered afresh, past the caches
+    finally:
+        for k, v in saved_constants.items():
+            setattr(MODULES[k[0]], k[2:], v)
+        setattr(schedule, which, saved_blocks)
+
+
+def best_ms(run, calls: int) -> float:
+    run()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return 1e3 * min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("variants", nargs="*", help="assignments, as in the module doc")
+    parser.add_argument("--layer", default="128:28", help="CHANNELS:SIZE of a 3x3 conv")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--calls", type=int, default=10, help="calls a round (the best kept)")
+    parser.add_argument("--pause", type=float, default=0.2, help="seconds between rounds")
+    args = parser.parse_args()
+    channels, size = map(int, args.layer.split(":"))
+    graph, inputs = cases._conv_layer(channels, channels, size, 3, 1, 1)(args.batch)
+    runs = {}
+    for variant in ["", *args.variants]:
+        model = compiled(graph, variant)
+        runs[variant or "default"] = lambda model=model: model.run(inputs)
+    runs["ONNX Runtime"] = peers.prepare(peers.PEERS["onnxruntime"], graph, inputs, 1).run
+    times = {name: [] for name in runs}
+    for _ in range(args.rounds):
+        for name, run in runs.items():
+            times[name].append(best_ms(run, args.calls))
+        time.sleep(args.pause)
+    default = times["default"]
+    for label, slow in (("fast", False), ("slow", True)):
+        rounds = [i for i, t in enumerate(default) if (t >= SLOW * min(default)) == slow]
+        print(f"{label} rounds: {len(rounds)} of {args.rounds}")
+        for name, ms in times.items():
+            if rounds:
+                print(f"  {statistics.median(ms[i] for i in rounds):8.3f} ms  {name}")
+
+
+if __name__ == "__main__":
+    main()
