@@ -21,6 +21,9 @@
  *                                8 steps to an iteration; weights from 8 KB (L1)
  *                                or streamed over 147 KB (L2)
  *   FMA only                     12 FMA chains on registers (the peak)
+ *   32x3, weights as operands    the 32x3 step in 3-step loops with each FMA reading
+ *                                its weights from memory: 3 broadcasts + 12 FMAs,
+ *                                no weight loads (fewer instructions, more loads)
  *
  *   gcc -O2 benchmarks/avx2_step_shapes.c -o /tmp/step_shapes && /tmp/step_shapes 40
  *
@@ -126,6 +129,22 @@ static void nested_16x6(void) { NESTED(STEP_16X6, 64) }
 
 static void nested_32x3(void) { NESTED(STEP_32X3(0) "add $128, %[w]\n add $4, %[x]\n", 128) }
 
+/* 32x3 with the weights as FMA memory operands (no weight loads): 3 broadcasts + 12 FMAs,
+ * in the nested 3-step loops. */
+#define FMA_MEM(offset, broadcast, acc) \
+    "vfmadd231ps " offset "(%[w]), %%ymm" broadcast ", %%ymm" acc "\n"
+#define STEP_32X3_OPERANDS                                                                \
+    "vbroadcastss (%[x]), %%ymm13\n vbroadcastss 32(%[x]), %%ymm14\n"                      \
+    "vbroadcastss 64(%[x]), %%ymm15\n"                                                     \
+    FMA_MEM("0", "13", "0") FMA_MEM("0", "14", "4") FMA_MEM("0", "15", "8")                \
+    FMA_MEM("32", "13", "1") FMA_MEM("32", "14", "5") FMA_MEM("32", "15", "9")             \
+    FMA_MEM("64", "13", "2") FMA_MEM("64", "14", "6") FMA_MEM("64", "15", "10")            \
+    FMA_MEM("96", "13", "3") FMA_MEM("96", "14", "7") FMA_MEM("96", "15", "11")
+
+static void nested_32x3_operands(void) {
+    NESTED(STEP_32X3_OPERANDS "add $128, %[w]\n add $4, %[x]\n", 128)
+}
+
 static void fma_only(void) {
     long count = STEPS;
     __asm__ volatile(
@@ -148,9 +167,9 @@ int main(int argc, char **argv) {
     for (long i = 0; i < (1 << 14); i++) inputs[i] = 1e-6f;
     double flops = STEPS * 12.0 * 16;
     printf("GFLOP/s: 16x6 3-step loops | 32x3 3-step loops | 16x6 48-step loop | "
-           "16x6 x8 unrolled | 32x3 L1 | 32x3 L2 | FMA only\n");
+           "16x6 x8 unrolled | 32x3 L1 | 32x3 L2 | FMA only | 32x3 weights as operands\n");
     for (int r = 0; r < rounds; r++) {
-        double t[8];
+        double t[9];
         t[0] = now();
         nested_16x6();
         t[1] = now();
@@ -166,7 +185,9 @@ int main(int argc, char **argv) {
         t[6] = now();
         fma_only();
         t[7] = now();
-        for (int k = 0; k < 7; k++) printf("%6.1f", flops / (t[k + 1] - t[k]) / 1e9);
+        nested_32x3_operands();
+        t[8] = now();
+        for (int k = 0; k < 8; k++) printf("%6.1f", flops / (t[k + 1] - t[k]) / 1e9);
         printf("\n");
         fflush(stdout);
     }
