@@ -24,6 +24,10 @@
  *   32x3, weights as operands    the 32x3 step in 3-step loops with each FMA reading
  *                                its weights from memory: 3 broadcasts + 12 FMAs,
  *                                no weight loads (fewer instructions, more loads)
+ *   FMA + ...                    the 12 FMA chains with, each iteration, 10 nops, or
+ *                                loads from L1 that feed nothing: 3 broadcasts and
+ *                                a vector (ONNX Runtime's step), 6 and 2 (convc's),
+ *                                8 and 4, or 8 vectors: what the slow stretches slow
  *
  *   gcc -O2 benchmarks/avx2_step_shapes.c -o /tmp/step_shapes && /tmp/step_shapes 40
  *
@@ -44,6 +48,10 @@ static double now(void) {
     clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
+
+/* Every timed loop starts on a 64-byte line: unaligned, the same loop ran 20% slower or
+ * not depending on where the compiler placed it. */
+#define ALIGN ".p2align 6\n"
 
 #define CLOBBERS                                                                          \
     "memory", "ymm0", "ymm1", "ymm2", "ymm3", "ymm4", "ymm5", "ymm6", "ymm7", "ymm8",     \
@@ -75,10 +83,10 @@ static void block_16x6(long per_loop, int unroll) {
         const float *x = inputs + (loop & 63) * 16;
         long count = per_loop / unroll;
         if (unroll == 1)
-            __asm__ volatile("1:\n" STEP_16X6 "dec %[n]\n jnz 1b\n"
+            __asm__ volatile(ALIGN "1:\n" STEP_16X6 "dec %[n]\n jnz 1b\n"
                              : [w] "+r"(w), [x] "+r"(x), [n] "+r"(count)::CLOBBERS);
         else
-            __asm__ volatile("1:\n" STEP_16X6 STEP_16X6 STEP_16X6 STEP_16X6 STEP_16X6
+            __asm__ volatile(ALIGN "1:\n" STEP_16X6 STEP_16X6 STEP_16X6 STEP_16X6 STEP_16X6
                              STEP_16X6 STEP_16X6 STEP_16X6 "dec %[n]\n jnz 1b\n"
                              : [w] "+r"(w), [x] "+r"(x), [n] "+r"(count)::CLOBBERS);
     }
@@ -105,7 +113,7 @@ static void block_32x3(long bytes, long per_loop) {
         const float *w = weights + (loop * per_loop % span) * 256;
         const float *x = inputs + (loop & 63) * 16;
         long count = per_loop;
-        __asm__ volatile("1:\n" STEP_32X3(0) STEP_32X3(1) STEP_32X3(2) STEP_32X3(3)
+        __asm__ volatile(ALIGN "1:\n" STEP_32X3(0) STEP_32X3(1) STEP_32X3(2) STEP_32X3(3)
                          STEP_32X3(4) STEP_32X3(5) STEP_32X3(6) STEP_32X3(7)
                          "add $1024, %[w]\n add $32, %[x]\n dec %[n]\n jnz 1b\n"
                          : [w] "+r"(w), [x] "+r"(x), [n] "+r"(count)::CLOBBERS);
@@ -120,7 +128,7 @@ static void block_32x3(long bytes, long per_loop) {
     for (long loop = 0; loop < STEPS / 144; loop++) {                                     \
         const float *w = weights, *x = inputs;                                            \
         long channels = 48;                                                               \
-        __asm__ volatile("2:\n mov $3, %%ecx\n 1:\n" step "dec %%ecx\n jnz 1b\n"           \
+        __asm__ volatile("2:\n mov $3, %%ecx\n" ALIGN "1:\n" step "dec %%ecx\n jnz 1b\n"           \
                          "sub $" #weight_bytes "*3, %[w]\n sub $8, %[x]\n dec %[n]\n jnz 2b\n" \
                          : [w] "+r"(w), [x] "+r"(x), [n] "+r"(channels)::CLOBBERS, "rcx");  \
     }
@@ -145,19 +153,38 @@ static void nested_32x3_operands(void) {
     NESTED(STEP_32X3_OPERANDS "add $128, %[w]\n add $4, %[x]\n", 128)
 }
 
-static void fma_only(void) {
-    long count = STEPS;
-    __asm__ volatile(
-        "vxorps %%ymm15, %%ymm15, %%ymm15\n1:\n"
-        "vfmadd231ps %%ymm15, %%ymm15, %%ymm0\n vfmadd231ps %%ymm15, %%ymm15, %%ymm1\n"
-        "vfmadd231ps %%ymm15, %%ymm15, %%ymm2\n vfmadd231ps %%ymm15, %%ymm15, %%ymm3\n"
-        "vfmadd231ps %%ymm15, %%ymm15, %%ymm4\n vfmadd231ps %%ymm15, %%ymm15, %%ymm5\n"
-        "vfmadd231ps %%ymm15, %%ymm15, %%ymm6\n vfmadd231ps %%ymm15, %%ymm15, %%ymm7\n"
-        "vfmadd231ps %%ymm15, %%ymm15, %%ymm8\n vfmadd231ps %%ymm15, %%ymm15, %%ymm9\n"
-        "vfmadd231ps %%ymm15, %%ymm15, %%ymm10\n vfmadd231ps %%ymm15, %%ymm15, %%ymm11\n"
-        "dec %[n]\n jnz 1b\n"
-        : [n] "+r"(count)::CLOBBERS);
-}
+#define FMA12                                                                             \
+    "vfmadd231ps %%ymm15, %%ymm15, %%ymm0\n vfmadd231ps %%ymm15, %%ymm15, %%ymm1\n"       \
+    "vfmadd231ps %%ymm15, %%ymm15, %%ymm2\n vfmadd231ps %%ymm15, %%ymm15, %%ymm3\n"       \
+    "vfmadd231ps %%ymm15, %%ymm15, %%ymm4\n vfmadd231ps %%ymm15, %%ymm15, %%ymm5\n"       \
+    "vfmadd231ps %%ymm15, %%ymm15, %%ymm6\n vfmadd231ps %%ymm15, %%ymm15, %%ymm7\n"       \
+    "vfmadd231ps %%ymm15, %%ymm15, %%ymm8\n vfmadd231ps %%ymm15, %%ymm15, %%ymm9\n"       \
+    "vfmadd231ps %%ymm15, %%ymm15, %%ymm10\n vfmadd231ps %%ymm15, %%ymm15, %%ymm11\n"
+
+/* 12 FMA chains on registers and `extra` in each loop iteration: loads from L1 that feed
+ * nothing (into ymm12-14), or nops. */
+#define FMA_WITH(name, extra)                                                             \
+    static void name(void) {                                                              \
+        long count = STEPS;                                                               \
+        const float *x = inputs;                                                          \
+        __asm__ volatile("vxorps %%ymm15, %%ymm15, %%ymm15\n" ALIGN "1:\n" FMA12 extra \
+                         "dec %[n]\n jnz 1b\n"                                            \
+                         : [n] "+r"(count), [x] "+r"(x)::CLOBBERS);                       \
+    }
+
+#define BROADCAST(offset, reg) "vbroadcastss " offset "(%[x]), %%ymm" reg "\n"
+#define VECTOR(offset, reg) "vmovaps " offset "(%[x]), %%ymm" reg "\n"
+#define BROADCASTS_3 BROADCAST("0", "12") BROADCAST("4", "13") BROADCAST("8", "14")
+#define BROADCASTS_6 BROADCASTS_3 BROADCAST("12", "12") BROADCAST("16", "13") BROADCAST("20", "14")
+#define VECTORS_4 VECTOR("32", "12") VECTOR("64", "13") VECTOR("96", "14") VECTOR("128", "12")
+
+FMA_WITH(fma_only, "")
+FMA_WITH(fma_nops, "nop\n nop\n nop\n nop\n nop\n nop\n nop\n nop\n nop\n nop\n")
+FMA_WITH(fma_3_broadcasts, BROADCASTS_3 VECTOR("32", "12"))
+FMA_WITH(fma_6_broadcasts, BROADCASTS_6 VECTOR("32", "12") VECTOR("64", "13"))
+FMA_WITH(fma_8_broadcasts, BROADCASTS_6 BROADCAST("24", "12") BROADCAST("28", "13") VECTORS_4)
+FMA_WITH(fma_8_vectors, VECTORS_4 VECTOR("160", "13") VECTOR("192", "14") VECTOR("224", "12")
+                            VECTOR("256", "13"))
 
 int main(int argc, char **argv) {
     int rounds = argc > 1 ? atoi(argv[1]) : 20;
@@ -167,9 +194,11 @@ int main(int argc, char **argv) {
     for (long i = 0; i < (1 << 14); i++) inputs[i] = 1e-6f;
     double flops = STEPS * 12.0 * 16;
     printf("GFLOP/s: 16x6 3-step loops | 32x3 3-step loops | 16x6 48-step loop | "
-           "16x6 x8 unrolled | 32x3 L1 | 32x3 L2 | FMA only | 32x3 weights as operands\n");
+           "16x6 x8 unrolled | 32x3 L1 | 32x3 L2 | FMA only | 32x3 weights as operands | "
+           "FMA + 10 nops | FMA + 3 broadcasts, 1 load | FMA + 6 broadcasts, 2 loads | "
+           "FMA + 8 broadcasts, 4 loads | FMA + 8 loads\n");
     for (int r = 0; r < rounds; r++) {
-        double t[9];
+        double t[14];
         t[0] = now();
         nested_16x6();
         t[1] = now();
@@ -187,7 +216,17 @@ int main(int argc, char **argv) {
         t[7] = now();
         nested_32x3_operands();
         t[8] = now();
-        for (int k = 0; k < 8; k++) printf("%6.1f", flops / (t[k + 1] - t[k]) / 1e9);
+        fma_nops();
+        t[9] = now();
+        fma_3_broadcasts();
+        t[10] = now();
+        fma_6_broadcasts();
+        t[11] = now();
+        fma_8_broadcasts();
+        t[12] = now();
+        fma_8_vectors();
+        t[13] = now();
+        for (int k = 0; k < 13; k++) printf("%6.1f", flops / (t[k + 1] - t[k]) / 1e9);
         printf("\n");
         fflush(stdout);
     }
