@@ -26,8 +26,9 @@
  *                                no weight loads (fewer instructions, more loads)
  *   FMA + ...                    the 12 FMA chains with, each iteration, 10 nops, or
  *                                loads from L1 that feed nothing: 3 broadcasts and
- *                                a vector (ONNX Runtime's step), 6 and 2 (convc's),
- *                                8 and 4, or 8 vectors: what the slow stretches slow
+ *                                a vector, 6 and 2 (the count of convc's step), 8
+ *                                and 4, or 8 vectors: how many loads 12 FMAs carry
+ *                                at full speed (ONNX Runtime's step has 7)
  *
  *   gcc -O2 benchmarks/avx2_step_shapes.c -o /tmp/step_shapes && /tmp/step_shapes 40
  *
@@ -186,6 +187,31 @@ FMA_WITH(fma_8_broadcasts, BROADCASTS_6 BROADCAST("24", "12") BROADCAST("28", "1
 FMA_WITH(fma_8_vectors, VECTORS_4 VECTOR("160", "13") VECTOR("192", "14") VECTOR("224", "12")
                             VECTOR("256", "13"))
 
+static void loop_16x6(void) { block_16x6(48, 1); }
+static void unrolled_16x6(void) { block_16x6(48, 8); }
+static void unrolled_32x3_l1(void) { block_32x3(8 << 10, 8); }
+static void unrolled_32x3_l2(void) { block_32x3(L2_WEIGHTS, 16); }
+
+static const struct {
+    const char *name;
+    void (*run)(void);
+} SHAPES[] = {
+    {"16x6 3-step loops", nested_16x6},
+    {"32x3 3-step loops", nested_32x3},
+    {"16x6 48-step loop", loop_16x6},
+    {"16x6 x8 unrolled", unrolled_16x6},
+    {"32x3 L1", unrolled_32x3_l1},
+    {"32x3 L2", unrolled_32x3_l2},
+    {"FMA only", fma_only},
+    {"32x3 weights as operands", nested_32x3_operands},
+    {"FMA + 10 nops", fma_nops},
+    {"FMA + 3 broadcasts, 1 load", fma_3_broadcasts},
+    {"FMA + 6 broadcasts, 2 loads", fma_6_broadcasts},
+    {"FMA + 8 broadcasts, 4 loads", fma_8_broadcasts},
+    {"FMA + 8 loads", fma_8_vectors},
+};
+#define SHAPE_COUNT (sizeof SHAPES / sizeof SHAPES[0])
+
 int main(int argc, char **argv) {
     int rounds = argc > 1 ? atoi(argv[1]) : 20;
     weights = aligned_alloc(64, L2_WEIGHTS + 4096);
@@ -193,40 +219,15 @@ int main(int argc, char **argv) {
     for (long i = 0; i < (L2_WEIGHTS + 4096) / 4; i++) weights[i] = 1e-6f;
     for (long i = 0; i < (1 << 14); i++) inputs[i] = 1e-6f;
     double flops = STEPS * 12.0 * 16;
-    printf("GFLOP/s: 16x6 3-step loops | 32x3 3-step loops | 16x6 48-step loop | "
-           "16x6 x8 unrolled | 32x3 L1 | 32x3 L2 | FMA only | 32x3 weights as operands | "
-           "FMA + 10 nops | FMA + 3 broadcasts, 1 load | FMA + 6 broadcasts, 2 loads | "
-           "FMA + 8 broadcasts, 4 loads | FMA + 8 loads\n");
+    printf("GFLOP/s:");
+    for (size_t k = 0; k < SHAPE_COUNT; k++) printf("%s %s", k ? " |" : "", SHAPES[k].name);
+    printf("\n");
     for (int r = 0; r < rounds; r++) {
-        double t[14];
-        t[0] = now();
-        nested_16x6();
-        t[1] = now();
-        nested_32x3();
-        t[2] = now();
-        block_16x6(48, 1);
-        t[3] = now();
-        block_16x6(48, 8);
-        t[4] = now();
-        block_32x3(8 << 10, 8);
-        t[5] = now();
-        block_32x3(L2_WEIGHTS, 16);
-        t[6] = now();
-        fma_only();
-        t[7] = now();
-        nested_32x3_operands();
-        t[8] = now();
-        fma_nops();
-        t[9] = now();
-        fma_3_broadcasts();
-        t[10] = now();
-        fma_6_broadcasts();
-        t[11] = now();
-        fma_8_broadcasts();
-        t[12] = now();
-        fma_8_vectors();
-        t[13] = now();
-        for (int k = 0; k < 13; k++) printf("%6.1f", flops / (t[k + 1] - t[k]) / 1e9);
+        for (size_t k = 0; k < SHAPE_COUNT; k++) {
+            double start = now();
+            SHAPES[k].run();
+            printf("%6.1f", flops / (now() - start) / 1e9);
+        }
         printf("\n");
         fflush(stdout);
     }
