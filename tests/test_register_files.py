@@ -55,15 +55,16 @@ def dense(features_in, features_out, batch):
 
 
 def accumulator_registers(listing: str) -> list[int]:
-    """Registers of accumulators of every register-blocked kernel in a loop listing: the
+    """Registers of accumulators of every register-blocked nest in a loop listing: the
     unrolled tile times the vector's 8-float registers."""
     counts = []
     for header in re.findall(r"^kernel .*# .*$", listing, re.MULTILINE):
-        tiles = dict(re.findall(r"(\w+)=(\d+)", header.split(" order ")[0]))
-        vector = re.search(r"vector \S+/(\d+)", header)
-        unrolled = re.search(r"unroll (\w+)\.i", header)
-        if tiles and vector and unrolled:
-            counts.append(int(tiles[unrolled.group(1)]) * int(vector.group(1)) // 8)
+        for schedule in header.split("# ", 1)[1].split("; "):  # one a nest of the kernel
+            tiles = dict(re.findall(r"([\w.]+)=(\d+)", schedule.split(" order ")[0]))
+            vector = re.search(r"vector \S+/(\d+)", schedule)
+            unrolled = re.search(r"unroll ([\w.]+)\.i\b", schedule)
+            if tiles and vector and unrolled:
+                counts.append(int(tiles[unrolled.group(1)]) * int(vector.group(1)) // 8)
     return counts
 
 
@@ -73,7 +74,8 @@ CONVS = {
     "1x1 stride 2": (16, 32, 29, 1, 2, 0),
     "1x1 over NCHW rows, width vectors": (32, 64, 32, 1, 1, 0),
     "stem-like 7x7 stride 2": (3, 64, 40, 7, 2, 3),
-    "deep 3x3, reduction in chunks": (256, 64, 9, 3, 1, 1),
+    "deep 3x3 over a blocked copy of its input": (256, 64, 9, 3, 1, 1),
+    "3x3 over NCHW planes, reduction in chunks": (128, 128, 9, 3, 1, 1),
     "3x3 over rows of 50, a loop over blocks": (16, 16, 50, 3, 1, 1),
     "3x3 over rows of 50, padded on the right only": (16, 16, 50, 3, 1, [1, 0, 1, 1]),
 }

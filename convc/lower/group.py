@@ -26,6 +26,7 @@ from ir import Graph, UnsupportedError
 from .convert import Scope
 from .forward import forward_temp
 from .grad_schedule import grad_schedule, split_batch
+from .input_blocks import BLOCK, input_blocks
 from .layout import (
     blocked_shape,
     channel_block,
@@ -118,10 +119,21 @@ def lower_group(
         fused = te.name == anchor.outputs[0] and group.epilogue
         steps = _chain(graph, group, te, texprs) if fused else []
         store = group.output if fused else te.name
+        where = f"{anchor.op} '{anchor.name}'"
+        copied = None if rows else input_blocks(graph, te, schedule, layouts, store in layouts)
+        if copied is not None:  # the copy's nest first, into a scratch of its own
+            copy, copy_schedule, te, schedule = copied
+            layouts = {**layouts, copy.name: BLOCK}
+            scope = Scope(dtype=copy.dtype, layouts=layouts, where=where)
+            nests.append(lower_nest(copy, copy_schedule, copy.name, [], scope, names))
+            classes.append(None)
+            described.append(f"{copy.name}: {copy_schedule.describe()}")
+            scratch.append(Scratch(copy.name, copy.dtype, blocked_shape(copy.shape, BLOCK)))
+            reads.update(copy.reads)
+            row = []  # the conv reads the copy in windows: its nest stays apart
         if store in graph.outputs and not graph.consumers(store):
             schedule = streaming_output(te, schedule)
         schedule = _planes_as_rows(graph, te, schedule, steps, store, layouts)
-        where = f"{anchor.op} '{anchor.name}'"
         partials = _partial_sums(te, schedule, store, layouts)
         blocked = layouts
         if partials is not None:

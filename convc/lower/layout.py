@@ -19,7 +19,9 @@ per channel block; not transposed, not a gradient), pooling or elementwise kerne
 least MIN_CHANNELS output channels.
 Views, movement, dense layers and gradients read elements in NCHW order, so their
 inputs stay NCHW; so do the model's inputs and outputs, whose first and last kernels
-convert while they compute (there is no separate conversion pass).
+convert while they compute (there is no separate conversion pass; with AVX2's blocks a
+deep conv over a narrow model input copies it to blocks in its own kernel,
+`input_blocks`).
 
 B is 32 (the 32-lane schedules) unless the last block of 32 would be at most half
 full, then 16 (`channel_block`); a block past C is partly empty, and its lanes past C

@@ -39,7 +39,8 @@ class RegisterBlocks:
     (MAX_ACCUMULATORS); `border_columns`: fewest columns of a border block of a row split
     around a loop over blocks (`nest._wide_borders`); `lanes`: floats a register;
     `lanes_innermost`: a channel-blocked input's lanes loop runs inside every window tap,
-    not just outside the innermost one (`nest._lanes_inside`)."""
+    not just outside the innermost one (`nest._lanes_inside`); `input_blocks`: deep convs
+    over narrow model inputs read a channel-blocked copy (`input_blocks`)."""
 
     wide_tile: int
     max_row: int
@@ -56,6 +57,7 @@ class RegisterBlocks:
     border_columns: int
     lanes: int
     lanes_innermost: bool
+    input_blocks: bool
 
 
 #: The register files schedules know, by name, and the variable that picks one.

@@ -210,6 +210,7 @@ AVX512_BLOCKS = RegisterBlocks(
     border_columns=1,
     lanes=16,
     lanes_innermost=False,
+    input_blocks=False,
 )
 AVX2_BLOCKS = RegisterBlocks(
     wide_tile=VECTOR_WIDTH,
@@ -227,6 +228,7 @@ AVX2_BLOCKS = RegisterBlocks(
     border_columns=4,
     lanes=8,
     lanes_innermost=True,
+    input_blocks=True,
 )
 #: The attributes `tuning_key` includes.
 TUNING_ATTRS = ("family", "group", "strides", "dilations", "kernel_shape", "pads", "global")
