@@ -11,12 +11,13 @@ reduction `c, a, b` over planes, with a loop of 3 window taps innermost; over ch
 blocks the same conv runs its input lanes inside every tap (`nest._lanes_inside`), the
 schedule measured fastest on AVX2. Where the reduction is deep and the rows narrow, the
 input is small beside the work: 3x3 512 @7 reads 100 KB for 231 MFLOP. Measured on a
-Zen 3 (AVX2, one thread, the layer alone, both variants compiled in one process, timed
-in rounds beside ONNX Runtime; ms, median of the rounds at the machine's usual speed /
-of its slow ones): 3x3 512 @7 2.97 -> 2.70 / 3.56 -> 3.08 (ONNX Runtime 3.13 / 3.42), at
-batch 8 25.6 -> 24.0; 3x3 256 @14 2.38 -> 2.42 / 3.79 -> 3.40. Shallower or wider layers
-lost (3x3 128 @28, all rounds: 3.52 -> 3.85), so they keep their NCHW kernel: a layer
-qualifies with at least MIN_DEPTH input channels and rows of at most MAX_WIDTH columns.
+Zen 3 (AVX2, one thread, the layer alone, with and without the copy compiled in one
+process and timed in rounds beside ONNX Runtime, `benchmarks/slow_rounds.py`; ms, median
+of the rounds at the machine's usual speed / of its slow ones): 3x3 512 @7 3.18 -> 2.55
+/ 3.58 -> 3.67 (ONNX Runtime 2.96 / 3.32), at batch 8 25.6 -> 24.0; 3x3 256 @14 2.44 ->
+2.39 / 3.93 -> 3.49. Shallower or wider layers lost (3x3 128 @28, all rounds: 3.52 ->
+3.85), so they keep their NCHW kernel: a layer qualifies with at least MIN_DEPTH input
+channels and rows of at most MAX_WIDTH columns.
 Only with AVX2's register blocks (`RegisterBlocks.input_blocks`): on AVX-512, converting
 3x3 64 @56's input cost more than it gained, and no deeper layer has been measured.
 """
