@@ -130,6 +130,7 @@ def lower_group(
             described.append(f"{copy.name}: {copy_schedule.describe()}")
             scratch.append(Scratch(copy.name, copy.dtype, blocked_shape(copy.shape, BLOCK)))
             reads.update(copy.reads)
+            chained.add(copy.name)  # internal to the kernel, like a chain's values
             row = []  # the conv reads the copy in windows: its nest stays apart
         if store in graph.outputs and not graph.consumers(store):
             schedule = streaming_output(te, schedule)
