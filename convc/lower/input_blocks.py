@@ -43,7 +43,7 @@ def input_blocks(
     graph: Graph, te: TensorExpr, schedule: loops.Schedule, layouts: dict, blocked_output: bool
 ) -> tuple | None:
     """(copy, copy schedule, conv reading the copy, its schedule) for a forward conv on a
-    channel-vector schedule whose one 4-D operand that is a model input qualifies (see
+    channel-vector schedule that reads one model input, when that input qualifies (see
     the module doc), else None; `blocked_output`: whether the kernel stores the conv's
     value channel-blocked. The copy is named after the conv (`<conv>.input`), so two
     convs over one input each keep their own."""
