@@ -130,7 +130,6 @@ def lower_group(
             described.append(f"{copy.name}: {copy_schedule.describe()}")
             scratch.append(Scratch(copy.name, copy.dtype, blocked_shape(copy.shape, BLOCK)))
             reads.update(copy.reads)
-            chained.add(copy.name)  # internal to the kernel, like a chain's values
             row = []  # the conv reads the copy in windows: its nest stays apart
         if store in graph.outputs and not graph.consumers(store):
             schedule = streaming_output(te, schedule)
@@ -159,7 +158,7 @@ def lower_group(
             reads.update(str(a.base) for a in expr.atoms(sympy.Indexed))
             chained.add(name)
         writes += [] if store in writes else [store]
-    internal = {te.name for te, _ in planned} | chained | set(writes)
+    internal = {te.name for te, _ in planned} | chained | set(writes) | {s.name for s in scratch}
     comment = " + ".join(group.nodes) + " | " + "; ".join(described)
     body = fold_row_sums(loops.Block(tuple(nests)), names.fresh)
     temps = [te for te, _ in planned if te.role == "temp"]

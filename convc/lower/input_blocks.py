@@ -47,9 +47,9 @@ def input_blocks(
     the module doc), else None; `blocked_output`: whether the kernel stores the conv's
     value channel-blocked. The copy is named after the conv (`<conv>.input`), so two
     convs over one input each keep their own."""
-    if not blocks().input_blocks or te.op != "conv" or te.attrs.get("family") != "conv":
+    if not blocks().input_blocks or te.attrs.get("family") != "conv":
         return None
-    if te.reduction != "sum" or not channel_vectorizable(te):
+    if te.reduction != "sum" or not channel_vectorizable(te):  # the op is then "conv"
         return None
     if not (schedule.vector_axis or "").endswith(".i"):
         return None
