@@ -16,6 +16,9 @@ default, which always runs first:
 
     python benchmarks/slow_rounds.py --layer 128:28 --rounds 200 \\
         "N.PREFETCH_MAX_USES=0" "max_column=4;min_column=4;wide_max_column=4"
+
+`--model ResNet-18` (any model case of `convc bench --suite models`) times a whole model
+instead of the layer.
 """
 
 from __future__ import annotations
@@ -69,13 +72,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("variants", nargs="*", help="assignments, as in the module doc")
     parser.add_argument("--layer", default="128:28", help="CHANNELS:SIZE of a 3x3 conv")
+    parser.add_argument("--model", help="a model case of `convc bench` instead (ResNet-18, ...)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--calls", type=int, default=10, help="calls a round (the best kept)")
     parser.add_argument("--pause", type=float, default=0.2, help="seconds between rounds")
     args = parser.parse_args()
-    channels, size = map(int, args.layer.split(":"))
-    graph, inputs = cases._conv_layer(channels, channels, size, 3, 1, 1)(args.batch)
+    if args.model:
+        case = next(c for c in cases.model_cases([args.batch]) if c.name == args.model)
+        graph, inputs = case.build()
+    else:
+        channels, size = map(int, args.layer.split(":"))
+        graph, inputs = cases._conv_layer(channels, channels, size, 3, 1, 1)(args.batch)
     runs = {}
     for variant in ["", *args.variants]:
         model = compiled(graph, variant)

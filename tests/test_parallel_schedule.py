@@ -160,3 +160,19 @@ def test_fresh_process_leaves_no_spin_setting_behind():
     done = run_python(code, env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[1] == "None" and done.stdout.split()[0] in ("libgomp", "serial")
+
+
+def test_process_exits_cleanly_while_workers_spin():
+    """At exit LLVM closes the libraries it loaded; libgomp must stay mapped under workers
+    that still spin in it (here for good: OMP_WAIT_POLICY=active), or the process dies."""
+    code = (
+        "import numpy as np, convc; from ir import Graph; g = Graph('r'); "
+        "g.add_input('x', (1, 64, 64, 64)); g.add_node('relu', ['x'], {}, name='y'); "
+        "g.set_outputs('y'); m = convc.compile(g, threads=2); "
+        "x = np.ones((1, 64, 64, 64), np.float32); "
+        "assert 'parallel' in m.source('loops'); print(m.run({'x': x})['y'].sum())"
+    )
+    env = {**os.environ, "OMP_WAIT_POLICY": "active", "CONVC_CACHE": "0"}
+    done = run_python(code, env)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) == 64**3

@@ -40,6 +40,11 @@ import llvmlite.binding as llvm
 
 REGION = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 _STAND_INS: list = []
+#: libgomp, opened with RTLD_NODELETE before LLVM opens it: at exit LLVM closes the libraries
+#: it loaded, and a worker still spinning in libgomp's code (OMP_WAIT_POLICY=active, a long
+#: GOMP_SPINCOUNT, or an exit right after a parallel region) then ran into unmapped pages and
+#: the process died of SIGSEGV.
+_LOADED: list = []
 #: libgomp's spin iterations before a worker sleeps (see the module docstring).
 SPIN_COUNT = 30_000
 _USER_WAIT_SETTINGS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
@@ -52,6 +57,7 @@ def ensure_loaded() -> str:
     if path is not None:
         try:
             with spin_count_while_loading():
+                _LOADED.append(ctypes.CDLL(path, mode=os.RTLD_GLOBAL | os.RTLD_NODELETE))
                 llvm.load_library_permanently(path)
             return "libgomp"
         except RuntimeError:
