@@ -14,6 +14,8 @@
  *   block 32x3, 3 steps a loop   ONNX Runtime's step (below) in the same loops
  *   block 16x6, 48 steps a loop  the 16x6 step in one long loop (the lanes loop of
  *                                a channel-blocked input is 16 steps)
+ *   block 16x6, a hint a step    the 48-step loop with convc's weight hint in every
+ *                                step (a prefetcht1 576 bytes on, into L2's buffer)
  *   block 16x6, 8 steps unrolled the same step, 8 to a loop iteration
  *   block 32x3, L1 / L2          ONNX Runtime's (MLAS) AVX2 block: 32 channels
  *                                (4 registers) x 3 columns, 3 broadcasts, then
@@ -75,15 +77,23 @@ static double now(void) {
     "vfmadd231ps %%ymm15, %%ymm13, %%ymm11\n"                                             \
     "add $64, %[w]\n add $4, %[x]\n"
 
-/* Loops of `per_loop` steps, each loop `unroll` steps an iteration (1 or 8), weights
- * cycling through the first L1_WEIGHTS bytes. */
+/* convc's hint for the next pass's weights: a line 576 bytes on (a 3x3 tap of the next
+ * 16 input-channel chunk) each step, here within the L2_WEIGHTS buffer. */
+#define HINT "prefetcht1 (%[p])\n add $576, %[p]\n"
+
+/* Loops of `per_loop` steps, each loop `unroll` steps an iteration (1 or 8; -1: 1 with a
+ * hint each step), weights cycling through the first L1_WEIGHTS bytes. */
 static void block_16x6(long per_loop, int unroll) {
     long span = L1_WEIGHTS / 64 - per_loop; /* steps of 64 bytes that fit */
     for (long loop = 0; loop < STEPS / per_loop; loop++) {
         const float *w = weights + (loop * per_loop % span) * 16;
         const float *x = inputs + (loop & 63) * 16;
-        long count = per_loop / unroll;
-        if (unroll == 1)
+        const float *p = weights + (loop & 3) * per_loop * 144;
+        long count = per_loop / (unroll < 0 ? 1 : unroll);
+        if (unroll < 0)
+            __asm__ volatile(ALIGN "1:\n" STEP_16X6 HINT "dec %[n]\n jnz 1b\n"
+                             : [w] "+r"(w), [x] "+r"(x), [p] "+r"(p), [n] "+r"(count)::CLOBBERS);
+        else if (unroll == 1)
             __asm__ volatile(ALIGN "1:\n" STEP_16X6 "dec %[n]\n jnz 1b\n"
                              : [w] "+r"(w), [x] "+r"(x), [n] "+r"(count)::CLOBBERS);
         else
@@ -188,6 +198,7 @@ FMA_WITH(fma_8_vectors, VECTORS_4 VECTOR("160", "13") VECTOR("192", "14") VECTOR
                             VECTOR("256", "13"))
 
 static void loop_16x6(void) { block_16x6(48, 1); }
+static void hinted_16x6(void) { block_16x6(48, -1); }
 static void unrolled_16x6(void) { block_16x6(48, 8); }
 static void unrolled_32x3_l1(void) { block_32x3(8 << 10, 8); }
 static void unrolled_32x3_l2(void) { block_32x3(L2_WEIGHTS, 16); }
@@ -199,6 +210,7 @@ static const struct {
     {"16x6 3-step loops", nested_16x6},
     {"32x3 3-step loops", nested_32x3},
     {"16x6 48-step loop", loop_16x6},
+    {"16x6 48-step loop, a hint a step", hinted_16x6},
     {"16x6 x8 unrolled", unrolled_16x6},
     {"32x3 L1", unrolled_32x3_l1},
     {"32x3 L2", unrolled_32x3_l2},

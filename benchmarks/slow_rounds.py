@@ -10,7 +10,7 @@ the rounds where the default ran within 1.2x of its fastest round ("fast") and o
 others ("slow").
 
 A variant is `;`-separated assignments, each `module.NAME=expr` for a constant of
-`convc.lower.schedule` (`S.`) or `convc.lower.nest` (`N.`), or `field=expr` for a field
+`convc.lower.schedule` (`S.`), `convc.lower.nest` (`N.`) or `convc.lower.input_blocks` (`I.`), or `field=expr` for a field
 of the register file's `RegisterBlocks` (`schedule.blocks()`); an empty variant is the
 default, which always runs first:
 
@@ -33,9 +33,9 @@ os.environ["CONVC_CACHE"] = "0"  # no code from disk: each variant's is compiled
 
 from convc import compiler
 from convc.bench import cases, peers
-from convc.lower import nest, schedule
+from convc.lower import input_blocks, nest, schedule
 
-MODULES = {"S": schedule, "N": nest}
+MODULES = {"S": schedule, "N": nest, "I": input_blocks}
 SLOW = 1.2  # a round is slow when the default kernel took this much more than its best
 
 
