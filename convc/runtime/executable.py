@@ -42,7 +42,7 @@ from ..codegen.module import PROFILE_ENTRY
 from ..loops import Program
 from . import cache, llvm
 from .objects import compile_objects
-from .parallel import ensure_loaded
+from .parallel import call_threads, ensure_loaded
 
 ALIGN = 64
 #: From this many bytes, the params are copied into one block and the arena allocated,
@@ -354,12 +354,11 @@ class Executable:
                     copy_back.append((array, scratch))
                 pointer = address(scratch)
             self._slots[k] = pointer
+        threads = call_threads(threads or self.threads)
         if ticks is None:
-            self._entry(self._slots, arena.pointer, syms, threads or self.threads)
+            self._entry(self._slots, arena.pointer, syms, threads)
         else:
-            self._profile_entry(
-                self._slots, arena.pointer, syms, threads or self.threads, ticks.ctypes.data
-            )
+            self._profile_entry(self._slots, arena.pointer, syms, threads, ticks.ctypes.data)
         for target, scratch in copy_back:
             target[...] = scratch
 

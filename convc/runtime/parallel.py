@@ -6,6 +6,13 @@ why). `ensure_loaded` makes those symbols resolvable before any code is finalise
 libgomp (shipped with gcc) into the process; without it, it registers ctypes stand-ins that
 run the region on the calling thread, so code still runs, on one core.
 
+Fork: libgomp's thread pool does not survive ``fork``. A child forked after the parent ran a
+parallel region (`multiprocessing`'s default start method on Linux before Python 3.14)
+inherits a pool whose workers do not exist there, and its first ``GOMP_parallel`` waits for
+them forever. `call_threads` therefore runs every call of such a child on one thread (the
+entry point then calls each region's body directly, never libgomp) and warns once; the
+"spawn" and "forkserver" start methods give workers their own pool.
+
 Wait policy: workers spin after a region, then sleep, but for less long than libgomp's
 default. Measured on 2 cores shared with other work (Zen 4): a register-blocked 3x3 conv ran
 at about 300 GFLOP/s on 2 threads spinning against 150 (the 1-thread speed) with
@@ -35,6 +42,7 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import warnings
 
 import llvmlite.binding as llvm
 
@@ -48,6 +56,41 @@ _LOADED: list = []
 #: libgomp's spin iterations before a worker sleeps (see the module docstring).
 SPIN_COUNT = 30_000
 _USER_WAIT_SETTINGS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
+
+
+#: Whether this process ran a parallel region (libgomp's pool exists), and whether it is a
+#: child forked after its parent had (the pool it inherited has no workers).
+_TEAM = {"started": False, "inherited": False}
+
+
+def call_threads(threads: int) -> int:
+    """The thread count a native call may use: `threads`, or 1 in a process forked after
+    its parent ran a parallel region (see the module docstring)."""
+    if _TEAM["inherited"]:
+        if threads > 1:
+            _warn_forked()
+        return 1
+    if threads > 1:
+        _TEAM["started"] = True
+    return threads
+
+
+@functools.cache
+def _warn_forked() -> None:
+    warnings.warn(
+        "convc: this process was forked after its parent ran parallel code, and libgomp's "
+        "threads do not survive fork: models run on one thread here (start worker "
+        "processes with the 'spawn' or 'forkserver' method to run them in parallel)",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def _after_fork_in_child() -> None:
+    _TEAM["inherited"] = _TEAM["inherited"] or _TEAM["started"]
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @functools.cache
