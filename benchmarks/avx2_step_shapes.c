@@ -28,7 +28,7 @@
  *                                no weight loads (fewer instructions, more loads)
  *   FMA + ...                    the 12 FMA chains with, each iteration, 10 nops, or
  *                                loads from L1 that feed nothing: 3 broadcasts and
- *                                a vector, 6 and 2 (the count of convc's step), 8
+ *                                a vector, 6 alone, 6 and 2 (the count of convc's step), 8
  *                                and 4, or 8 vectors: how many loads 12 FMAs carry
  *                                at full speed (ONNX Runtime's step has 7)
  *
@@ -192,6 +192,7 @@ static void nested_32x3_operands(void) {
 FMA_WITH(fma_only, "")
 FMA_WITH(fma_nops, "nop\n nop\n nop\n nop\n nop\n nop\n nop\n nop\n nop\n nop\n")
 FMA_WITH(fma_3_broadcasts, BROADCASTS_3 VECTOR("32", "12"))
+FMA_WITH(fma_6_only, BROADCASTS_6)
 FMA_WITH(fma_6_broadcasts, BROADCASTS_6 VECTOR("32", "12") VECTOR("64", "13"))
 FMA_WITH(fma_8_broadcasts, BROADCASTS_6 BROADCAST("24", "12") BROADCAST("28", "13") VECTORS_4)
 FMA_WITH(fma_8_vectors, VECTORS_4 VECTOR("160", "13") VECTOR("192", "14") VECTOR("224", "12")
@@ -218,6 +219,7 @@ static const struct {
     {"32x3 weights as operands", nested_32x3_operands},
     {"FMA + 10 nops", fma_nops},
     {"FMA + 3 broadcasts, 1 load", fma_3_broadcasts},
+    {"FMA + 6 broadcasts", fma_6_only},
     {"FMA + 6 broadcasts, 2 loads", fma_6_broadcasts},
     {"FMA + 8 broadcasts, 4 loads", fma_8_broadcasts},
     {"FMA + 8 loads", fma_8_vectors},
