@@ -90,7 +90,8 @@ def _after_fork_in_child() -> None:
     _TEAM["inherited"] = _TEAM["inherited"] or _TEAM["started"]
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+if hasattr(os, "register_at_fork"):  # no fork, nothing to register (Windows)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @functools.cache
@@ -100,10 +101,11 @@ def ensure_loaded() -> str:
     if path is not None:
         try:
             with spin_count_while_loading():
-                _LOADED.append(ctypes.CDLL(path, mode=os.RTLD_GLOBAL | os.RTLD_NODELETE))
+                mode = ctypes.RTLD_GLOBAL | getattr(os, "RTLD_NODELETE", 0)
+                _LOADED.append(ctypes.CDLL(path, mode=mode))
                 llvm.load_library_permanently(path)
             return "libgomp"
-        except RuntimeError:
+        except (OSError, RuntimeError):
             pass
     _install_serial()
     return "serial"
