@@ -70,7 +70,7 @@ def call_threads(threads: int) -> int:
         if threads > 1:
             _warn_forked()
         return 1
-    if threads > 1:
+    if threads > 1 and ensure_loaded() == "libgomp":
         _TEAM["started"] = True
     return threads
 
