@@ -197,3 +197,23 @@ def test_child_forked_after_a_parallel_run_runs_on_one_thread():
     done = run_python(code, {**os.environ, "CONVC_CACHE": "0"}, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["0"]
+
+
+def test_child_forked_before_any_parallel_run_keeps_its_threads():
+    """Only a pool the parent started is lost in the child: compiled but not yet run in
+    parallel, the child runs its own pool, without a warning."""
+    code = (
+        "import os, warnings, numpy as np, convc; from ir import Graph; g = Graph('r'); "
+        "g.add_input('x', (1, 64, 64, 64)); g.add_node('relu', ['x'], {}, name='y'); "
+        "g.set_outputs('y'); m = convc.compile(g, threads=2); "
+        "x = -np.arange(64**3, dtype=np.float32).reshape(1, 64, 64, 64) + 1000; pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    with warnings.catch_warnings(record=True) as said:\n"
+        "        warnings.simplefilter('always')\n"
+        "        ok = (m.run({'x': x})['y'] == np.maximum(x, 0)).all()\n"
+        "    os._exit(0 if ok and not said else 3)\n"
+        "print(os.waitpid(pid, 0)[1])"
+    )
+    done = run_python(code, {**os.environ, "CONVC_CACHE": "0"}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0"]
