@@ -10,9 +10,9 @@ the rounds where the default ran within 1.2x of its fastest round ("fast") and o
 others ("slow").
 
 A variant is `;`-separated assignments, each `module.NAME=expr` for a constant of
-`convc.lower.schedule` (`S.`), `convc.lower.nest` (`N.`) or `convc.lower.input_blocks` (`I.`), or `field=expr` for a field
-of the register file's `RegisterBlocks` (`schedule.blocks()`); an empty variant is the
-default, which always runs first:
+`convc.lower.schedule` (`S.`), `convc.lower.nest` (`N.`) or `convc.lower.input_blocks`
+(`I.`), or `field=expr` for a field of the register file's `RegisterBlocks`
+(`schedule.blocks()`); an empty variant is the default, which always runs first:
 
     python benchmarks/slow_rounds.py --layer 128:28 --rounds 200 \\
         "N.PREFETCH_MAX_USES=0" "max_column=4;min_column=4;wide_max_column=4"
@@ -79,8 +79,10 @@ def main() -> None:
     parser.add_argument("--pause", type=float, default=0.2, help="seconds between rounds")
     args = parser.parse_args()
     if args.model:
-        case = next(c for c in cases.model_cases([args.batch]) if c.name == args.model)
-        graph, inputs = case.build()
+        models = {c.name: c for c in cases.model_cases([args.batch])}
+        if args.model not in models:
+            parser.error(f"--model {args.model!r}: one of {', '.join(models)}")
+        graph, inputs = models[args.model].build()
     else:
         channels, size = map(int, args.layer.split(":"))
         graph, inputs = cases._conv_layer(channels, channels, size, 3, 1, 1)(args.batch)
