@@ -17,7 +17,7 @@ import sympy
 from child_process import run_python
 
 from convc import CodegenError, runtime
-from convc.codegen import generate
+from convc.codegen import generate, vmath
 from convc.loops import (
     Alloc,
     Assign,
@@ -221,6 +221,25 @@ def test_vector_math_error_bounds(op, width, math_target):
     tiny = np.isfinite(ref) & (np.abs(ref) < TINY)
     limit = 2e-45 if op != "sigmoid" else TINY  # sigmoid flushes below -88.72 (documented)
     assert np.all(np.abs(y[tiny] - ref[tiny]) <= limit)
+
+
+@pytest.mark.parametrize("op", ["exp", "sigmoid"])
+def test_vector_math_short_path_matches_the_whole_bit_for_bit(op, math_target):
+    """Without ``vscalefps``, exp and sigmoid run a vector whose lanes all give normal
+    results by a short path (`vmath._when_normal`), any other vector by the whole
+    computation. The same in-range values, alone and beside an out-of-range lane (200.0 in
+    each vector's first lane, which sends it down the whole computation), agree bitwise."""
+    low, high = vmath.NORMAL_EXP
+    values = np.linspace(low, high, 16 * 20_000).astype(np.float32)
+    if op == "sigmoid":
+        values = -values  # sigmoid takes the short path on -x
+    mixed = values.copy()
+    mixed[::16] = 200.0
+    program = unary_program(op, 16)
+    short = run(program, {"x": values}, {"y": values.shape}, {"N": values.size})["y"]
+    whole = run(program, {"x": mixed}, {"y": mixed.shape}, {"N": mixed.size})["y"]
+    kept = np.arange(values.size) % 16 != 0
+    np.testing.assert_array_equal(short[kept].view(np.uint32), whole[kept].view(np.uint32))
 
 
 @pytest.mark.slow
@@ -509,8 +528,9 @@ def blocked_conv3x3(channels: int, size: int, row_block: int) -> Program:
 
 @pytest.mark.slow
 def test_blocked_conv_speed_and_result():
-    """ResNet-18's 3x3 64->64 @56 layer (batch 1) as a register-blocked loop nest; prints
-    GFLOP/s (2 * MACs / time, best and median of 30) for 1 and 2 threads."""
+    """ResNet-18's 3x3 64->64 @56 layer (batch 1) as a register-blocked loop nest of
+    `<16 x float>` FMAs; prints GFLOP/s (2 * MACs / time, best and median of 30) for 1 and 2
+    threads, for information only: speed is measured by benchmarks, never asserted."""
     import time
 
     channels, size = 64, 56
@@ -523,7 +543,9 @@ def test_blocked_conv_speed_and_result():
     wb = runtime.aligned_empty((4, 4, 3, 3, 16, 16), np.float32)
     wb[...] = w.reshape(4, 16, 4, 16, 3, 3).transpose(0, 2, 4, 5, 3, 1)
     y = runtime.aligned_empty((4, size, size, 16), np.float32)
-    exe = runtime.load(blocked_conv3x3(channels, size, 14))
+    program = blocked_conv3x3(channels, size, 14)
+    assert "llvm.fma.v16f32" in str(generate(program).module), "the block is not vectorised"
+    exe = runtime.load(program)
     exe.run({"x": xb, "w": wb}, {"y": y}, {})
     plain = sum(
         np.einsum(
@@ -546,7 +568,6 @@ def test_blocked_conv_speed_and_result():
         print(
             f"blocked conv 3x3 64->64 @56, {threads} thread(s): best {best:.0f}, median {median:.0f} GFLOP/s"
         )
-        assert best > 20, "the register-blocked kernel is no longer vectorised"
 
 
 def test_parallel_body_captures_lets_and_outer_loop_variables():

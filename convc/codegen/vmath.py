@@ -12,7 +12,13 @@ overflow thresholds, +-0, +-inf, NaN); tests/test_codegen.py asserts these bound
 - exp: relative error <= 1.5e-7 (about 1 ulp) for normal results; subnormal results within
   1 ulp of the subnormal grid; exactly 0 below -103.98 and +inf above 88.73. (Cephes
   ``expf`` range reduction and polynomial; the power of two applied by ``vscalefps`` on
-  AVX-512 targets, else in two halves. The tests check both.)
+  AVX-512 targets, else in two halves. The tests check both.) Without ``vscalefps`` a
+  vector whose lanes all lie in NORMAL_EXP (normal results) takes a short path, one
+  branch a vector (`_when_normal`): the power of two added to the exponent bits, no
+  clamps or selects, bit for bit the same results. On a Zen 3 (AVX2), one thread, kernel
+  us over 64 planes of 56x56 (A/B, alternating processes, fastest of 30 profiles):
+  ELU 124 -> 92, SELU 130-136 -> 98, SiLU 131 -> 107, sigmoid 124 -> 91; softmax over
+  64 rows of 1000 47 -> 35; tanh (no exp) 60-61 either way.
 - log: relative error <= 1.2e-7 on positive finite inputs, subnormals included; log(+-0) =
   -inf, log(x<0) = NaN, log(inf) = inf. (Cephes ``logf``.)
 - tanh: relative error <= 3.3e-7 (5.4 ulp at most, towards +-1): ``x P(x^2) / Q(x^2)``, a
@@ -66,6 +72,9 @@ ERF_Q = (0.0005460431965375712, 0.009942470120651208, 0.09147303751159507,
          0.45712264772960953, 1.0)  # fmt: skip
 SQRT2 = 1.41421356237309515
 EXP_OVERFLOW = 88.72283935546875  # the largest float32 x whose exp(x) is finite
+#: x whose e**x is a normal float with n = rint(x / ln 2) in [-125, 127] (y in [0.707, 1.415]
+#: times 2**n): there 2**n can be added to y's exponent bits (`_exp_normal`).
+NORMAL_EXP = (-86.9, 88.3)
 LIBM = {"exp": "llvm.exp", "log": "llvm.log"}
 SCALEF_LANES = 16  # ``vscalefps`` on a zmm register
 I16 = ir.IntType(16)
@@ -116,24 +125,64 @@ def _exp(o: _Ops, x):
     subnormal; a NaN stays NaN), 15 vector instructions against 29: over 64 planes of
     56x56, kernel us, two halves -> ``llvm.ldexp`` of an integer n -> ``vscalefps`` of
     the float n (no conversion, no NaN select): elu 74 -> 53 -> 46-48, sigmoid 89 -> 64
-    -> 58-59. Vectors of other widths and scalars take ``llvm.ldexp``. Without, 2**n is
-    built in the exponent bits in two halves (so a subnormal result is one rounding) and
-    the limits are selected."""
+    -> 58-59. Vectors of other widths and scalars take ``llvm.ldexp``. Without, a vector
+    whose results are all normal adds n to y's exponent bits (`_exp_normal`), any other
+    takes `_exp_careful`."""
     b = o.b
-    y, n = _exp_reduced(o, _clamp(o, x, -104.0, 89.0))
     lanes = o.t.count if isinstance(o.t, ir.VectorType) else 1
     if o.scalef and lanes >= SCALEF_LANES and not lanes & (lanes - 1):
-        return _scalef(b, y, n)
+        return _scalef(b, *_exp_reduced(o, _clamp(o, x, -104.0, 89.0)))
+    if not o.scalef:
+        return _when_normal(o, x, lambda: _exp_normal(o, x), lambda: _exp_careful(o, x))
+    y, n = _exp_reduced(o, _clamp(o, x, -104.0, 89.0))
     ni = b.fptosi(n, o.it)  # poison for a NaN x: its lane is replaced by x below
-    if o.scalef:
-        suffix = f"{type_suffix(o.t)}.{type_suffix(o.it)}"
-        ldexp = declare(b.module, f"llvm.ldexp.{suffix}", o.t, [o.t, o.it])
-        return b.select(o.isnan(x), x, b.call(ldexp, [y, ni]))
+    suffix = f"{type_suffix(o.t)}.{type_suffix(o.it)}"
+    ldexp = declare(b.module, f"llvm.ldexp.{suffix}", o.t, [o.t, o.it])
+    return b.select(o.isnan(x), x, b.call(ldexp, [y, ni]))
+
+
+def _exp_careful(o: _Ops, x):
+    """e**x over all of float32 without ``vscalefps``: 2**n in two halves (a subnormal
+    result is one rounding), the limits and NaN selected."""
+    b = o.b
+    y, n = _exp_reduced(o, _clamp(o, x, -104.0, 89.0))
+    ni = b.fptosi(n, o.it)  # poison for a NaN x: its lane is replaced by x below
     half = b.ashr(ni, o.ci(1))
     y = b.fmul(b.fmul(y, o.pow2(half)), o.pow2(b.sub(ni, half)))
     y = b.select(o.gt(x, o.c(EXP_OVERFLOW)), o.c(float("inf")), y)
     y = b.select(o.lt(x, o.c(-103.97820568084717)), o.c(0.0), y)
     return b.select(o.isnan(x), x, y)
+
+
+def _exp_normal(o: _Ops, x):
+    """e**x for x in NORMAL_EXP (a normal result, n in [-125, 127]): n added to y's
+    exponent bits, exact there, so bit for bit `_exp_careful`'s result."""
+    b = o.b
+    y, n = _exp_reduced(o, x)
+    bits = b.add(b.bitcast(y, o.it), b.shl(b.fptosi(n, o.it), o.ci(23)))
+    return b.bitcast(bits, o.t)
+
+
+def _when_normal(o: _Ops, t, normal, careful):
+    """`normal()` when every lane of `t` lies in NORMAL_EXP (NaN does not), else
+    `careful()`: one branch a vector. Inputs of a model's activations nearly always lie
+    there, so the loop runs the short path (no clamps, no selects for the ends of the
+    range and NaN, one power of two), and a vector with any lane outside takes the whole
+    computation."""
+    b = o.b
+    low, high = NORMAL_EXP
+    inside = b.and_(b.fcmp_ordered(">=", t, o.c(low)), b.fcmp_ordered("<=", t, o.c(high)))
+    if isinstance(o.t, ir.VectorType):
+        inside = intrinsic(b, "llvm.vector.reduce.and", [inside], ret=ir.IntType(1))
+    with b.if_else(inside, likely=True) as (then, otherwise):
+        with then:
+            fast, fast_block = normal(), b.block
+        with otherwise:
+            slow, slow_block = careful(), b.block
+    result = b.phi(o.t)
+    result.add_incoming(fast, fast_block)
+    result.add_incoming(slow, slow_block)
+    return result
 
 
 def _clamp(o: _Ops, x, low: float, high: float):
@@ -216,16 +265,24 @@ def _sigmoid(o: _Ops, x):
     built in the exponent bits (normal, or 0 at n = -126, where 1 + e rounds to 1
     anyway), and e = 2y * 2**(n-1) is finite; past EXP_OVERFLOW the result is 0, as with
     exp. Subnormal results (x in [-88.72, -87.34]) keep their one rounding, which SiLU's
-    product with x makes a normal float again."""
+    product with x makes a normal float again. A vector whose -x lies in NORMAL_EXP takes
+    exp's short path (`_when_normal`), with the same e."""
     b = o.b
     t = b.fneg(x)
     if o.scalef:
         return b.fdiv(o.c(1.0), b.fadd(o.c(1.0), _exp(o, t)))
-    y, n = _exp_reduced(o, _clamp(o, t, -87.0, EXP_OVERFLOW))
-    e = b.fmul(b.fmul(y, o.c(2.0)), o.pow2(b.sub(b.fptosi(n, o.it), o.ci(1))))
-    s = b.fdiv(o.c(1.0), b.fadd(o.c(1.0), e))
-    s = b.select(o.gt(t, o.c(EXP_OVERFLOW)), o.c(0.0), s)
-    return b.select(o.isnan(x), x, s)
+
+    def careful():
+        y, n = _exp_reduced(o, _clamp(o, t, -87.0, EXP_OVERFLOW))
+        e = b.fmul(b.fmul(y, o.c(2.0)), o.pow2(b.sub(b.fptosi(n, o.it), o.ci(1))))
+        s = b.fdiv(o.c(1.0), b.fadd(o.c(1.0), e))
+        s = b.select(o.gt(t, o.c(EXP_OVERFLOW)), o.c(0.0), s)
+        return b.select(o.isnan(x), x, s)
+
+    def normal():
+        return b.fdiv(o.c(1.0), b.fadd(o.c(1.0), _exp_normal(o, t)))
+
+    return _when_normal(o, t, normal, careful)
 
 
 def _erf(o: _Ops, x):
