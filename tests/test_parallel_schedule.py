@@ -162,20 +162,26 @@ def test_fresh_process_leaves_no_spin_setting_behind():
     assert done.stdout.split()[1] == "None" and done.stdout.split()[0] in ("libgomp", "serial")
 
 
+#: A fresh process's preamble: `m`, a relu over 64^3 floats compiled for two threads (a
+#: parallel kernel), and its input `x`.
+TWO_THREAD_RELU = (
+    "import os, warnings, numpy as np, convc; from ir import Graph; g = Graph('r'); "
+    "g.add_input('x', (1, 64, 64, 64)); g.add_node('relu', ['x'], {}, name='y'); "
+    "g.set_outputs('y'); m = convc.compile(g, threads=2); "
+    "x = -np.arange(64**3, dtype=np.float32).reshape(1, 64, 64, 64) + 1000; "
+)
+
+
 def test_process_exits_cleanly_while_workers_spin():
     """At exit LLVM closes the libraries it loaded; libgomp must stay mapped under workers
     that still spin in it (here for good: OMP_WAIT_POLICY=active), or the process dies."""
-    code = (
-        "import numpy as np, convc; from ir import Graph; g = Graph('r'); "
-        "g.add_input('x', (1, 64, 64, 64)); g.add_node('relu', ['x'], {}, name='y'); "
-        "g.set_outputs('y'); m = convc.compile(g, threads=2); "
-        "x = np.ones((1, 64, 64, 64), np.float32); "
+    code = TWO_THREAD_RELU + (
         "assert 'parallel' in m.source('loops'); print(m.run({'x': x})['y'].sum())"
     )
     env = {**os.environ, "OMP_WAIT_POLICY": "active", "CONVC_CACHE": "0"}
     done = run_python(code, env)
     assert done.returncode == 0, done.stderr
-    assert float(done.stdout) == 64**3
+    assert float(done.stdout) == 1000 * 1001 / 2
 
 
 @pytest.mark.parametrize("ran_before_fork, warnings_expected", [(True, 1), (False, 0)])
@@ -184,11 +190,7 @@ def test_forked_child_runs_correctly(ran_before_fork, warnings_expected):
     would wait for its workers forever, so it runs serial and says so once; a child forked
     before any parallel run starts its own pool and says nothing."""
     before = "assert (m.run({'x': x})['y'] == want).all(); " if ran_before_fork else ""
-    code = (
-        "import os, warnings, numpy as np, convc; from ir import Graph; g = Graph('r'); "
-        "g.add_input('x', (1, 64, 64, 64)); g.add_node('relu', ['x'], {}, name='y'); "
-        "g.set_outputs('y'); m = convc.compile(g, threads=2); "
-        "x = -np.arange(64**3, dtype=np.float32).reshape(1, 64, 64, 64) + 1000; "
+    code = TWO_THREAD_RELU + (
         f"want = np.maximum(x, 0); {before}pid = os.fork()\n"
         "if pid == 0:\n"
         "    with warnings.catch_warnings(record=True) as said:\n"

@@ -129,12 +129,12 @@ def _exp(o: _Ops, x):
     whose results are all normal adds n to y's exponent bits (`_exp_normal`), any other
     takes `_exp_careful`."""
     b = o.b
-    lanes = o.t.count if isinstance(o.t, ir.VectorType) else 1
-    if o.scalef and lanes >= SCALEF_LANES and not lanes & (lanes - 1):
-        return _scalef(b, *_exp_reduced(o, _clamp(o, x, -104.0, 89.0)))
     if not o.scalef:
         return _when_normal(o, x, lambda: _exp_normal(o, x), lambda: _exp_careful(o, x))
     y, n = _exp_reduced(o, _clamp(o, x, -104.0, 89.0))
+    lanes = o.t.count if isinstance(o.t, ir.VectorType) else 1
+    if lanes >= SCALEF_LANES and not lanes & (lanes - 1):
+        return _scalef(b, y, n)
     ni = b.fptosi(n, o.it)  # poison for a NaN x: its lane is replaced by x below
     suffix = f"{type_suffix(o.t)}.{type_suffix(o.it)}"
     ldexp = declare(b.module, f"llvm.ldexp.{suffix}", o.t, [o.t, o.it])
