@@ -207,19 +207,35 @@ def kernel_listings(listing: str) -> dict[str, str]:
     return dict(zip(parts[1::2], parts[2::2]))
 
 
-def test_blocked_input_lanes_run_inside_every_tap_and_rows_of_seven_split(avx2):
+def test_window_taps_run_unrolled_inside_the_lanes_and_rows_of_seven_split(avx2):
     # the second conv reads a channel-blocked value: its input-channel lanes loop runs
-    # inside both window taps (AVX-512 runs it outside the innermost tap), and its rows of
-    # 7 are split into blocks of at most 6 columns (a block of 7 x 16 channels spilled);
-    # the first, reading NCHW rows, keeps a row of 7 as one block
+    # inside the outer window taps and around the innermost ones, unrolled (AVX-512 keeps
+    # them a loop), and its rows of 7 are split into blocks of at most 6 columns (a block
+    # of 7 x 16 channels spilled); the first, reading NCHW rows, keeps a row of 7 as one
+    # block, its taps unrolled both
     g = two_convs(7)
     first, second = kernel_listings(stage_source(g, "loops")).values()
     assert re.findall(r"alloc acc\d*: f32\[(\d+)\]", first) == ["7"]
     assert all(int(n) <= 6 for n in re.findall(r"alloc acc\d*: f32\[(\d+)\]", second))
-    taps = re.search(r"^( *)for b in 0\.\.3:\n\1  for c_\w+ in 0\.\.16:", second, re.MULTILINE)
-    assert taps, second
+    assert re.search(
+        r"^( *)unrolled for a in 0\.\.3:\n(\1  .*\n)*\1    unrolled for b", first, re.MULTILINE
+    )
+    assert re.search(r"for a in 0\.\.3:\n.*\n *for c_\w+ in 0\.\.16:\n *unrolled for b", second)
     for batch in (1, 3):
         assert_compiled_matches(g, inputs_for(g, batch))
+
+
+def test_broadcasts_that_unrolled_copies_share_load_apart_when_asked(avx2):
+    # tap b of column j + 1 reads what tap b + 1 of column j reads: with rolled blocks
+    # (16 registers) each copy loads its own, volatile, so that LLVM keeps none alive
+    # across copies; the stem-like 7-tap conv's taps stay a loop, so its broadcasts
+    # repeat in no two copies and load as usual
+    _, _, program = lower_graph(two_convs(7))
+    apart = str(generate(program, rolled_blocks=True).module)
+    assert re.search(r"load volatile float, ptr %\S+$", apart, re.MULTILINE)
+    assert "load volatile" not in str(generate(program, rolled_blocks=False).module)
+    _, _, stem = lower_graph(conv(*CONVS["stem-like 7x7 stride 2"]))
+    assert "load volatile" not in str(generate(stem, rolled_blocks=True).module)
 
 
 def test_avx512_blocked_input_lanes_run_outside_the_innermost_tap():

@@ -66,7 +66,7 @@ class FunctionEmitter:
         self.b = ir.IRBuilder(self.entry)
         self.buffers, self.env, self.locals = buffers, env, locals_
         self.ix = IndexEmitter(self.b, env)
-        self.mem = Memory(self.b, self.program, buffers, self.ix)
+        self.mem = Memory(self.b, self.program, buffers, self.ix, module_ctx.rolled_blocks)
         self.vec: VecCtx | None = None
         self.in_parallel = False
         self.nthreads = None
@@ -242,9 +242,11 @@ class FunctionEmitter:
             return
         start = self.index(s.start)
         saved = self.env.get(s.var.name)
+        self.mem.unrolled[s.var.name] = int(extent)
         for k in range(int(extent)):
             self.env[s.var.name] = start if k == 0 else self.b.add(start, i64(k))
             self.stmt(s.body)
+        del self.mem.unrolled[s.var.name]
         self._restore(s.var.name, saved)
 
     def _row_stores(self, s: L.For, count: int) -> bool:

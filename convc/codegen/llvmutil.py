@@ -150,6 +150,25 @@ def for_range(
     b.position_at_end(done)
 
 
+class _VolatileLoad(ir.instructions.LoadInstr):
+    """``load volatile``, which llvmlite's builder does not write."""
+
+    def descr(self, buf):
+        [ptr] = self.operands
+        buf.append(f"load volatile {self.type}, {ptr.type} {ptr.get_reference()}\n")
+
+
+def load_apart(b: ir.IRBuilder, ptr: ir.Value, typ: ir.Type) -> ir.Value:
+    """A load LLVM keeps where it stands: never merged with an equal load nor moved past
+    another memory access (a volatile load, of memory no one else writes). For the
+    broadcasts of unrolled register-block copies that read the same element (tap b of
+    column j + 1 and tap b + 1 of column j): shared, each lives across copies and the
+    accumulators spill (`memory.Memory.load`)."""
+    load = _VolatileLoad(b.block, ptr, typ=typ)
+    b._insert(load)
+    return load
+
+
 def _unroll_disabled(module: ir.Module) -> ir.MDValue:
     """A fresh loop ID ``!n = !{!n, !{"llvm.loop.unroll.disable"}}``: LLVM reads a loop's
     properties from a node whose first operand is the node itself, one node a loop."""

@@ -12,6 +12,7 @@ condition that keeps an index inside its buffer protects the access as it would 
 
 from __future__ import annotations
 
+import itertools
 import platform
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -22,7 +23,18 @@ from llvmlite import ir
 from ..loops import ir as L
 from ..loops.analysis import known_multiple, walk
 from .index import IndexEmitter, depends_on, stride_in
-from .llvmutil import I1, I32, I64, MEMORY_TYPES, PTR, const, declare, i64, type_suffix
+from .llvmutil import (
+    I1,
+    I32,
+    I64,
+    MEMORY_TYPES,
+    PTR,
+    const,
+    declare,
+    i64,
+    load_apart,
+    type_suffix,
+)
 from .transpose import store_rows
 
 #: A cache line: a non-temporal store writes whole aligned ones (`L.Store.streaming`).
@@ -64,6 +76,24 @@ def _whole_last_axis(buf: L.Buffer, index: tuple, vec: VecCtx) -> bool:
 
 
 @lru_cache(maxsize=65536)
+@lru_cache(maxsize=4096)
+def _repeats_between_copies(flat: sympy.Expr, unrolled: tuple) -> bool:
+    """Whether two copies of the unrolled loops (`unrolled`: (variable, extent) pairs)
+    read the same element at `flat`: a conv's unrolled taps and register-block columns,
+    ``b + j``. Only an index linear in them with integer steps is looked at."""
+    steps = []
+    for var, extent in unrolled:
+        if depends_on(flat, var):
+            step = stride_in(flat, var)
+            if step is None or not step.is_Integer:
+                return False
+            steps.append([int(step) * k for k in range(extent)])
+    if len(steps) < 2:
+        return False
+    offsets = [sum(parts) for parts in itertools.product(*steps)]
+    return len(set(offsets)) < len(offsets)
+
+
 def flat_index(buf: L.Buffer, index: tuple) -> sympy.Expr:
     """Row-major linear index of `index` into `buf` (rank checked)."""
     if len(index) != len(buf.shape):
@@ -92,9 +122,19 @@ def _is_vec(v: ir.Value) -> bool:
 class Memory:
     """Loads and stores of one function; `ix` emits indices over the live environment."""
 
-    def __init__(self, b: ir.IRBuilder, program: L.Program, buffers: dict, ix: IndexEmitter):
+    def __init__(
+        self,
+        b: ir.IRBuilder,
+        program: L.Program,
+        buffers: dict,
+        ix: IndexEmitter,
+        broadcasts_apart: bool = False,
+    ):
         self.b, self.program, self.buffers, self.ix, self.env = b, program, buffers, ix, ix.env
         self.decl = {buf.name: buf for buf in program.buffers}
+        self.broadcasts_apart = broadcasts_apart
+        #: the unrolled loops being emitted, by variable: their extents
+        self.unrolled: dict[str, int] = {}
 
     def load(self, node: L.Load, vec: VecCtx | None) -> ir.Value:
         buf = self.decl[node.buffer]
@@ -103,6 +143,9 @@ class Memory:
         b = self.b
         if vec is None or not depends_on(flat, vec.var):
             ptr = self._gep(node.buffer, etype, flat)
+            apart = vec is not None and self.broadcasts_apart
+            if apart and _repeats_between_copies(flat, tuple(self.unrolled.items())):
+                return to_value(b, load_apart(b, ptr, etype), buf.dtype)
             return to_value(b, b.load(ptr, typ=etype), buf.dtype)
         vt = ir.VectorType(etype, vec.width)
         stride = stride_in(flat, vec.var)

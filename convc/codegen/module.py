@@ -208,7 +208,9 @@ def generate(
     conv's kernel-column loop lets it share each input broadcast between the copies, which
     with 16 vector registers keeps more live than the block leaves, and it spills (AVX2,
     3x3 64->64 @56 in blocks of 6 columns x 16 channels: 4.7 -> 2.8 ms); loop IR unrolls
-    what pays already. `masked_stores`: a store of a vector's first elements under a mask
+    what pays already. For the same reason a broadcast that unrolled copies would share
+    is loaded in each copy apart (`llvmutil.load_apart`), so that unrolled window taps
+    (`lower.registers.RegisterBlocks.taps_unrolled`) compile without spills. `masked_stores`: a store of a vector's first elements under a mask
     is one fast instruction (AVX-512's k-masks, unlike AVX2's ``vmaskmovps``, 17-20 cycles
     on a Zen 3), so the rows of a transposed register block store that way (`transpose`)."""
     verify_program(program)

@@ -60,7 +60,10 @@ PREFETCH_MAX_USES = 1024
 #: code LLVM compiles (ResNet-18 cold 3.5 -> 5.8 s). Five
 #: taps (LeNet-5's 5x5 conv) measured slower unrolled (2.2 -> 3.7 us), seven (the stem)
 #: no different, and a depthwise conv's taps (one input channel) slower too (3x3 on 32
-#: planes of 112x112: 0.134 -> 0.188 ms), so they stay loops.
+#: planes of 112x112: 0.134 -> 0.188 ms), so they stay loops. With AVX2's blocks the
+#: innermost taps unroll too (`RegisterBlocks.taps_unrolled`): over an NCHW input on a Zen 3
+#: guest (80 rounds, fastest / median / slowest, ms) 3x3 128 @28 2.23 / 2.43 / 3.03 against
+#: 2.27 / 2.62 / 3.95, 64 @56 2.31 / 2.51 / 2.95 against 2.33 / 2.54 / 3.61.
 UNROLLED_TAPS = 3
 #: NCHW inputs of at least this many channels, and bytes an image, get a hint for each
 #: plane's next row (`_planes_read`): 3x3 64 @56 (800 KB an image) reading an NCHW input
@@ -398,11 +401,8 @@ def _reduce_loops(nest: Nest, atoms, acc: str) -> loops.Stmt:
     if nest.prefetch:
         stmt = loops.Block((*nest.prefetch, stmt))
     inner = _lanes_inside(nest, atoms)  # channel lanes inside the outer taps
-    innermost = inner is not None and blocks().lanes_innermost  # and inside every tap
-    if innermost:
-        stmt = _around_innermost(nest, stmt, inner)
     for level in range(len(te.reduce_indices) - 1, -1, -1):
-        if level == len(te.reduce_indices) - 2 and not innermost:
+        if level == len(te.reduce_indices) - 2:
             stmt = _around_innermost(nest, stmt, inner)
         stmt = _guard(stmt, [a for a in atoms if depth[a] == level], scope)
         var, extent = loops.loop_var(str(te.reduce_indices[level])), te.reduce_shape[level]
@@ -417,29 +417,32 @@ def _reduce_loops(nest: Nest, atoms, acc: str) -> loops.Stmt:
             extent = sympy.sympify(extent) / size
         lanes = te.reduce_indices[level] == nest.reduced  # a partial accumulator a lane
         kind = {"kind": "vectorized", "width": nest.width, "tail": "masked"} if lanes else {}
-        if not (kind or inner) and _unrolled_taps(te, level, extent):
+        if not kind and _unrolled_taps(te, level, extent, inner is not None):
             kind = {"kind": "unrolled"}
         stmt = loops.For(var, 0, extent, stmt, **kind)
     return _guard(stmt, [a for a in atoms if depth[a] == -1], scope)
 
 
 def _around_innermost(nest: Nest, stmt: loops.Stmt, inner: tuple | None) -> loops.Stmt:
-    """The body of the loop around the innermost tap's (`stmt`, that loop), or of the
-    register block's step where the lanes run innermost: the next pass's weight hints
-    (`nest.spread`), the hint for an NCHW input's next row (`nest.planes`), and around
-    them the lanes loop of a blocked input (`inner`)."""
+    """The body of the loop around the innermost tap's (`stmt`, that loop): the next
+    pass's weight hints (`nest.spread`), the hint for an NCHW input's next row
+    (`nest.planes`), and around them the lanes loop of a blocked input (`inner`)."""
     hints = (*nest.spread, *((_next_row_hint(nest),) if nest.planes else ()))
     stmt = loops.Block((*hints, stmt)) if hints else stmt
     return loops.For(inner[0], 0, inner[1], stmt) if inner else stmt
 
 
-def _unrolled_taps(te: TensorExpr, level: int, extent) -> bool:
-    """Whether the reduction loop at `level` is a window's outer taps inside the channels
-    with at most UNROLLED_TAPS of them, over more than one input channel (not a depthwise
-    conv's), to run unrolled (the caller checks that no lanes loop sits inside it)."""
+def _unrolled_taps(te: TensorExpr, level: int, extent, lanes_inside: bool) -> bool:
+    """Whether the reduction loop at `level` is a window's taps inside the channels with at
+    most UNROLLED_TAPS of them, over more than one input channel (not a depthwise conv's),
+    to run unrolled: the outer taps where no lanes loop sits inside them (`lanes_inside`),
+    and with `RegisterBlocks.taps_unrolled` the innermost taps as well."""
     few = sympy.sympify(extent).is_number and int(extent) <= UNROLLED_TAPS
     channels = sympy.sympify(te.reduce_shape[0]) != 1
-    return few and channels and 0 < level == len(te.reduce_indices) - 2
+    last = len(te.reduce_indices) - 1
+    outer = level == last - 1 and not lanes_inside
+    innermost = level == last and blocks().taps_unrolled
+    return few and channels and level > 0 and (outer or innermost)
 
 
 def _lanes_inside(nest: Nest, atoms) -> tuple | None:
@@ -458,14 +461,15 @@ def _lanes_inside(nest: Nest, atoms) -> tuple | None:
     in the same order ([o_b][c_b][a][c_l][b][o_i]) measured no faster. Not when a bound
     check involves the channel (it would sit outside the loop binding it).
 
-    With AVX2's blocks (`RegisterBlocks.lanes_innermost`) the lanes run inside every tap,
-    `c_b, a, b, c_l`: a block of 6 columns x 16 channels is 12 FMAs a step, and a loop of
-    3 taps around so short a body cost its loop and border checks every 3 steps where the
-    lanes' loop costs them every 16. ResNet-18's 3x3 kernels at batch 1 on a Zen 3 (A/B in
-    one process, fastest of 40 profiles, ms): @14 3.25 -> 2.26, 2.99 -> 2.27, 2.69 -> 2.33;
-    @56 2.95 -> 2.59, 3.24 -> 2.68; @28 and @7 within the machine's noise; the model 50.1
-    -> 46.4. The outer taps stay rolled around the lanes loop as well: unrolled, they ran
-    no faster and took ResNet-18's cold compile from 5.2 to 9.4 s."""
+    With AVX2's blocks (`RegisterBlocks.taps_unrolled`) the innermost taps inside the
+    lanes loop run unrolled: a step of 3 taps of 12 FMAs, its broadcasts loaded apart
+    (`codegen.generate`'s `rolled_blocks`). Before, the lanes ran inside every tap (`c_b,
+    a, b, c_l`, 12 FMAs a step), which ran as fast at the best of times but lost more when
+    the machine was shared: ResNet-18 at batch 1 on a Zen 3 guest (variants in one
+    process, 100 rounds in rotated order, ms) 36.9 / 42.6 / 50.0 (fastest / median /
+    slowest) against 37.1 / 47.2 / 60.6, its 3x3 kernels' medians 2.6-2.9 against 3.0-3.5
+    and their fastest level or faster. The outer taps stay rolled around the lanes loop:
+    unrolled, they ran no faster and took ResNet-18's cold compile from 5.2 to 9.4 s."""
     te = nest.te
     if len(te.reduce_indices) < 3 or any(te.reduce_indices[0] in a.free_symbols for a in atoms):
         return None

@@ -38,8 +38,9 @@ class RegisterBlocks:
     (DENSE_WIDTH, ROW_BLOCK); `accumulators`: registers a tuner's block may fill
     (MAX_ACCUMULATORS); `border_columns`: fewest columns of a border block of a row split
     around a loop over blocks (`nest._wide_borders`); `lanes`: floats a register;
-    `lanes_innermost`: a channel-blocked input's lanes loop runs inside every window tap,
-    not just outside the innermost one (`nest._lanes_inside`); `input_blocks`: deep convs
+    `taps_unrolled`: a conv's innermost window taps run unrolled as well as its outer
+    ones (`nest._unrolled_taps`), inside the lanes loop of a channel-blocked input;
+    `input_blocks`: deep convs
     over narrow model inputs read a channel-blocked copy (`input_blocks`)."""
 
     wide_tile: int
@@ -56,7 +57,7 @@ class RegisterBlocks:
     accumulators: int
     border_columns: int
     lanes: int
-    lanes_innermost: bool
+    taps_unrolled: bool
     input_blocks: bool
 
 

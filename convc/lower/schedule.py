@@ -209,7 +209,7 @@ AVX512_BLOCKS = RegisterBlocks(
     accumulators=MAX_ACCUMULATORS,
     border_columns=1,
     lanes=16,
-    lanes_innermost=False,
+    taps_unrolled=False,
     input_blocks=False,
 )
 AVX2_BLOCKS = RegisterBlocks(
@@ -227,7 +227,7 @@ AVX2_BLOCKS = RegisterBlocks(
     accumulators=12,
     border_columns=4,
     lanes=8,
-    lanes_innermost=True,
+    taps_unrolled=True,
     input_blocks=True,
 )
 #: The attributes `tuning_key` includes.
