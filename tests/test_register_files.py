@@ -212,14 +212,13 @@ def test_window_taps_run_unrolled_inside_the_lanes_and_rows_of_seven_split(avx2)
     # inside the outer window taps and around the innermost ones, unrolled (AVX-512 keeps
     # them a loop), and its rows of 7 are split into blocks of at most 6 columns (a block
     # of 7 x 16 channels spilled); the first, reading NCHW rows, keeps a row of 7 as one
-    # block, its taps unrolled both
+    # block, and its 14 accumulators leave no registers for unrolled innermost taps
     g = two_convs(7)
     first, second = kernel_listings(stage_source(g, "loops")).values()
     assert re.findall(r"alloc acc\d*: f32\[(\d+)\]", first) == ["7"]
     assert all(int(n) <= 6 for n in re.findall(r"alloc acc\d*: f32\[(\d+)\]", second))
-    assert re.search(
-        r"^( *)unrolled for a in 0\.\.3:\n(\1  .*\n)*\1    unrolled for b", first, re.MULTILINE
-    )
+    assert re.search(r"^ *unrolled for a in 0\.\.3:$", first, re.MULTILINE)
+    assert re.search(r"^ *for b in 0\.\.3:$", first, re.MULTILINE)
     assert re.search(r"for a in 0\.\.3:\n.*\n *for c_\w+ in 0\.\.16:\n *unrolled for b", second)
     for batch in (1, 3):
         assert_compiled_matches(g, inputs_for(g, batch))
