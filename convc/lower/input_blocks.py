@@ -7,17 +7,20 @@ scratch of its own) and the conv rewritten to read it, with the schedule of a co
 blocked values.
 
 Why: a model's input stays NCHW (the caller's array), so a conv reading it runs the
-reduction `c, a, b` over planes, with a loop of 3 window taps innermost; over channel
-blocks the same conv runs its input lanes inside every tap (`nest._lanes_inside`), the
-schedule measured fastest on AVX2. Where the reduction is deep and the rows narrow, the
-input is small beside the work: 3x3 512 @7 reads 100 KB for 231 MFLOP. Measured on a
+reduction `c, a, b` over planes, where a row of 7 is one register block of 14 registers
+that leaves none for unrolled taps (`nest._unrolled_taps`); over channel blocks the same
+conv runs its input lanes around its unrolled innermost taps (`nest._lanes_inside`) in
+blocks of 4 + 3. Where the reduction is deep and the rows narrow, the input is small
+beside the work: 3x3 512 @7 reads 100 KB for 231 MFLOP. Measured on a
 Zen 3 (AVX2, one thread, the layer alone, with and without the copy compiled in one
 process and timed in rounds beside ONNX Runtime, `benchmarks/slow_rounds.py`; ms, median
 of the rounds at the machine's usual speed / of its slow ones): 3x3 512 @7 3.18 -> 2.55
 / 3.58 -> 3.67 (ONNX Runtime 2.96 / 3.32), at batch 8 25.6 -> 24.0; 3x3 256 @14 2.44 ->
 2.39 / 3.93 -> 3.49. Shallower or wider layers lost (3x3 128 @28, all rounds: 3.52 ->
 3.85), so they keep their NCHW kernel: a layer qualifies with at least MIN_DEPTH input
-channels and rows of at most MAX_WIDTH columns.
+channels and rows of at most MAX_WIDTH columns. With unrolled innermost taps (60 rounds,
+fast / slow rounds): 512 @7 2.43 / 2.94 ms against 3.81 / 4.21 without the copy (ONNX
+Runtime 2.61 / 3.15); 256 @14 2.25 / 2.85 against 2.20 / 2.76, level.
 Only with AVX2's register blocks (`RegisterBlocks.input_blocks`): on AVX-512, converting
 3x3 64 @56's input cost more than it gained, and no deeper layer has been measured.
 """

@@ -190,7 +190,7 @@ MAX_ACCUMULATORS = 28
 #: 512 @7 (A/B) a row of 7 3.6, 6 + 1 5.7, 4 + 3 5.7; 3x3 128 @28 (A/B) blocks of 6 3.7,
 #: of 7 6.8; 1x1 s2 64->128 @56 (28 columns, A/B) blocks of 4 0.43, 5 0.39, 6 0.35, so
 #: split rows take 6 whatever they leave over. A conv reading a channel-blocked value runs
-#: its input lanes innermost (`nest._lanes_inside`), and there a row of 7 is split
+#: its input lanes inside its taps (`nest._lanes_inside`), and there a row of 7 is split
 #: (`blocked_max_row`), 4 + 3: ResNet-18's 3x3 512 @7 kernels 3.2-3.5 -> 2.4 ms (A/B, the
 #: fastest of 20 profiles), where the 14 accumulators of a whole row spilled two, whose
 #: stores and reloads then sat on the FMA chains.
