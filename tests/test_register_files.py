@@ -74,7 +74,7 @@ CONVS = {
     "1x1 stride 2": (16, 32, 29, 1, 2, 0),
     "1x1 over NCHW rows, width vectors": (32, 64, 32, 1, 1, 0),
     "stem-like 7x7 stride 2": (3, 64, 40, 7, 2, 3),
-    "deep 3x3 over a blocked copy of its input": (256, 64, 9, 3, 1, 1),
+    "deep 3x3 over a blocked copy of its input": (256, 64, 7, 3, 1, 1),
     "3x3 over NCHW planes, reduction in chunks": (128, 128, 9, 3, 1, 1),
     "3x3 over rows of 50, a loop over blocks": (16, 16, 50, 3, 1, 1),
     "3x3 over rows of 50, padded on the right only": (16, 16, 50, 3, 1, [1, 0, 1, 1]),
