@@ -75,7 +75,6 @@ def _whole_last_axis(buf: L.Buffer, index: tuple, vec: VecCtx) -> bool:
     return not any(depends_on(sympy.sympify(i), vec.var) for i in lead)
 
 
-@lru_cache(maxsize=65536)
 @lru_cache(maxsize=4096)
 def _repeats_between_copies(flat: sympy.Expr, unrolled: tuple) -> bool:
     """Whether two copies of the unrolled loops (`unrolled`: (variable, extent) pairs)
@@ -94,6 +93,7 @@ def _repeats_between_copies(flat: sympy.Expr, unrolled: tuple) -> bool:
     return len(set(offsets)) < len(offsets)
 
 
+@lru_cache(maxsize=65536)
 def flat_index(buf: L.Buffer, index: tuple) -> sympy.Expr:
     """Row-major linear index of `index` into `buf` (rank checked)."""
     if len(index) != len(buf.shape):

@@ -210,9 +210,10 @@ def generate(
     3x3 64->64 @56 in blocks of 6 columns x 16 channels: 4.7 -> 2.8 ms); loop IR unrolls
     what pays already. For the same reason a broadcast that unrolled copies would share
     is loaded in each copy apart (`llvmutil.load_apart`), so that unrolled window taps
-    (`lower.registers.RegisterBlocks.taps_unrolled`) compile without spills. `masked_stores`: a store of a vector's first elements under a mask
-    is one fast instruction (AVX-512's k-masks, unlike AVX2's ``vmaskmovps``, 17-20 cycles
-    on a Zen 3), so the rows of a transposed register block store that way (`transpose`)."""
+    (`lower.registers.RegisterBlocks.taps_unrolled`) compile without spills.
+    `masked_stores`: a store of a vector's first elements under a mask is one fast
+    instruction (AVX-512's k-masks, unlike AVX2's ``vmaskmovps``, 17-20 cycles on a Zen
+    3), so the rows of a transposed register block store that way (`transpose`)."""
     verify_program(program)
     mctx = ModuleContext(program, program.name, scalef, rolled_blocks, masked_stores)
     wanted = None if kernels is None else set(kernels)
