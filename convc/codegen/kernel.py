@@ -242,11 +242,12 @@ class FunctionEmitter:
             return
         start = self.index(s.start)
         saved = self.env.get(s.var.name)
-        self.mem.unrolled[s.var.name] = int(extent)
+        outer_unrolled = self.mem.unrolled
+        self.mem.unrolled = (*outer_unrolled, (s.var.name, int(extent)))
         for k in range(int(extent)):
             self.env[s.var.name] = start if k == 0 else self.b.add(start, i64(k))
             self.stmt(s.body)
-        del self.mem.unrolled[s.var.name]
+        self.mem.unrolled = outer_unrolled
         self._restore(s.var.name, saved)
 
     def _row_stores(self, s: L.For, count: int) -> bool:

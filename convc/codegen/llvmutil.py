@@ -159,8 +159,9 @@ class _VolatileLoad(ir.instructions.LoadInstr):
 
 
 def load_apart(b: ir.IRBuilder, ptr: ir.Value, typ: ir.Type) -> ir.Value:
-    """A load LLVM keeps where it stands: never merged with an equal load nor moved past
-    another memory access (a volatile load, of memory no one else writes). For the
+    """A load LLVM keeps as written: never merged with an equal load, removed, or
+    reordered with another volatile one (a volatile load, of memory no one else
+    writes). For the
     broadcasts of unrolled register-block copies that read the same element (tap b of
     column j + 1 and tap b + 1 of column j): shared, each lives across copies and the
     accumulators spill (`memory.Memory.load`)."""

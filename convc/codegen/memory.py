@@ -82,10 +82,10 @@ def _repeats_between_copies(flat: sympy.Expr, unrolled: tuple) -> bool:
     ``b + j``. Only an index linear in them with integer steps is looked at."""
     steps = []
     for var, extent in unrolled:
-        if depends_on(flat, var):
-            step = stride_in(flat, var)
-            if step is None or not step.is_Integer:
-                return False
+        step = stride_in(flat, var)
+        if step is None or not step.is_Integer:
+            return False
+        if step:
             steps.append([int(step) * k for k in range(extent)])
     if len(steps) < 2:
         return False
@@ -133,8 +133,8 @@ class Memory:
         self.b, self.program, self.buffers, self.ix, self.env = b, program, buffers, ix, ix.env
         self.decl = {buf.name: buf for buf in program.buffers}
         self.broadcasts_apart = broadcasts_apart
-        #: the unrolled loops being emitted, by variable: their extents
-        self.unrolled: dict[str, int] = {}
+        #: the unrolled loops being emitted, outermost first: (variable, extent) pairs
+        self.unrolled: tuple[tuple[str, int], ...] = ()
 
     def load(self, node: L.Load, vec: VecCtx | None) -> ir.Value:
         buf = self.decl[node.buffer]
@@ -144,7 +144,7 @@ class Memory:
         if vec is None or not depends_on(flat, vec.var):
             ptr = self._gep(node.buffer, etype, flat)
             apart = vec is not None and self.broadcasts_apart
-            if apart and _repeats_between_copies(flat, tuple(self.unrolled.items())):
+            if apart and _repeats_between_copies(flat, self.unrolled):
                 return to_value(b, load_apart(b, ptr, etype), buf.dtype)
             return to_value(b, b.load(ptr, typ=etype), buf.dtype)
         vt = ir.VectorType(etype, vec.width)
