@@ -102,12 +102,12 @@ def test_dense_blocks_fit_sixteen_registers_and_match_the_interpreter(avx2, batc
 def test_border_blocks_of_a_looped_row_hold_four_columns(avx2):
     # a row of 50 with one padded column a side: 4 + 7 blocks of 6 + 4, not 1 + 8 x 6 + 1
     # (a block of one column is FMA-latency bound); padded on the right only (49 columns):
-    # 7 x 6 + 4 + 3, not 8 x 6 + 1
+    # 7 x 6 + 4 + 3, not 8 x 6 + 1, the block of 3 with two sets of accumulators
     text = stage_source(conv(*CONVS["3x3 over rows of 50, a loop over blocks"]), "loops")
     assert re.findall(r"alloc acc\d*: f32\[(\d+)\]", text) == ["4", "6", "4"]
     assert "for j_o in 0..7:" in text
     right = stage_source(conv(*CONVS["3x3 over rows of 50, padded on the right only"]), "loops")
-    assert re.findall(r"alloc acc\d*: f32\[(\d+)\]", right) == ["6", "4", "3"]
+    assert re.findall(r"alloc acc\d*: f32\[(\d+)\]", right) == ["6", "4", "6"]
     assert "for j_o in 0..7:" in right
 
 
@@ -241,3 +241,17 @@ def test_avx512_blocked_input_lanes_run_outside_the_innermost_tap():
     # the same second conv under AVX-512's blocks (the suite's): lanes, then the taps
     second = list(kernel_listings(stage_source(two_convs(7), "loops")).values())[1]
     assert re.search(r"^( *)for c_\w+ in 0\.\.32:\n\1  for b in 0\.\.3:", second, re.MULTILINE)
+
+
+def test_blocks_of_fewer_registers_than_fma_chains_keep_two_sets_of_accumulators(avx2):
+    # a row of 7 over a channel-blocked input splits 4 + 3 columns: the 3-column block's 6
+    # registers keep too few FMAs in flight, so its unrolled taps alternate between two
+    # sets of accumulators, added before the stores; the 4-column block keeps one set
+    second = list(kernel_listings(stage_source(two_convs(7), "loops")).values())[1]
+    assert re.findall(r"alloc acc\d*: f32\[(\d+)\]", second) == ["4", "6"]
+    assert re.search(r"acc(\d*)\[j_i \+ 3\*\(Mod\(b, 2\)\)\] = acc\1\[j_i \+ 3\*", second)
+    assert re.search(r"acc(\d*)\[j_i\] = acc\1\[j_i\] \+ acc\1\[j_i \+ 3\]", second)
+    biased = conv(*CONVS["deep 3x3 over a blocked copy of its input"])  # bias not added first
+    for g in (two_convs(7), biased):
+        for batch in (1, 3):
+            assert_compiled_matches(g, inputs_for(g, batch))
