@@ -17,8 +17,9 @@ A variant is `;`-separated assignments, each `module.NAME=expr` for a constant o
     python benchmarks/slow_rounds.py --layer 128:28 --rounds 200 \\
         "N.PREFETCH_MAX_USES=0" "max_column=4;min_column=4;wide_max_column=4"
 
-`--model ResNet-18` (any model case of `convc bench --suite models`) times a whole model
-instead of the layer.
+`--case ResNet-18` (any case of `convc bench --suite models` or `--suite layers`, by
+name; `--model` is the same option) times that case instead of the 3x3 layer, and
+`--threads 2` runs every variant and ONNX Runtime on two threads.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ MODULES = {"S": schedule, "N": nest, "I": input_blocks}
 SLOW = 1.2  # a round is slow when the default kernel took this much more than its best
 
 
-def compiled(graph, variant: str):
-    """`graph` compiled on one thread with `variant`'s assignments in force."""
+def compiled(graph, variant: str, threads: int):
+    """`graph` compiled for `threads` threads with `variant`'s assignments in force."""
     assignments = dict(part.split("=", 1) for part in variant.split(";") if part)
     constants = {k: eval(v) for k, v in assignments.items() if "." in k}
     fields = {k: eval(v) for k, v in assignments.items() if "." not in k}
@@ -51,7 +52,7 @@ def compiled(graph, variant: str):
         for k, v in constants.items():
             setattr(MODULES[k[0]], k[2:], v)
         setattr(schedule, which, dataclasses.replace(saved_blocks, **fields))
-        return compiler._builder(graph, 1)[2](None)  # lowered afresh, past the caches
+        return compiler._builder(graph, threads)[2](None)  # lowered afresh, past the caches
     finally:
         for k, v in saved_constants.items():
             setattr(MODULES[k[0]], k[2:], v)
@@ -72,25 +73,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("variants", nargs="*", help="assignments, as in the module doc")
     parser.add_argument("--layer", default="128:28", help="CHANNELS:SIZE of a 3x3 conv")
-    parser.add_argument("--model", help="a model case of `convc bench` instead (ResNet-18, ...)")
+    parser.add_argument(
+        "--case", "--model", help="a model or layer case of `convc bench` instead (ResNet-18, ...)"
+    )
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--calls", type=int, default=10, help="calls a round (the best kept)")
     parser.add_argument("--pause", type=float, default=0.2, help="seconds between rounds")
     args = parser.parse_args()
-    if args.model:
-        models = {c.name: c for c in cases.model_cases([args.batch])}
-        if args.model not in models:
-            parser.error(f"--model {args.model!r}: one of {', '.join(models)}")
-        graph, inputs = models[args.model].build()
+    if args.case:
+        known = {
+            c.name: c for c in cases.model_cases([args.batch]) + cases.layer_cases([args.batch])
+        }
+        if args.case not in known:
+            parser.error(f"--case {args.case!r}: one of {', '.join(known)}")
+        graph, inputs = known[args.case].build()
     else:
         channels, size = map(int, args.layer.split(":"))
         graph, inputs = cases._conv_layer(channels, channels, size, 3, 1, 1)(args.batch)
     runs = {}
     for variant in ["", *args.variants]:
-        model = compiled(graph, variant)
+        model = compiled(graph, variant, args.threads)
         runs[variant or "default"] = lambda model=model: model.run(inputs)
-    runs["ONNX Runtime"] = peers.prepare(peers.PEERS["onnxruntime"], graph, inputs, 1).run
+    runs["ONNX Runtime"] = peers.prepare(
+        peers.PEERS["onnxruntime"], graph, inputs, args.threads
+    ).run
     times = {name: [] for name in runs}
     for _ in range(args.rounds):
         for name, run in runs.items():
