@@ -12,7 +12,7 @@ from compile_check import assert_compiled_matches
 import convc.lower.streams
 import ir
 from convc.compiler import lower_graph, stage_source
-from convc.lower.schedule import ROW_BLOCK
+from convc.lower.schedule import DEEP_DENSE, DENSE_CHUNK, ROW_BLOCK
 from convc.tune import tunables
 
 
@@ -67,6 +67,22 @@ def test_deep_dense_uses_16_wide_panels(batch):
     assert "vector j.i/16" in stage_source(g, "loops")
     x = np.random.default_rng(batch).standard_normal((batch, 2100)).astype(np.float32)
     assert_compiled_matches(g, {"x": x})
+
+
+@pytest.mark.parametrize("batch", [ROW_BLOCK, 2 * ROW_BLOCK + 1, "N"])
+@pytest.mark.parametrize("trans_b", [True, False])
+def test_deep_dense_rows_past_one_block_run_the_reduction_in_chunks(batch, trans_b):
+    """DEEP_DENSE inputs: rows (known at compile time) in more than one register block run
+    the reduction in chunks of DENSE_CHUNK, each chunk's row blocks in turn, their partial
+    sums waiting in a scratch; one block of rows, or a run-time batch, reads it whole."""
+    g = dense_graph(DEEP_DENSE, 37, trans_b=trans_b, batch=batch)
+    text = stage_source(g, "loops")
+    chunked = batch == 2 * ROW_BLOCK + 1
+    assert (f"reduce-tiles k={DENSE_CHUNK}" in text) == chunked
+    assert ("buffer fc.partial:" in text) == chunked
+    for threads in (1, 2):
+        x = np.random.default_rng(5).standard_normal((9 if batch == "N" else batch, DEEP_DENSE))
+        assert_compiled_matches(g, {"x": x.astype(np.float32)}, threads=threads)
 
 
 @pytest.mark.parametrize("batch, prefetches", [("N", True), (8, True), (1, False)])

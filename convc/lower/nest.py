@@ -851,9 +851,12 @@ def _next_block_lines(te: TensorExpr, weights, width: int) -> tuple:
 
 
 def _chunks_outside_rows(te: TensorExpr, schedule) -> bool:
-    """Whether a chunked reduction's chunk loop runs outside the rows (`reduce_chunks`)."""
+    """Whether a chunked reduction's chunk loop runs outside the rows (`reduce_chunks`);
+    not a dense layer's (no rows: its chunks run outside its blocks of batch rows)."""
     order = list(schedule.order)
     chunk = f"{te.reduce_indices[0]}.o"
+    if len(te.indices) < 3:
+        return False
     return chunk in order and order.index(chunk) < order.index(str(te.indices[2]))
 
 
