@@ -74,12 +74,15 @@ def test_deep_dense_uses_16_wide_panels(batch):
 def test_deep_dense_rows_past_one_block_run_the_reduction_in_chunks(batch, trans_b):
     """DEEP_DENSE inputs: rows (known at compile time) in more than one register block run
     the reduction in chunks of DENSE_CHUNK, each chunk's row blocks in turn, their partial
-    sums waiting in a scratch; one block of rows, or a run-time batch, reads it whole."""
+    sums waiting in a scratch, and each step hints the next chunk's line; one block of
+    rows, or a run-time batch, reads it whole."""
     g = dense_graph(DEEP_DENSE, 37, trans_b=trans_b, batch=batch)
     text = stage_source(g, "loops")
     chunked = batch == 2 * ROW_BLOCK + 1
     assert (f"reduce-tiles k={DENSE_CHUNK}" in text) == chunked
     assert ("buffer fc.partial:" in text) == chunked
+    next_chunk = f"k_i + {DENSE_CHUNK}*(Mod(k_o + 1, {DEEP_DENSE // DENSE_CHUNK})), 0]"
+    assert (next_chunk in text) == chunked
     for threads in (1, 2):
         x = np.random.default_rng(5).standard_normal((9 if batch == "N" else batch, DEEP_DENSE))
         assert_compiled_matches(g, {"x": x.astype(np.float32)}, threads=threads)
