@@ -37,6 +37,18 @@ def test_dense_tails_and_row_blocks(features_out, batch):
     assert_compiled_matches(g, {"x": x})
 
 
+@pytest.mark.parametrize("batch", [1, 8, "N"])
+def test_a_last_panel_of_one_register_runs_as_a_narrow_vector(batch):
+    """48 features in 32-wide panels: the last panel's 16 fill one AVX-512 register and run
+    as a vector of 16, not a masked vector of 32."""
+    g = dense_graph(23, 48, trans_b=True, batch=batch)
+    text = stage_source(g, "loops")
+    assert "vector(16, tail=scalar) for j_i in 0..16:" in text
+    assert "vector(32, tail=masked) for j_i in 0..Min(32, 48 - 32*j_o):" in text
+    x = np.random.default_rng(7).standard_normal((5 if batch == "N" else batch, 23))
+    assert_compiled_matches(g, {"x": x.astype(np.float32)}, threads=2)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_run_time_batch_leftover_rows_run_in_power_of_two_blocks(threads):
     """A batch known at run time runs its whole blocks of ROW_BLOCK rows, then the rows

@@ -255,3 +255,42 @@ def test_blocks_of_fewer_registers_than_fma_chains_keep_two_sets_of_accumulators
     for g in (two_convs(7), biased):
         for batch in (1, 3):
             assert_compiled_matches(g, inputs_for(g, batch))
+
+
+def blocked_then(channels, kernel, pad):
+    """conv + relu 32 -> 32, then a conv + relu to `channels` reading that channel-blocked
+    value (so in channel vectors, whatever its channel count)."""
+    rng = np.random.default_rng(channels + kernel)
+    g = ir.Graph("avx2_tail")
+    g.add_input("x", ("N", 32, 12, 12))
+    g.add_param("w0", rng.standard_normal((32, 32, 3, 3)).astype(np.float32) / 3)
+    g.add_node("conv", ["x", "w0"], {"pads": [1] * 4}, name="c0")
+    g.add_node("relu", ["c0"], name="r0")
+    w1 = rng.standard_normal((channels, 32, kernel, kernel)).astype(np.float32) / kernel
+    g.add_param("w1", w1)
+    g.add_param("b1", rng.standard_normal(channels).astype(np.float32))
+    g.add_node("conv", ["r0", "w1", "b1"], {"pads": [pad] * 4}, name="c1")
+    g.add_node("relu", ["c1"], name="r1")
+    g.set_outputs("r1")
+    return g
+
+
+@pytest.mark.parametrize("kernel, pad", [(1, 0), (3, 1)])
+def test_a_last_tile_of_whole_registers_runs_as_a_narrow_vector(avx2, kernel, pad):
+    # 24 output channels: a tile of 16, then a tail of 8, one AVX2 register, computed as a
+    # vector of 8 rather than a masked vector of 16 whose dead half runs all the same
+    g = blocked_then(24, kernel, pad)
+    text = stage_source(g, "loops")
+    assert re.search(r"^ *vector\(8, tail=scalar\) for o_i in 0\.\.8:$", text, re.MULTILINE)
+    assert "vector(16, tail=masked) for o_i in 0..Min(16, 24 - 16*o_o):" in text
+    dense_g = dense(40, 1000, 3)  # 1000 features: 62 tiles of 16 and a tail of 8
+    assert "vector(8, tail=scalar) for j_i in 0..8:" in stage_source(dense_g, "loops")
+    for batch in (1, 3):
+        assert_compiled_matches(g, inputs_for(g, batch))
+    assert_compiled_matches(dense_g, inputs_for(dense_g, 3))
+
+
+def test_masked_tails_of_part_registers_stay_masked(avx2):
+    # 20 channels: a tail of 4, half a register, stays a masked vector of 16
+    text = stage_source(blocked_then(20, 3, 1), "loops")
+    assert "vector(8" not in text and "Min(16, 20 - 16*o_o)" in text

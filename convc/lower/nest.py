@@ -990,4 +990,25 @@ def _vector_channels(nest: Nest, tile, atoms) -> loops.Stmt:
     start = nest.scope.subs[axis] - var_i  # the tile's first index, in loop variables
     stop = width if (extent % width).is_zero else sympy.Min(width, extent - start)
     body = _point(nest, atoms)
-    return loops.For(var_i, 0, stop, body, kind="vectorized", width=width, tail="masked")
+    vector = loops.For(var_i, 0, stop, body, kind="vectorized", width=width, tail="masked")
+    tail = _narrow_tail(extent, width)
+    if tail is None:
+        return vector
+    short = replace(nest, width=tail)
+    narrow = loops.For(var_i, 0, tail, _point(short, atoms), kind="vectorized", width=tail)
+    last = loops.Cmp("eq", loops.Index(start), loops.Index(extent - tail))
+    return loops.If(last, narrow, vector)
+
+
+def _narrow_tail(extent, width: int) -> int | None:
+    """The channels (features) of the last tile when they fill whole registers of this
+    machine but not the tile, else None: that tile then runs as a vector of only them
+    (`_vector_channels`) rather than a masked vector of `width`, whose dead half is
+    computed all the same. With AVX2's 8-float registers, 24 channels are a tile of 16
+    and a tail of 8: MobileNetV2's 1x1 projections to 24 channels at batch 8 (fastest of
+    10 profiles, ms) 96->24 @56 1.854 -> 1.343, 144->24 @56 + add 2.942 -> 2.251 (ONNX
+    Runtime's nodes 1.507 and 2.493)."""
+    if not extent.is_number:
+        return None
+    tail = int(extent) % width
+    return tail if tail and tail % blocks().lanes == 0 else None
