@@ -44,7 +44,7 @@ def test_a_last_panel_of_one_register_runs_as_a_narrow_vector(batch):
     g = dense_graph(23, 48, trans_b=True, batch=batch)
     text = stage_source(g, "loops")
     assert "vector(16, tail=scalar) for j_i in 0..16:" in text
-    assert "vector(32, tail=masked) for j_i in 0..Min(32, 48 - 32*j_o):" in text
+    assert "vector(32, tail=masked) for j_i in 0..32:" in text and "Min(32, 48" not in text
     x = np.random.default_rng(7).standard_normal((5 if batch == "N" else batch, 23))
     assert_compiled_matches(g, {"x": x.astype(np.float32)}, threads=2)
 

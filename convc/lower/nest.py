@@ -988,10 +988,11 @@ def _vector_channels(nest: Nest, tile, atoms) -> loops.Stmt:
     axis, width, _, var_i = tile
     extent = sympy.sympify(nest.te.shape[nest.te.indices.index(axis)])
     start = nest.scope.subs[axis] - var_i  # the tile's first index, in loop variables
-    stop = width if (extent % width).is_zero else sympy.Min(width, extent - start)
+    tail = _narrow_tail(extent, width)
+    whole = (extent % width).is_zero or tail is not None  # the other tiles are full
+    stop = width if whole else sympy.Min(width, extent - start)
     body = _point(nest, atoms)
     vector = loops.For(var_i, 0, stop, body, kind="vectorized", width=width, tail="masked")
-    tail = _narrow_tail(extent, width)
     if tail is None:
         return vector
     short = replace(nest, width=tail)
