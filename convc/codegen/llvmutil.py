@@ -160,11 +160,10 @@ class _VolatileLoad(ir.instructions.LoadInstr):
 
 def load_apart(b: ir.IRBuilder, ptr: ir.Value, typ: ir.Type) -> ir.Value:
     """A load LLVM keeps as written: never merged with an equal load, removed, or
-    reordered with another volatile one (a volatile load, of memory no one else
-    writes). For the
-    broadcasts of unrolled register-block copies that read the same element (tap b of
-    column j + 1 and tap b + 1 of column j): shared, each lives across copies and the
-    accumulators spill (`memory.Memory.load`)."""
+    reordered with another volatile one (a volatile load, of memory no one else writes).
+    For the broadcasts of unrolled register-block copies that read the same element (tap
+    b of column j + 1 and tap b + 1 of column j): shared, each lives across copies and
+    the accumulators spill (`memory.Memory.load`)."""
     load = _VolatileLoad(b.block, ptr, typ=typ)
     b._insert(load)
     return load

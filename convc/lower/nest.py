@@ -404,9 +404,13 @@ def _accumulator_sets(nest: Nest) -> int:
         return 1
     if not _unrolled_taps(nest, last, taps, lanes_inside=False):
         return 1
-    regs = blocks()
-    used = nest.block[1] * nest.width // regs.lanes
-    return 2 if used < FMA_CHAINS and 2 * used <= regs.accumulators else 1
+    used = _block_registers(nest)
+    return 2 if used < FMA_CHAINS and 2 * used <= blocks().accumulators else 1
+
+
+def _block_registers(nest: Nest) -> int:
+    """The vector registers a register block's accumulators fill on this machine."""
+    return -(-nest.block[1] * nest.width // blocks().lanes)
 
 
 def _folded(nest: Nest, acc: str, k) -> loops.Stmt:
@@ -487,7 +491,7 @@ def _unrolled_taps(nest: Nest, level: int, extent, lanes_inside: bool) -> bool:
     last = len(te.reduce_indices) - 1
     outer = level == last - 1 and not lanes_inside
     regs = blocks()
-    fits = nest.block is not None and nest.block[1] * nest.width <= regs.accumulators * regs.lanes
+    fits = nest.block is not None and _block_registers(nest) <= regs.accumulators
     innermost = level == last and regs.taps_unrolled and fits
     return few and channels and level > 0 and (outer or innermost)
 
@@ -1005,10 +1009,10 @@ def _narrow_tail(extent, width: int) -> int | None:
     """The channels (features) of the last tile when they fill whole registers of this
     machine but not the tile, else None: that tile then runs as a vector of only them
     (`_vector_channels`) rather than a masked vector of `width`, whose dead half is
-    computed all the same, and the other tiles, all whole, run unmasked. With AVX2's 8-float registers, 24 channels are a tile of 16
-    and a tail of 8: MobileNetV2's 1x1 projections to 24 channels at batch 8 (fastest of
-    10 profiles, ms) 96->24 @56 1.854 -> 1.343, 144->24 @56 + add 2.942 -> 2.251 (ONNX
-    Runtime's nodes 1.507 and 2.493)."""
+    computed all the same, and the other tiles, all whole, run unmasked. With AVX2's
+    8-float registers, 24 channels are a tile of 16 and a tail of 8: MobileNetV2's 1x1
+    projections to 24 channels at batch 8 (fastest of 10 profiles, ms) 96->24 @56 1.854
+    -> 1.343, 144->24 @56 + add 2.942 -> 2.251 (ONNX Runtime's nodes 1.507 and 2.493)."""
     if not extent.is_number:
         return None
     tail = int(extent) % width

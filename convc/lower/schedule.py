@@ -667,7 +667,7 @@ def default_schedule(te: TensorExpr, blocked_output: bool = False) -> Schedule:
         depth, limits = sympy.sympify(te.attrs.get("streams_of", te.reduce_shape[0])), blocks()
         deep = depth.is_number and int(depth) >= DEEP_DENSE
         width = VECTOR_WIDTH if deep else limits.dense_width
-        chunks = _dense_chunks(te, limits.dense_rows)
+        chunks = _dense_chunks(te, limits.dense_rows) if deep else {}
         return Schedule(
             tiles={names[1]: width, names[0]: limits.dense_rows},
             order=(names[1], *(f"{k}.o" for k in chunks), names[0]) if chunks else tuple(names),
@@ -712,13 +712,11 @@ def default_schedule(te: TensorExpr, blocked_output: bool = False) -> Schedule:
 
 
 def _dense_chunks(te: TensorExpr, rows_block: int) -> dict:
-    """{input axis: chunk} for a dense layer of at least DEEP_DENSE inputs whose known rows
-    take more than one register block of `rows_block`, when its inputs split evenly into
-    chunks of at most DENSE_CHUNK (`Schedule.reduce_tiles`); else {}."""
+    """{input axis: chunk} for a deep dense layer (DEEP_DENSE inputs or more) whose known
+    rows take more than one register block of `rows_block`, when its inputs split evenly
+    into chunks of at most DENSE_CHUNK (`Schedule.reduce_tiles`); else {}."""
     depth, rows = (sympy.sympify(e) for e in (te.reduce_shape[0], te.shape[0]))
     if not (depth.is_number and rows.is_number) or int(rows) <= rows_block:
-        return {}
-    if int(depth) < DEEP_DENSE:
         return {}
     count = -(-int(depth) // DENSE_CHUNK)
     if count < 2 or int(depth) % count:
