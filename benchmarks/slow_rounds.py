@@ -6,20 +6,22 @@ between stretches at their best speed and stretches 1.5x slower, while ONNX Runt
 slow much less. A change can only be judged in both kinds of stretch, and they come and
 go on their own: so every variant runs in every round (one process, fresh compiles, no
 cache), each round starting with the next runner, rounds are spread over time, and the
-summary gives each variant's median over all rounds, over the rounds where the runners ran within 1.2x of their fastest rounds
-(the geometric mean of each runner's time over its fastest: "fast") and over the others
-("slow"). Every runner counts alike in that split, and none always runs first after
-the pause: MobileNetV2 at batch 8 with the default always first read 77.2 ms against a
-variant's 70.4 over all rounds, and rotated 65.06 against 65.18; split by the default's
-own times, its slow-round median is high by construction.
+summary gives each variant's median over all rounds, over the rounds where the runners
+ran within 1.2x of their fastest rounds (the geometric mean of each runner's time over
+its fastest: "fast") and over the others ("slow"). Every runner counts alike in that
+split, and none always runs first after the pause: MobileNetV2 at batch 8 with the
+default always first read 77.2 ms against a variant's 70.4 over all rounds, and rotated
+65.06 against 65.18; split by the default's own times, its slow-round median is high by
+construction.
 
 A variant is `;`-separated assignments, each `module.NAME=expr` for a constant of
-`convc.lower.schedule` (`S.`), `convc.lower.nest` (`N.`) or `convc.lower.input_blocks`
-(`I.`), or `field=expr` for a field of the register file's `RegisterBlocks`
-(`schedule.blocks()`); an empty variant is the default, which is compiled first:
+`convc.lower.schedule` (`S.`), `convc.lower.nest.reduction` (`R.`),
+`convc.lower.nest.hints` (`H.`) or `convc.lower.input_blocks` (`I.`), or `field=expr`
+for a field of the register file's `RegisterBlocks` (`schedule.blocks()`); an empty
+variant is the default, which is compiled first:
 
     python benchmarks/slow_rounds.py --layer 128:28 --rounds 200 \\
-        "N.PREFETCH_MAX_USES=0" "max_column=4;min_column=4;wide_max_column=4"
+        "H.PREFETCH_MAX_USES=0" "max_column=4;min_column=4;wide_max_column=4"
 
 `--case ResNet-18` (any case of `convc bench --suite models` or `--suite layers`, by
 name; `--model` is the same option) times that case instead of the 3x3 layer, and
@@ -38,9 +40,10 @@ os.environ["CONVC_CACHE"] = "0"  # no code from disk: each variant's is compiled
 
 from convc import compiler
 from convc.bench import cases, peers
-from convc.lower import input_blocks, nest, schedule
+from convc.lower import input_blocks, schedule
+from convc.lower.nest import hints, reduction
 
-MODULES = {"S": schedule, "N": nest, "I": input_blocks}
+MODULES = {"S": schedule, "R": reduction, "H": hints, "I": input_blocks}
 SLOW = 1.2  # a round is slow when the runners took this much more than their best
 
 

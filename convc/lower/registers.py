@@ -37,9 +37,9 @@ class RegisterBlocks:
     (POINTWISE_WIDTH); `dense_width`/`dense_rows`: a dense layer's feature vector and rows
     (DENSE_WIDTH, ROW_BLOCK); `accumulators`: registers a tuner's block may fill
     (MAX_ACCUMULATORS); `border_columns`: fewest columns of a border block of a row split
-    around a loop over blocks (`nest._wide_borders`); `lanes`: floats a register;
+    around a loop over blocks (`nest.channel_vectors._wide_borders`); `lanes`: floats a register;
     `taps_unrolled`: a conv's innermost window taps run unrolled as well as its outer
-    ones (`nest._unrolled_taps`), inside the lanes loop of a channel-blocked input;
+    ones (`nest.reduction._unrolled_taps`), inside the lanes loop of a channel-blocked input;
     `input_blocks`: deep convs
     over narrow model inputs read a channel-blocked copy (`input_blocks`)."""
 

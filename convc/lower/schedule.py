@@ -93,20 +93,19 @@ MIN_COLUMN_BLOCK, MAX_COLUMN_BLOCK = 6, 13
 #: with no column bounds take fixed blocks only up to FEW_ROW_BLOCKS (`fixed_row_blocks`);
 #: conv rows covered so take the largest blocks (`_column_block`).
 MAX_ROW_COPIES, FEW_ROW_BLOCKS = 8, 3
-#: Dense layers: output features per vector (`<32 x float>`, two registers, so a batch-1 row
-#: keeps two FMA chains in flight: LeNet-5's dense layers are FMA-latency bound; 16 for deep
-#: reductions, from DEEP_DENSE inputs) and rows sharing each weight vector (a batch below it
-#: runs in the leftover blocks below). Measured side by side (ms,
-#: busy machine): 4096->1000 at batch 8 (16, 4) 2.27, (16, 8) 1.43, (32, 8) 1.70, ONNX Runtime
-#: 1.58; 512->1000 at batch 8 (16, 8) 0.106, (32, 8) 0.107; batch 1 memory bound (4096: all
-#: tiles 0.71-0.77) or close (512: 32-wide 0.071, 16-wide 0.070-0.077). 12 rows measured
-#: 5-12% faster than 8 for batches known at compile time (kernel us at batch 64: 784->128
-#: 81.7 -> 71.9, 1024->1000 873 -> 824, 4096->1000 4003 -> 3857). A run-time batch's rows
-#: past its last whole block run as blocks of 8, 4, 2 and 1 (`nest._leftover`; taken one at
-#: a time, a batch of 8 ran 4096->1000 in 2.79 ms against 0.62). Against 8 rows with the
-#: leftovers one at a time, us a call at a run-time batch (A/B, one thread): 784->128 N=24
-#: 38.9 -> 32.6, N=64 93.0 -> 79.5; 512->1000 N=64 459 -> 423; 4096->1000 N=24 1659 ->
-#: 1508, N=64 4194 -> 4049; batches 1, 8 and 16 within 3%.
+#: Dense layers: output features per vector (`<32 x float>`, two registers, so a batch-1 row keeps
+#: two FMA chains in flight: LeNet-5's dense layers are FMA-latency bound; 16 for deep reductions,
+#: from DEEP_DENSE inputs) and rows sharing each weight vector (a batch below it runs in the
+#: leftover blocks below). Measured side by side (ms, busy machine): 4096->1000 at batch 8 (16, 4)
+#: 2.27, (16, 8) 1.43, (32, 8) 1.70, ONNX Runtime 1.58; 512->1000 at batch 8 (16, 8) 0.106, (32, 8)
+#: 0.107; batch 1 memory bound (4096: all tiles 0.71-0.77) or close (512: 32-wide 0.071, 16-wide
+#: 0.070-0.077). 12 rows measured 5-12% faster than 8 for batches known at compile time (kernel us
+#: at batch 64: 784->128 81.7 -> 71.9, 1024->1000 873 -> 824, 4096->1000 4003 -> 3857). A run-time
+#: batch's rows past its last whole block run as blocks of 8, 4, 2 and 1
+#: (`nest.channel_vectors._leftover`; taken one at a time, a batch of 8 ran 4096->1000 in 2.79 ms
+#: against 0.62). Against 8 rows with the leftovers one at a time, us a call at a run-time batch
+#: (A/B, one thread): 784->128 N=24 38.9 -> 32.6, N=64 93.0 -> 79.5; 512->1000 N=64 459 -> 423;
+#: 4096->1000 N=24 1659 -> 1508, N=64 4194 -> 4049; batches 1, 8 and 16 within 3%.
 DENSE_WIDTH, ROW_BLOCK = 32, 12
 DEEP_DENSE = 2048
 #: Rows of a dense layer past one register block each read the whole weight panel again
@@ -114,7 +113,7 @@ DEEP_DENSE = 2048
 #: compile time) take more than one block, the reduction runs in chunks of at most
 #: DENSE_CHUNK inputs that split it evenly (`_dense_chunks`): every row block reads a
 #: chunk (16 KB) in turn, the later ones from L1, and their partial sums wait in a scratch
-#: between chunks (`nest._chunked`). Measured on a Zen 3 guest (AVX2: blocks of 6 rows, so
+#: between chunks (`nest.reduction._chunked`). Measured on a Zen 3 guest (AVX2: blocks of 6 rows, so
 #: a batch of 8 runs 4 + 4; 30 rounds, medians of the fast / slow rounds, ms): 4096->1000 at
 #: batch 8 on one thread 1.015 / 1.236 -> 0.962 / 1.063 (chunks of 128: 0.984 / 1.024, 512:
 #: 1.019 / 1.178), on two 0.556 / 0.689 -> 0.514 / 0.595 (ONNX Runtime 0.606 / 0.629).
@@ -203,7 +202,7 @@ MAX_ACCUMULATORS = 28
 #: 512 @7 (A/B) a row of 7 3.6, 6 + 1 5.7, 4 + 3 5.7; 3x3 128 @28 (A/B) blocks of 6 3.7,
 #: of 7 6.8; 1x1 s2 64->128 @56 (28 columns, A/B) blocks of 4 0.43, 5 0.39, 6 0.35, so
 #: split rows take 6 whatever they leave over. A conv reading a channel-blocked value runs
-#: its input lanes inside its taps (`nest._lanes_inside`), and there a row of 7 is split
+#: its input lanes inside its taps (`nest.reduction._lanes_inside`), and there a row of 7 is split
 #: (`blocked_max_row`), 4 + 3: ResNet-18's 3x3 512 @7 kernels 3.2-3.5 -> 2.4 ms (A/B, the
 #: fastest of 20 profiles), where the 14 accumulators of a whole row spilled two, whose
 #: stores and reloads then sat on the FMA chains.
