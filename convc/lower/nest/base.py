@@ -43,15 +43,9 @@ class Nest:
     width: int = 16  # lanes of the width vector (schedule.vector_width)
     prefetch: tuple = ()  # loops.Prefetch hints issued at each step of the innermost reduction
     spread: tuple = ()  # hints issued around the innermost tap loop (`hints._next_pass_hints`)
-    planes: sympy.Indexed | None = (
-        None  # an NCHW input whose next rows to hint: `hints._planes_read`
-    )
-    chunk: tuple | None = (
-        None  # (reduce symbol, size, outer var, inner var): see `reduction._chunked`
-    )
-    lanes: tuple | None = (
-        None  # (the same) input channels as blocks x lanes: `reduction.input_lanes`
-    )
+    planes: sympy.Indexed | None = None  # an NCHW input to hint: `hints._planes_read`
+    chunk: tuple | None = None  # (reduce symbol, size, outer, inner): `reduction._chunked`
+    lanes: tuple | None = None  # input channels as blocks x lanes: `reduction.input_lanes`
     partials: str | None = None  # where a chunked reduction's partial sums wait, if not store
     reduced: sympy.Symbol | None = None  # a max's reduction index vectorised (`reduced_vector`)
 

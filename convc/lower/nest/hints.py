@@ -23,16 +23,12 @@ from .base import Nest
 #: Weights from which a channel-vector conv prefetches those it reads next
 #: (`_streamed_weights`), and the float32 values in a cache line.
 PREFETCH_MIN_TOTAL, LINE_FLOATS = 1 << 17, 16
-
-
 #: ... unless each weight serves this many outputs (at batch 1) or more: a block's weights
 #: then stay in L2 while hundreds of rows reuse them, and the hints only take load slots
 #: (3x3 64->64 @56, 3136 outputs per weight: 1.328-1.331 -> 1.300-1.306 ms, A/B; ResNet-18's
 #: four such convs 1.30-1.34 -> 1.29-1.31 ms). MobileNetV2's 1x1 convs at 14x14 (196
 #: outputs per weight) keep them (without: 0.146 -> 0.161 ms).
 PREFETCH_MAX_USES = 1024
-
-
 #: NCHW inputs of at least this many channels, and bytes an image, get a hint for each
 #: plane's next row (`_planes_read`): 3x3 64 @56 (800 KB an image) reading an NCHW input
 #: at batch 8 10.68 -> 10.38 ms, at batch 1 (input in L2) unchanged (A/B in one process).

@@ -23,8 +23,6 @@ from .base import Nest, block_loop, guard
 from .hints import next_row_hint
 
 UPDATE = {"sum": "add", "max": "max"}
-
-
 #: The loop of a window's outer taps inside the channels (a 3x3 conv's rows) runs unrolled
 #: when it has at most this many: no loop counter or exit branch between the taps. A 3x3
 #: conv reading an NCHW input (A/B in one process, ms): 64 @56 1.294 -> 1.263, 128 @28
@@ -38,8 +36,6 @@ UPDATE = {"sum": "add", "max": "max"}
 #: guest (80 rounds, fastest / median / slowest, ms) 3x3 128 @28 2.23 / 2.43 / 3.03 against
 #: 2.27 / 2.62 / 3.95, 64 @56 2.31 / 2.51 / 2.95 against 2.33 / 2.54 / 3.61.
 UNROLLED_TAPS = 3
-
-
 #: FMAs in flight that keep the FMA units busy: two units, each with a latency of 4 cycles
 #: (AVX2 and AVX-512 alike). A register block of fewer accumulator registers keeps two
 #: sets of them (`_accumulator_sets`).
