@@ -25,9 +25,9 @@ deep conv over a narrow model input copies it to blocks in its own kernel,
 
 B is 32 (the 32-lane schedules) unless the last block of 32 would be at most half
 full, then 16 (`channel_block`); a block past C is partly empty, and its lanes past C
-are never read or written (the kernels' last tile is masked). B depends on C alone, so every kernel that maps input channels to the same
-output channels (elementwise, pooling, depthwise, a residual add) finds its operands and
-its result blocked alike.
+are never read or written (the kernels' last tile is masked). B depends on C alone, so
+every kernel that maps input channels to the same output channels (elementwise,
+pooling, depthwise, a residual add) finds its operands and its result blocked alike.
 """
 
 from __future__ import annotations
@@ -123,8 +123,8 @@ def _without_gathers(graph: Graph, groups: list[FusedGroup], texprs: dict, layou
     runs to a fixed point. Inception's 3x3/1 pool branch on a concat of 256 channels @32
     (kernel, two threads): 0.477 ms on gathered channel vectors, 0.014 as rows; the
     sample 1.79 -> 0.90 ms. A relu or a 3x3/1 max pool of the model's 64x56x56 input
-    before two 3x3 convs (one thread): 0.053 -> 0.016 and 0.254 -> 0.043 ms, the conv after them 0-2.4%
-    slower on NCHW rows (batch 8: 16.6 -> 15.4 and 18.3 -> 15.5 ms in all)."""
+    before two 3x3 convs (one thread): 0.053 -> 0.016 and 0.254 -> 0.043 ms, the conv after
+    them 0-2.4% slower on NCHW rows (batch 8: 16.6 -> 15.4 and 18.3 -> 15.5 ms in all)."""
     layouts = dict(layouts)
     lanes = {group.name: _lane_reads(graph, group, texprs) for group in groups}
     reads = {group.name: group_reads(group, texprs) for group in groups}

@@ -108,18 +108,18 @@ MAX_ROW_COPIES, FEW_ROW_BLOCKS = 8, 3
 #: 4096->1000 N=24 1659 -> 1508, N=64 4194 -> 4049; batches 1, 8 and 16 within 3%.
 DENSE_WIDTH, ROW_BLOCK = 32, 12
 DEEP_DENSE = 2048
-#: Rows of a dense layer past one register block each read the whole weight panel again
-#: (16 features x 4096 inputs: 256 KB, from L2 at best). So where the rows (known at
-#: compile time) take more than one block, the reduction runs in chunks of at most
-#: DENSE_CHUNK inputs that split it evenly (`_dense_chunks`): every row block reads a
-#: chunk (16 KB) in turn, the later ones from L1, and their partial sums wait in a scratch
-#: between chunks (`nest.reduction._chunked`). Measured on a Zen 3 guest (AVX2: blocks of 6 rows, so
-#: a batch of 8 runs 4 + 4; 30 rounds, medians of the fast / slow rounds, ms): 4096->1000 at
+#: Rows of a dense layer past one register block each read the whole weight panel again (16
+#: features x 4096 inputs: 256 KB, from L2 at best). So where the rows (known at compile
+#: time) take more than one block, the reduction runs in chunks of at most DENSE_CHUNK
+#: inputs that split it evenly (`_dense_chunks`): every row block reads a chunk (16 KB) in
+#: turn, the later ones from L1, and their partial sums wait in a scratch between chunks
+#: (`nest.reduction._chunked`). Measured on a Zen 3 guest (AVX2: blocks of 6 rows, so a
+#: batch of 8 runs 4 + 4; 30 rounds, medians of the fast / slow rounds, ms): 4096->1000 at
 #: batch 8 on one thread 1.015 / 1.236 -> 0.962 / 1.063 (chunks of 128: 0.984 / 1.024, 512:
-#: 1.019 / 1.178), on two 0.556 / 0.689 -> 0.514 / 0.595 (ONNX Runtime 0.606 / 0.629).
-#: Only from DEEP_DENSE inputs: shallower panels stay in L1 or L2 whole, and 784->128 at
-#: batch 64 (11 blocks of rows) measured 0.128 -> 0.134 ms chunked (fastest of 200
-#: profiles, 392-input chunks 0.133), 512->1000 at batch 8 0.164 -> 0.156.
+#: 1.019 / 1.178), on two 0.556 / 0.689 -> 0.514 / 0.595 (ONNX Runtime 0.606 / 0.629). Only
+#: from DEEP_DENSE inputs: shallower panels stay in L1 or L2 whole, and 784->128 at batch 64
+#: (11 blocks of rows) measured 0.128 -> 0.134 ms chunked (fastest of 200 profiles,
+#: 392-input chunks 0.133), 512->1000 at batch 8 0.164 -> 0.156.
 DENSE_CHUNK = 256
 #: 1x1 stride-1 convs on width vectors: 32 columns (two registers) x the output-channel block
 #: of accumulators, so each input channel costs 2 vector loads and B weight broadcasts for 2B
@@ -142,14 +142,14 @@ PACK_MAX_BYTES = 1 << 16
 #: without first being read in for ownership, and the caches keep the input. Pointwise
 #: 32->64 @112 (a 3.2 MB output): 0.405 -> 0.367 ms (A/B, kernel time).
 STREAM_MIN_BYTES = 1 << 20
-#: Channel-vector convs with a multiple of 32 output channels: 32 channels a vector (two registers), so
-#: each input broadcast feeds two FMAs and a column block of R costs 2 + R loads for 2R FMAs
-#: (16 channels: 1 + R loads for R FMAs, load bound); R is capped at 10 (2R accumulators
-#: must stay in registers), except that windowed convs over rows of 11-14 columns keep
-#: 16-channel vectors over the whole row (measured faster: no one-at-a-time border columns).
-#: Measured side by side (busy machine, ms, 16 -> 32): 1x1 s2 64->128 @56 0.26 -> 0.19,
-#: 960->160 @7 0.170 -> 0.139, 320->1280 @7 0.415 -> 0.380, 3x3 512 @7 1.89 -> 1.75,
-#: 3x3 64 @56 1.77 -> 1.57, stem 7x7 2.02 -> 1.89; 3x3 256 @14 1.74 (16) vs 1.90 (32).
+#: Channel-vector convs with a multiple of 32 output channels: 32 channels a vector (two
+#: registers), so each input broadcast feeds two FMAs and a column block of R costs 2 + R
+#: loads for 2R FMAs (16 channels: 1 + R loads for R FMAs, load bound); R is capped at 10
+#: (2R accumulators must stay in registers), except that windowed convs over rows of 11-14
+#: columns keep 16-channel vectors over the whole row (measured faster: no one-at-a-time
+#: border columns). Measured side by side (busy machine, ms, 16 -> 32): 1x1 s2 64->128 @56
+#: 0.26 -> 0.19, 960->160 @7 0.170 -> 0.139, 320->1280 @7 0.415 -> 0.380, 3x3 512 @7 1.89 ->
+#: 1.75, 3x3 64 @56 1.77 -> 1.57, stem 7x7 2.02 -> 1.89; 3x3 256 @14 1.74 (16) vs 1.90 (32).
 WIDE_CHANNEL_TILE, WIDE_MAX_COLUMN_BLOCK = 32, 10
 #: The longest register block of a 1x1 conv reading NCHW rows, by vector width: 12 or 23
 #: accumulators of one or two registers (`_pointwise_block`).
@@ -195,17 +195,17 @@ ROWS_FIRST_MIN = 8
 MAX_ACCUMULATORS = 28
 #: The limits above are AVX-512's (32 registers of 16 floats; `registers`). With AVX2's 16
 #: registers of 8 floats a 16-float vector takes two, so a block holds 6 columns (12
-#: registers, plus two for the weights and one broadcast), or a whole row of 7 (14), and
-#: no 32-channel tiles. Measured on a Zen 3 (one thread, ms, A/B in one process where
-#: noted): 3x3 64->64 @56 8.1 with AVX-512's blocks (10 columns x 32 channels, 40
-#: registers) -> 2.7-3.2 in blocks of 6 x 16; 32-channel tiles of 3 columns 5.9; 3x3
-#: 512 @7 (A/B) a row of 7 3.6, 6 + 1 5.7, 4 + 3 5.7; 3x3 128 @28 (A/B) blocks of 6 3.7,
-#: of 7 6.8; 1x1 s2 64->128 @56 (28 columns, A/B) blocks of 4 0.43, 5 0.39, 6 0.35, so
-#: split rows take 6 whatever they leave over. A conv reading a channel-blocked value runs
-#: its input lanes inside its taps (`nest.reduction._lanes_inside`), and there a row of 7 is split
-#: (`blocked_max_row`), 4 + 3: ResNet-18's 3x3 512 @7 kernels 3.2-3.5 -> 2.4 ms (A/B, the
-#: fastest of 20 profiles), where the 14 accumulators of a whole row spilled two, whose
-#: stores and reloads then sat on the FMA chains.
+#: registers, plus two for the weights and one broadcast), or a whole row of 7 (14), and no
+#: 32-channel tiles. Measured on a Zen 3 (one thread, ms, A/B in one process where noted):
+#: 3x3 64->64 @56 8.1 with AVX-512's blocks (10 columns x 32 channels, 40 registers) ->
+#: 2.7-3.2 in blocks of 6 x 16; 32-channel tiles of 3 columns 5.9; 3x3 512 @7 (A/B) a row of
+#: 7 3.6, 6 + 1 5.7, 4 + 3 5.7; 3x3 128 @28 (A/B) blocks of 6 3.7, of 7 6.8; 1x1 s2 64->128
+#: @56 (28 columns, A/B) blocks of 4 0.43, 5 0.39, 6 0.35, so split rows take 6 whatever
+#: they leave over. A conv reading a channel-blocked value runs its input lanes inside its
+#: taps (`nest.reduction._lanes_inside`), and there a row of 7 is split (`blocked_max_row`),
+#: 4 + 3: ResNet-18's 3x3 512 @7 kernels 3.2-3.5 -> 2.4 ms (A/B, the fastest of 20
+#: profiles), where the 14 accumulators of a whole row spilled two, whose stores and reloads
+#: then sat on the FMA chains.
 AVX512_BLOCKS = RegisterBlocks(
     wide_tile=WIDE_CHANNEL_TILE,
     max_row=MAX_ROW_BLOCK,
