@@ -15,10 +15,11 @@ default always first read 77.2 ms against a variant's 70.4 over all rounds, and 
 construction.
 
 A variant is `;`-separated assignments, each `module.NAME=expr` for a constant of
-`convc.lower.schedule` (`S.`), `convc.lower.nest.reduction` (`R.`),
-`convc.lower.nest.hints` (`H.`) or `convc.lower.input_blocks` (`I.`), or `field=expr`
-for a field of the register file's `RegisterBlocks` (`schedule.blocks()`); an empty
-variant is the default, which is compiled first:
+`convc.lower.schedule` (`S.`), `convc.lower.reduction_chunks` (`C.`),
+`convc.lower.nest.reduction` (`R.`), `convc.lower.nest.hints` (`H.`) or
+`convc.lower.input_blocks` (`I.`), or `field=expr` for a field of the register file's
+`RegisterBlocks` (`registers.blocks()`); an empty variant is the default, which is
+compiled first:
 
     python benchmarks/slow_rounds.py --layer 128:28 --rounds 200 \\
         "H.PREFETCH_MAX_USES=0" "max_column=4;min_column=4;wide_max_column=4"
@@ -40,10 +41,16 @@ os.environ["CONVC_CACHE"] = "0"  # no code from disk: each variant's is compiled
 
 from convc import compiler
 from convc.bench import cases, peers
-from convc.lower import input_blocks, schedule
+from convc.lower import input_blocks, reduction_chunks, registers, schedule
 from convc.lower.nest import hints, reduction
 
-MODULES = {"S": schedule, "R": reduction, "H": hints, "I": input_blocks}
+MODULES = {
+    "S": schedule,
+    "C": reduction_chunks,
+    "R": reduction,
+    "H": hints,
+    "I": input_blocks,
+}
 SLOW = 1.2  # a round is slow when the runners took this much more than their best
 
 
@@ -53,17 +60,17 @@ def compiled(graph, variant: str, threads: int):
     constants = {k: eval(v) for k, v in assignments.items() if "." in k}
     fields = {k: eval(v) for k, v in assignments.items() if "." not in k}
     saved_constants = {k: getattr(MODULES[k[0]], k[2:]) for k in constants}
-    which = "AVX512_BLOCKS" if schedule.blocks() is schedule.AVX512_BLOCKS else "AVX2_BLOCKS"
-    saved_blocks = getattr(schedule, which)
+    which = "AVX512_BLOCKS" if registers.blocks() is registers.AVX512_BLOCKS else "AVX2_BLOCKS"
+    saved_blocks = getattr(registers, which)
     try:
         for k, v in constants.items():
             setattr(MODULES[k[0]], k[2:], v)
-        setattr(schedule, which, dataclasses.replace(saved_blocks, **fields))
+        setattr(registers, which, dataclasses.replace(saved_blocks, **fields))
         return compiler._builder(graph, threads)[2](None)  # lowered afresh, past the caches
     finally:
         for k, v in saved_constants.items():
             setattr(MODULES[k[0]], k[2:], v)
-        setattr(schedule, which, saved_blocks)
+        setattr(registers, which, saved_blocks)
 
 
 def best_ms(run, calls: int) -> float:

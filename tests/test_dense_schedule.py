@@ -12,7 +12,9 @@ from compile_check import assert_compiled_matches
 import convc.lower.streams
 import ir
 from convc.compiler import lower_graph, stage_source
-from convc.lower.schedule import DEEP_DENSE, DENSE_CHUNK, ROW_BLOCK
+from convc.lower.reduction_chunks import DENSE_CHUNK
+from convc.lower.registers import ROW_BLOCK
+from convc.lower.schedule import DEEP_DENSE
 from convc.tune import tunables
 
 

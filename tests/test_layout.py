@@ -205,7 +205,7 @@ def test_deep_convs_writing_blocked_values_run_their_reduction_in_chunks(monkeyp
     x = inputs_for(graph, 2)
     chunked = assert_compiled_matches(graph, x, threads=2)["out"]
     # the same sums in the same order: bit for bit what the unchunked kernel computes
-    monkeypatch.setattr(convc.lower.schedule, "CHUNK_MIN_WEIGHTS", 1 << 40)
+    monkeypatch.setattr(convc.lower.reduction_chunks, "CHUNK_MIN_WEIGHTS", 1 << 40)
     unchunked = deep_residual_graph()
     unchunked.name = "unchunked"  # another fingerprint: not the model compiled above
     whole = convc.compile(unchunked, threads=2)
@@ -244,8 +244,8 @@ def test_blocked_input_lanes_run_inside_the_outer_window_taps(chunked, monkeypat
     # consecutive reduction steps over a channel-blocked input read the lanes of the same
     # lines: c_b, a, c_l, b (an NCHW input keeps its rows adjacent: c, a, b)
     if chunked:  # chunks of one input block, outside the rows
-        monkeypatch.setattr(convc.lower.schedule, "CHUNK_MIN_WEIGHTS", 1)
-        monkeypatch.setattr(convc.lower.schedule, "CHUNK_MIN_BLOCKS", 1)
+        monkeypatch.setattr(convc.lower.reduction_chunks, "CHUNK_MIN_WEIGHTS", 1)
+        monkeypatch.setattr(convc.lower.reduction_chunks, "CHUNK_MIN_BLOCKS", 1)
     g = ir.Graph(f"taps{int(chunked)}")
     g.add_input("x", ("N", 8, 12, 12))
     rng = np.random.default_rng(3)
@@ -285,7 +285,7 @@ def test_chunked_reductions_into_nchw_outputs_keep_their_partial_sums_in_blocked
     assert "reduce-tiles c=32" in text
     x = inputs_for(g, 2)
     chunked = assert_compiled_matches(g, x, threads=2)["conv"]
-    monkeypatch.setattr(convc.lower.schedule, "CHUNK_MIN_WEIGHTS", 1 << 40)
+    monkeypatch.setattr(convc.lower.reduction_chunks, "CHUNK_MIN_WEIGHTS", 1 << 40)
     g.name = "deep_nchw_whole"
     whole = convc.compile(g, threads=2)
     assert "partial" not in whole.source("loops")
@@ -320,7 +320,7 @@ def test_convs_with_few_channel_blocks_chunk_their_reduction_inside_each_wide_ro
     assert "reduce-tiles" not in text[text.index("kernel s2") :]
     x = inputs_for(g, 2)
     chunked = assert_compiled_matches(g, x, threads=2)["s2"]
-    monkeypatch.setattr(convc.lower.schedule, "CHUNK_MIN_WEIGHTS", 1 << 40)
+    monkeypatch.setattr(convc.lower.reduction_chunks, "CHUNK_MIN_WEIGHTS", 1 << 40)
     g.name = "row_chunks_whole"
     np.testing.assert_array_equal(convc.compile(g, threads=2).run(x)["s2"], chunked)
 

@@ -17,7 +17,7 @@ import ir
 from convc import loops
 from convc.compiler import lower_graph
 from convc.lower import default_schedule
-from convc.lower.schedule import ROW_BLOCK
+from convc.lower.registers import ROW_BLOCK
 from convc.texpr import texpr_of
 
 RNG = np.random.default_rng(1)

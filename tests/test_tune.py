@@ -17,7 +17,7 @@ import pytest
 import convc
 from convc import cli, nn, tune
 from convc.lower import assemble
-from convc.lower.schedule import ROW_BLOCK
+from convc.lower.registers import ROW_BLOCK
 from convc.passes import PIPELINE, plan_fusion, run_passes
 from convc.profile import KernelTime, Profile
 from convc.runtime import executable

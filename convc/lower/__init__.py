@@ -23,7 +23,7 @@ Decisions worth knowing:
   the output is computed from element by element is stored into the output instead
   (`forward`).
 - Convs with deep weights per output-channel block run their reduction one
-  input channel block at a time outside the rows (`schedule.reduce_chunks`).
+  input channel block at a time outside the rows (`reduction_chunks.reduce_chunks`).
 - Padding never reaches the vectorized interior: the vector (or register-
   blocked) axis is split into borders, where every bound is checked, and an
   interior where the bounds are proven (`regions`).

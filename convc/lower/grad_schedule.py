@@ -39,14 +39,8 @@ import sympy
 from convc.loops import Schedule
 from convc.texpr import TensorExpr, access, index
 
-from .schedule import (
-    PARALLEL_MIN_WORK,
-    VECTOR_WIDTH,
-    _channel_block,
-    _column_block,
-    blocks,
-    work,
-)
+from .registers import VECTOR_WIDTH, blocks
+from .schedule import PARALLEL_MIN_WORK, _channel_block, _column_block, work
 
 #: A weight gradient's register block runs over its second channel axis when that has at
 #: least MIN_CHANNEL_BLOCK channels (up to MAX_CHANNEL_BLOCK accumulators).

@@ -40,9 +40,10 @@ from .regions import conjuncts
 from .relayout import pad_operand, shared_pad, transpose_for
 from .residue_classes import residue_classes
 from .row_sums import fold_row_sums
-from .schedule import channel_schedule, default_schedule, streaming_output, tuning_key
+from .schedule import channel_schedule, default_schedule, streaming_output
 from .separable import separable_pool
 from .streams import split_streams
+from .tuning import tuning_key
 
 #: The smallest plane a global max pool reads as one run of lanes (`_whole_planes`).
 PLANE_LANES_MIN = 64

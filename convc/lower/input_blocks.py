@@ -38,7 +38,8 @@ from convc.texpr import TensorExpr, access, index
 from ir import Graph
 
 from .layout import channel_vectorizable
-from .schedule import blocks, channel_schedule
+from .registers import blocks
+from .schedule import channel_schedule
 
 MIN_DEPTH, MAX_WIDTH = 256, 7
 BLOCK = 16  # channels a block of the copy: one AVX2 step's two registers of lanes

@@ -38,7 +38,8 @@ from convc.passes import FusedGroup
 from convc.texpr import TensorExpr, texpr_of
 from ir import Graph
 
-from .schedule import channel_block, depthwise, whole_groups
+from .registers import channel_block
+from .schedule import depthwise, whole_groups
 
 MIN_CHANNELS = 16
 CHANNEL_FAMILIES = ("conv", "pool", "elementwise")

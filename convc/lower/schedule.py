@@ -8,15 +8,15 @@ Stage: (TensorExpr, thread count) -> `convc.loops.Schedule` (plain data that
   with width 16 (`<16 x float>`, AVX-512), a masked tail, and splits that axis'
   range so padding checks stay out of the vectorized interior;
 - 2-D dense layers vectorize over output features in tiles of 32 (16 for deep
-  reductions) with a block of 12 rows (`ROW_BLOCK`), reading weights packed as [P/32][K][32]
-  panels (`packing`);
+  reductions) with a block of 12 rows (`registers.ROW_BLOCK`), reading weights packed
+  as [P/32][K][32] panels (`packing`);
 - conv blocks the output channels (`tiles`, `unroll`): several
   accumulators per vector lane reuse each loaded input vector and hide the FMA
   latency; the block divides the extent exactly. Depthwise convs (one input
   channel per output channel) share no input between channels: they are not
   blocked (as fast, and a third of the code);
 - 2-D 1x1 stride-1 convs with a channel block use 32-column vectors and loop rows
-  outside the channel blocks (`POINTWISE_WIDTH`); unpadded ones run the whole plane as
+  outside the channel blocks (`registers.POINTWISE_WIDTH`); unpadded ones run the whole plane as
   one row in packed panels (`PACK_COLUMNS`), and write a large model output with
   streaming stores (`STREAM_MIN_BYTES`);
 - the two outermost loops (batch x output-channel block) are collapsed into one
@@ -25,19 +25,21 @@ Stage: (TensorExpr, thread count) -> `convc.loops.Schedule` (plain data that
   blocks ("n*i*o"), rows first, since they have few channel blocks (the stem at
   batch 1: one 32-wide block, nothing to share; 96 channels: 3 blocks, 2:1 between
   two threads) and a thread then keeps the same rows from kernel to kernel;
-- channel-vector convs whose weights per output-channel block pass CHUNK_MIN_WEIGHTS
-  run their reduction in chunks of input channels (`reduce_tiles`, cache blocking),
-  outside the rows where there are enough channel blocks to share among threads
-  (parallel over "n*o" only), else inside each wide row; the partial sums wait in the
-  output, or in a blocked scratch when the output is NCHW (`group`);
+- channel-vector convs whose weights per output-channel block pass
+  `reduction_chunks.CHUNK_MIN_WEIGHTS` run their reduction in chunks of input channels
+  (`reduce_tiles`, cache blocking), outside the rows where there are enough channel
+  blocks to share among threads (parallel over "n*o" only), else inside each wide row;
+  the partial sums wait in the output, or in a blocked scratch when the output is NCHW
+  (`group`);
 - depthwise convs, pooling and elementwise kernels do a few operations per loaded
   element, far below the rate of a register-blocked conv, so they go parallel from less
   work (`PARALLEL_MIN_LIGHT`), as do dense layers, which at batch 1 stream their weights;
 - a kernel under its threshold at batch 1 whose work grows with a run-time batch splits
   its batch loop alone, from the batch where the work reaches it (`parallel_when`);
 
-Register blocks are sized for the machine's vector registers (`blocks()`): the constants
-below are AVX-512's (32 registers of 16 floats), `AVX2_BLOCKS` holds AVX2's (16 of 8).
+Register blocks are sized for the machine's vector registers (`registers.blocks()`):
+`registers` holds AVX-512's limits (32 registers of 16 floats) and AVX2's (16 of 8), and
+`reduction_chunks` the cache blocking of reductions.
 
 Schedules do not depend on the thread count: it is an argument of the entry
 point, so one compiled program serves every count and 1 and 2 threads compute
@@ -54,10 +56,10 @@ import sympy
 from convc.loops import Schedule
 from convc.texpr import TensorExpr
 
+from .reduction_chunks import dense_chunks, reduce_chunks
 from .regions import conjuncts, interior
-from .registers import RegisterBlocks, register_file
+from .registers import VECTOR_WIDTH, blocks
 
-VECTOR_WIDTH = 16
 #: Multiply-adds (or elements) below which a kernel stays on one thread: a parallel region
 #: costs ~7 us to open and join, about 1M multiply-adds of vectorized work.
 PARALLEL_MIN_WORK = 1 << 20
@@ -79,54 +81,15 @@ PARALLEL_MIN_WORK = 1 << 20
 #: ResNet-18's fc (0.5M weights, 2 MB) 0.169 -> 0.082 ms on two threads (the model 11.98
 #: -> 11.73 ms, A/B).
 PARALLEL_MIN_LIGHT = 1 << 17
-CHANNEL_BLOCKS = (8, 6, 4, 3, 2)
 #: Output rows narrower than this vectorize over channels; R columns share each weight vector.
 NARROW_WIDTH = 32
 DEEP_REDUCTION = 64
-#: Register blocks of output columns: rows up to MAX_ROW_BLOCK wide are one block (border
-#: columns checked inside each unrolled copy); wider rows split their interior (the columns
-#: that need no bound check) into blocks of MIN..MAX_COLUMN_BLOCK, leaving the fewest over.
-MAX_ROW_BLOCK = 14
-MIN_COLUMN_BLOCK, MAX_COLUMN_BLOCK = 6, 13
 #: Rows covered by at most MAX_ROW_COPIES register blocks are unrolled into blocks at fixed
 #: places (each a copy of the reduction loops); longer rows loop over interior blocks. Rows
 #: with no column bounds take fixed blocks only up to FEW_ROW_BLOCKS (`fixed_row_blocks`);
 #: conv rows covered so take the largest blocks (`_column_block`).
 MAX_ROW_COPIES, FEW_ROW_BLOCKS = 8, 3
-#: Dense layers: output features per vector (`<32 x float>`, two registers, so a batch-1 row keeps
-#: two FMA chains in flight: LeNet-5's dense layers are FMA-latency bound; 16 for deep reductions,
-#: from DEEP_DENSE inputs) and rows sharing each weight vector (a batch below it runs in the
-#: leftover blocks below). Measured side by side (ms, busy machine): 4096->1000 at batch 8 (16, 4)
-#: 2.27, (16, 8) 1.43, (32, 8) 1.70, ONNX Runtime 1.58; 512->1000 at batch 8 (16, 8) 0.106, (32, 8)
-#: 0.107; batch 1 memory bound (4096: all tiles 0.71-0.77) or close (512: 32-wide 0.071, 16-wide
-#: 0.070-0.077). 12 rows measured 5-12% faster than 8 for batches known at compile time (kernel us
-#: at batch 64: 784->128 81.7 -> 71.9, 1024->1000 873 -> 824, 4096->1000 4003 -> 3857). A run-time
-#: batch's rows past its last whole block run as blocks of 8, 4, 2 and 1
-#: (`nest.channel_vectors._leftover`; taken one at a time, a batch of 8 ran 4096->1000 in 2.79 ms
-#: against 0.62). Against 8 rows with the leftovers one at a time, us a call at a run-time batch
-#: (A/B, one thread): 784->128 N=24 38.9 -> 32.6, N=64 93.0 -> 79.5; 512->1000 N=64 459 -> 423;
-#: 4096->1000 N=24 1659 -> 1508, N=64 4194 -> 4049; batches 1, 8 and 16 within 3%.
-DENSE_WIDTH, ROW_BLOCK = 32, 12
 DEEP_DENSE = 2048
-#: Rows of a dense layer past one register block each read the whole weight panel again (16
-#: features x 4096 inputs: 256 KB, from L2 at best). So where the rows (known at compile
-#: time) take more than one block, the reduction runs in chunks of at most DENSE_CHUNK
-#: inputs that split it evenly (`_dense_chunks`): every row block reads a chunk (16 KB) in
-#: turn, the later ones from L1, and their partial sums wait in a scratch between chunks
-#: (`nest.reduction._chunked`). Measured on a Zen 3 guest (AVX2: blocks of 6 rows, so a
-#: batch of 8 runs 4 + 4; 30 rounds, medians of the fast / slow rounds, ms): 4096->1000 at
-#: batch 8 on one thread 1.015 / 1.236 -> 0.962 / 1.063 (chunks of 128: 0.984 / 1.024, 512:
-#: 1.019 / 1.178), on two 0.556 / 0.689 -> 0.514 / 0.595 (ONNX Runtime 0.606 / 0.629). Only
-#: from DEEP_DENSE inputs: shallower panels stay in L1 or L2 whole, and 784->128 at batch 64
-#: (11 blocks of rows) measured 0.128 -> 0.134 ms chunked (fastest of 200 profiles,
-#: 392-input chunks 0.133), 512->1000 at batch 8 0.164 -> 0.156.
-DENSE_CHUNK = 256
-#: 1x1 stride-1 convs on width vectors: 32 columns (two registers) x the output-channel block
-#: of accumulators, so each input channel costs 2 vector loads and B weight broadcasts for 2B
-#: FMAs (16 columns: 1 + B loads for B FMAs, load bound); rows loop outside the channel blocks
-#: so an input row stays in L1 for all of them. Measured (busy machine, min of 15): 32->64
-#: @112 0.60 -> 0.45-0.54 ms, 96->24 @56 0.172 -> 0.146 ms.
-POINTWISE_WIDTH = 32
 #: Width-vector 1x1 convs (NCHW input: a model's edge, or a single layer) read each input
 #: vector once per output-channel block. Straight from the caller's array those loads
 #: straddle cache lines (NumPy aligns to 16 bytes, a vector is 64) and walk as many pages
@@ -142,39 +105,6 @@ PACK_MAX_BYTES = 1 << 16
 #: without first being read in for ownership, and the caches keep the input. Pointwise
 #: 32->64 @112 (a 3.2 MB output): 0.405 -> 0.367 ms (A/B, kernel time).
 STREAM_MIN_BYTES = 1 << 20
-#: Channel-vector convs with a multiple of 32 output channels: 32 channels a vector (two
-#: registers), so each input broadcast feeds two FMAs and a column block of R costs 2 + R
-#: loads for 2R FMAs (16 channels: 1 + R loads for R FMAs, load bound); R is capped at 10
-#: (2R accumulators must stay in registers), except that windowed convs over rows of 11-14
-#: columns keep 16-channel vectors over the whole row (measured faster: no one-at-a-time
-#: border columns). Measured side by side (busy machine, ms, 16 -> 32): 1x1 s2 64->128 @56
-#: 0.26 -> 0.19, 960->160 @7 0.170 -> 0.139, 320->1280 @7 0.415 -> 0.380, 3x3 512 @7 1.89 ->
-#: 1.75, 3x3 64 @56 1.77 -> 1.57, stem 7x7 2.02 -> 1.89; 3x3 256 @14 1.74 (16) vs 1.90 (32).
-WIDE_CHANNEL_TILE, WIDE_MAX_COLUMN_BLOCK = 32, 10
-#: The longest register block of a 1x1 conv reading NCHW rows, by vector width: 12 or 23
-#: accumulators of one or two registers (`_pointwise_block`).
-POINTWISE_BLOCKS = {VECTOR_WIDTH: 23, WIDE_CHANNEL_TILE: 12}
-#: Cache blocking of a channel-vector conv's reduction: with at least CHUNK_MIN_WEIGHTS bytes
-#: of weights per output-channel block, which a block reloads for every row it computes
-#: (from L2, or memory in a model that streams all its weights), the input channels run
-#: one input channel block at a time in a loop outside the rows. A chunk's weights (3x3,
-#: 32 x 32: 37 KB) then stay in L1 for all the rows, and the partial sums wait in the
-#: output. Measured (A/B in one process, one thread): ResNet-18 at batch 1 24.5 -> 23.1-23.2
-#: ms (512-channel 3x3 convs 1.90-1.98 -> 1.66-1.82 ms, 256-channel 1.45-1.60 -> 1.33-1.43),
-#: batch 8 182.6 -> 174.7 ms. Chunks of 16 channels measured within 1.5% of whole blocks
-#: (either ahead), 64 behind. A single 3x3 512 @7 layer (NCHW output, partial sums in a
-#: blocked scratch): 1.575 -> 1.302 ms. Convs with fewer output-channel blocks run the
-#: chunk loop inside each row instead, when the row has ROW_CHUNK_MIN_COLUMNS register
-#: blocks to share a chunk's weights: 3x3 64 @56 (7 blocks a row) 1.328 -> 1.286 ms and
-#: ResNet-18's layer1 convs 1.37-1.40 -> 1.29-1.33 ms; with 3 blocks (3x3/2 64->128 @28)
-#: 0.72 -> 0.96 ms, so those keep the whole reduction. Weights of CHUNK_MIN_TOTAL bytes or
-#: more (this machine's L2 a core) chunk outside the rows with any number of blocks: every
-#: row would stream them all from beyond L2, which costs more than 2 threads sharing few
-#: channel blocks unevenly. Measured (one thread / two, ms): 5x5 160->160 @13 1.79 -> 1.20
-#: / 0.88 -> 0.68, 3x3 512->128 @14 2.40 -> 1.37 / 1.28 -> 0.75, 5x5 192->192 @14 3.51 ->
-#: 2.00; AlexNet's 5x5 64->192 (1.2 MB) measured no faster chunked (its pool then unfused).
-CHUNK_MIN_WEIGHTS, CHUNK_MIN_BLOCKS, ROW_CHUNK_MIN_COLUMNS = 1 << 16, 8, 4
-CHUNK_MIN_TOTAL = 2 << 20
 #: 1x1 stride-1 convs over rows of at most MERGED_ROW_WIDTH columns (no padding) run a few
 #: rows as one (`_merged_rows`; consecutive elements in any row-major layout), so register
 #: blocks of 10 columns span rows where 7- or 14-wide rows left blocks of 7 (half the
@@ -190,66 +120,6 @@ MERGED_ROW_WIDTH = 14
 #: (MobileNetV2's depthwise convs @7 on two threads: 0.017-0.020 -> 0.010-0.011 ms; the
 #: model 3.38-3.41 -> 3.28-3.37 ms at batch 1, 27.0 -> 26.7 ms at batch 8, A/B).
 ROWS_FIRST_MIN = 8
-#: Vector registers a register block may keep as accumulators (AVX-512 has 32; the rest
-#: hold the loaded weights and broadcasts).
-MAX_ACCUMULATORS = 28
-#: The limits above are AVX-512's (32 registers of 16 floats; `registers`). With AVX2's 16
-#: registers of 8 floats a 16-float vector takes two, so a block holds 6 columns (12
-#: registers, plus two for the weights and one broadcast), or a whole row of 7 (14), and no
-#: 32-channel tiles. Measured on a Zen 3 (one thread, ms, A/B in one process where noted):
-#: 3x3 64->64 @56 8.1 with AVX-512's blocks (10 columns x 32 channels, 40 registers) ->
-#: 2.7-3.2 in blocks of 6 x 16; 32-channel tiles of 3 columns 5.9; 3x3 512 @7 (A/B) a row of
-#: 7 3.6, 6 + 1 5.7, 4 + 3 5.7; 3x3 128 @28 (A/B) blocks of 6 3.7, of 7 6.8; 1x1 s2 64->128
-#: @56 (28 columns, A/B) blocks of 4 0.43, 5 0.39, 6 0.35, so split rows take 6 whatever
-#: they leave over. A conv reading a channel-blocked value runs its input lanes inside its
-#: taps (`nest.reduction._lanes_inside`), and there a row of 7 is split (`blocked_max_row`),
-#: 4 + 3: ResNet-18's 3x3 512 @7 kernels 3.2-3.5 -> 2.4 ms (A/B, the fastest of 20
-#: profiles), where the 14 accumulators of a whole row spilled two, whose stores and reloads
-#: then sat on the FMA chains.
-AVX512_BLOCKS = RegisterBlocks(
-    wide_tile=WIDE_CHANNEL_TILE,
-    max_row=MAX_ROW_BLOCK,
-    blocked_max_row=MAX_ROW_BLOCK,
-    min_column=MIN_COLUMN_BLOCK,
-    max_column=MAX_COLUMN_BLOCK,
-    wide_max_column=WIDE_MAX_COLUMN_BLOCK,
-    pointwise=POINTWISE_BLOCKS,
-    channel_blocks=CHANNEL_BLOCKS,
-    pointwise_width=POINTWISE_WIDTH,
-    dense_width=DENSE_WIDTH,
-    dense_rows=ROW_BLOCK,
-    accumulators=MAX_ACCUMULATORS,
-    border_columns=1,
-    lanes=16,
-    taps_unrolled=False,
-    input_blocks=False,
-)
-AVX2_BLOCKS = RegisterBlocks(
-    wide_tile=VECTOR_WIDTH,
-    max_row=7,
-    blocked_max_row=6,
-    min_column=6,
-    max_column=6,
-    wide_max_column=6,
-    pointwise={VECTOR_WIDTH: 6},
-    channel_blocks=(6, 4, 3, 2),
-    pointwise_width=VECTOR_WIDTH,
-    dense_width=VECTOR_WIDTH,
-    dense_rows=6,
-    accumulators=12,
-    border_columns=4,
-    lanes=8,
-    taps_unrolled=True,
-    input_blocks=True,
-)
-#: The attributes `tuning_key` includes.
-TUNING_ATTRS = ("family", "group", "strides", "dilations", "kernel_shape", "pads", "global")
-
-
-def blocks() -> RegisterBlocks:
-    """The register-block limits of this machine, or of the register file named by
-    CONVC_REGISTER_BLOCKS (`registers.register_file`)."""
-    return AVX512_BLOCKS if register_file() == "avx512" else AVX2_BLOCKS
 
 
 def at_batch_one(expr) -> int:
@@ -275,19 +145,6 @@ def total_work(te: TensorExpr) -> sympy.Expr:
         return sympy.sympify(te.attrs["work_of"])
     own = sympy.Mul(*te.shape) * sympy.Mul(*te.reduce_shape)
     return own * te.attrs.get("passes", 1)
-
-
-def channel_block(channels) -> int:
-    """The block (and vector width) for a tensor of `channels` channels: 32 unless the
-    last block of 32 would be at most half full. A partial block costs a whole pass over
-    the kernel's inputs, so 24 channels take one block of 32 (1x1 144->24 @56: 0.20 ms)
-    rather than two of 16 (0.32 ms)."""
-    channels = sympy.sympify(channels)
-    if not channels.is_number:
-        return VECTOR_WIDTH
-    wide = blocks().wide_tile
-    last = int(channels) % wide
-    return wide if last == 0 or last > wide // 2 else VECTOR_WIDTH
 
 
 def _channel_block(extent) -> int:
@@ -433,7 +290,7 @@ def _column_block(te: TensorExpr, max_row: int, max_block: int) -> int:
 
 def _pointwise_block(te: TensorExpr, width: int) -> int:
     """Output columns per register block of a 1x1 stride-1 conv on channel vectors that
-    reads NCHW rows: the fewest blocks of at most POINTWISE_BLOCKS[width] columns, the
+    reads NCHW rows: the fewest blocks of at most `RegisterBlocks.pointwise[width]` columns, the
     largest such. Each input column is one broadcast a step, so a longer block loads the
     weights fewer times for as many FMAs; the tuner chose these in every such conv of
     the Inception sample (1x1 128->64 @32: 12 columns, 0.096 -> 0.080 ms), and the
@@ -450,7 +307,7 @@ def _pointwise_block(te: TensorExpr, width: int) -> int:
 
 
 def _pointwise_conv(te: TensorExpr) -> bool:
-    """A 2-D 1x1, stride-1 conv (a GEMM over pixels): see POINTWISE_WIDTH."""
+    """A 2-D 1x1, stride-1 conv (a GEMM over pixels): see `registers.POINTWISE_WIDTH`."""
     attrs = te.attrs
     return (
         te.op == "conv"
@@ -618,40 +475,6 @@ def merge_rows(te: TensorExpr, epilogue, rows: int) -> tuple:
     return te, tuple((name, expr.xreplace(moved)) for name, expr in epilogue)
 
 
-def reduce_chunks(
-    te: TensorExpr, width: int, columns: int, blocked_output: bool
-) -> tuple[dict, bool]:
-    """({input-channel axis: chunk} or {}, whether the chunk loop runs outside the rows)
-    for a conv's reduction (cache blocking, see the constants; `columns`: the register
-    block of output columns). A chunk is one channel block of the input
-    (`channel_block`), so its loop walks the lanes of one block, and it must divide the
-    input channels (no leftover chunk). With CHUNK_MIN_BLOCKS output-channel blocks, or
-    CHUNK_MIN_TOTAL bytes of weights, the chunk loop runs outside the rows (threads share
-    batch x channel blocks); else inside each row, where it pays when the row has
-    ROW_CHUNK_MIN_COLUMNS register blocks sharing the chunk's weights and the output is
-    stored channel-blocked (`blocked_output`). An NCHW output (a single layer, a model's
-    last conv) keeps the whole reduction in each row: its partial sums would wait in a
-    blocked scratch, and 3x3 64->64 @56 measured 12.04 -> 10.94 ms at batch 8 and 1.402
-    -> 1.384 at batch 1 without the chunks (A/B; a thread-local partial-sum panel instead
-    of the scratch gained only 12.19 -> 11.98)."""
-    if te.op != "conv" or te.reduction != "sum" or te.attrs.get("group") != 1:
-        return {}, False
-    per_block = sympy.Mul(width, *te.reduce_shape) * 4
-    depth, channels = sympy.sympify(te.reduce_shape[0]), sympy.sympify(te.shape[1])
-    row = sympy.sympify(te.shape[-1])
-    if not all(e.is_number for e in (per_block, depth, channels, row)):
-        return {}, False
-    chunk = channel_block(depth)
-    if int(per_block) < CHUNK_MIN_WEIGHTS or int(depth) % chunk or int(depth) == chunk:
-        return {}, False
-    total = sympy.Mul(channels, *te.reduce_shape) * 4
-    if -(-int(channels) // width) >= CHUNK_MIN_BLOCKS or int(total) >= CHUNK_MIN_TOTAL:
-        return {str(te.reduce_indices[0]): chunk}, True
-    if blocked_output and -(-int(row) // columns) >= ROW_CHUNK_MIN_COLUMNS:
-        return {str(te.reduce_indices[0]): chunk}, False
-    return {}, False
-
-
 def default_schedule(te: TensorExpr, blocked_output: bool = False) -> Schedule:
     """The schedule for `te` by its family (attrs["family"]); `blocked_output`: whether `te`
     is stored channel-blocked (`channel_schedule`)."""
@@ -666,7 +489,7 @@ def default_schedule(te: TensorExpr, blocked_output: bool = False) -> Schedule:
         depth, limits = sympy.sympify(te.attrs.get("streams_of", te.reduce_shape[0])), blocks()
         deep = depth.is_number and int(depth) >= DEEP_DENSE
         width = VECTOR_WIDTH if deep else limits.dense_width
-        chunks = _dense_chunks(te, limits.dense_rows) if deep else {}
+        chunks = dense_chunks(te, limits.dense_rows) if deep else {}
         return Schedule(
             tiles={names[1]: width, names[0]: limits.dense_rows},
             order=(names[1], *(f"{k}.o" for k in chunks), names[0]) if chunks else tuple(names),
@@ -710,19 +533,6 @@ def default_schedule(te: TensorExpr, blocked_output: bool = False) -> Schedule:
     )
 
 
-def _dense_chunks(te: TensorExpr, rows_block: int) -> dict:
-    """{input axis: chunk} for a deep dense layer (DEEP_DENSE inputs or more) whose known
-    rows take more than one register block of `rows_block`, when its inputs split evenly
-    into chunks of at most DENSE_CHUNK (`Schedule.reduce_tiles`); else {}."""
-    depth, rows = (sympy.sympify(e) for e in (te.reduce_shape[0], te.shape[0]))
-    if not (depth.is_number and rows.is_number) or int(rows) <= rows_block:
-        return {}
-    count = -(-int(depth) // DENSE_CHUNK)
-    if count < 2 or int(depth) % count:
-        return {}
-    return {str(te.reduce_indices[0]): int(depth) // count}
-
-
 def _packed_plane(te: TensorExpr) -> tuple[int, int]:
     """(`merge_rows`, `pack_columns`) of a width-vector 1x1 conv: an ungrouped, unpadded
     one over a plane of known size, with a panel of at most PACK_MAX_BYTES, runs as one row
@@ -747,36 +557,3 @@ def streaming_output(te: TensorExpr, schedule: Schedule) -> Schedule:
     if not schedule.pack_columns or int(plane) % VECTOR_WIDTH or size < STREAM_MIN_BYTES:
         return schedule
     return replace(schedule, streaming_stores=True)
-
-
-def tile_choices(te: TensorExpr, schedule: Schedule) -> dict:
-    """{axis: [tile sizes]} a tuner may try for `te` instead of `schedule.tiles`: every
-    size is valid (the nest handles leftovers) and fits the registers. Channel-vector
-    schedules: the register block of output columns (or dense rows), up to the register
-    file's accumulator registers (`blocks().accumulators`: 28 on AVX-512, 12 on AVX2);
-    width-vector convs: the block of output channels among those dividing it.
-    Not the rows of a GEMV's weight streams (`streams`): each row is one stream, and the
-    point is to read them side by side."""
-    choices, limits = {}, blocks()
-    for axis, size in schedule.tiles.items():
-        if f"{axis}.i" not in schedule.unroll or "streams_of" in te.attrs:
-            continue
-        extent = sympy.sympify(te.shape[[str(i) for i in te.indices].index(axis)])
-        if schedule.vector_axis and schedule.vector_axis.endswith(".i"):
-            registers = max(1, schedule.vector_width // limits.lanes)
-            most = min(limits.accumulators // registers, int(extent) if extent.is_number else 99)
-            sizes = range(1, most + 1)
-        else:
-            blocks_of = limits.channel_blocks
-            sizes = [b for b in blocks_of if extent.is_number and int(extent) % b == 0]
-        choices[axis] = sorted({size, *sizes})
-    return choices
-
-
-def tuning_key(te: TensorExpr) -> str:
-    """A stable text naming what decides a kernel's best tiles: op, family, shapes, window
-    attributes and the bounds condition (two kernels with equal keys tune alike)."""
-    attrs = {k: te.attrs[k] for k in sorted(te.attrs) if k in TUNING_ATTRS}
-    shape = ",".join(map(str, te.shape))
-    reduce = ",".join(map(str, te.reduce_shape))
-    return f"{te.op}|{te.reduction}|{shape}|{reduce}|{attrs}|{te.condition}"

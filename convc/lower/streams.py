@@ -13,7 +13,7 @@ partial-sum expression
     part[s, j] = Σ_{k < K/S} x[0, s*K/S + k] * W[j, s*K/S + k]
     y[0, j]    = Σ_s part[s, j]     (then the layer's bias and the fused chain)
 
-whose register block over rows (`schedule.ROW_BLOCK`) reads the S parts of each panel
+whose register block over rows (`registers.ROW_BLOCK`) reads the S parts of each panel
 side by side. Measured (one process per variant, one thread, median ms, one stream -> four):
 AlexNet at batch 1 25.3 -> 23.0 (fc6, 9216->4096, 151 MB: 10.8 -> 9.5; fc7, 4096->4096:
 5.3 -> 4.3), on two threads 12.7 -> 11.7; VGG-11 123.7 -> 118.7 (fc6, 25088->4096,

@@ -4,7 +4,7 @@ Stage: between lowering and the runtime. Input: the graph after passes, its fuse
 the thread count and `build(table) -> CompiledModel` (from `convc.compiler`). Output: a
 tuning table {`tuning_key`: {axis: tile}} for `assemble(graph, groups, tuning=table)`.
 
-`space` finds the kernels with a choice (`lower.schedule.tile_choices`) and their
+`space` finds the kernels with a choice (`lower.tuning.tile_choices`) and their
 candidates; `search` times them in context with the per-kernel profile
 (`CompiledModel.profile`); `store` caches the result on disk beside the code, so only
 keys never tuned on this machine (at this thread count, with these compiler sources) are

@@ -25,7 +25,7 @@ import sympy
 
 from convc.lower.group import plan_group
 from convc.lower.layout import choose_layouts, group_texprs
-from convc.lower.schedule import tile_choices, tuning_key
+from convc.lower.tuning import tile_choices, tuning_key
 from ir import Graph
 
 MAX_CANDIDATES = 6

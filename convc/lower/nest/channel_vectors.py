@@ -18,7 +18,8 @@ from convc import loops
 from convc.texpr import TensorExpr
 
 from ..regions import interior
-from ..schedule import blocks, fixed_row_blocks, whole_groups
+from ..registers import blocks
+from ..schedule import fixed_row_blocks, whole_groups
 from .base import Nest, empty, ordered, outer_loops, symbol, tile_rewrites, wrap
 from .hints import place_hints
 from .reduction import input_lanes, point, reduce_chunk

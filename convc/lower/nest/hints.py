@@ -88,7 +88,7 @@ def _streamed_weights(te: TensorExpr, o, width: int) -> sympy.Indexed | None:
 
 
 def _next_chunk_hints(nest: Nest, weights, width: int) -> tuple:
-    """Hints for the lines of a chunked dense layer's next chunk (`schedule.DENSE_CHUNK`),
+    """Hints for the lines of a chunked dense layer's next chunk (`reduction_chunks.DENSE_CHUNK`),
     of the next panel after the last, matching the current step: a chunk's first row
     block pulls the next one in while it computes (16 KB ahead), where the next panel's
     lines at the same step (`_next_block_lines`) ran a whole panel ahead. 4096->1000 at

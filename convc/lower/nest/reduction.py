@@ -18,7 +18,7 @@ from convc import loops
 from convc.texpr import ACC, TensorExpr
 
 from ..convert import Scope, condition, convert
-from ..schedule import blocks
+from ..registers import blocks
 from .base import Nest, block_loop, guard
 from .hints import next_row_hint
 

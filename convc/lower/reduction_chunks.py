@@ -1,0 +1,97 @@
+"""Cache blocking of a reduction: the chunks of input channels (or a dense layer's inputs)
+a kernel runs its reduction in, and where the chunk loop goes.
+
+Stage: a part of the default schedules (`schedule`). Input: a tensor expression and the
+register block its schedule chose. Output: `Schedule.reduce_tiles` ({axis: chunk}) and,
+for convs, whether the chunk loop runs outside the rows. The nest keeps a chunked
+reduction's partial sums in memory between chunks (`nest.reduction._chunked`).
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from convc.texpr import TensorExpr
+
+from .registers import channel_block
+
+#: Rows of a dense layer past one register block each read the whole weight panel again (16 features
+#: x 4096 inputs: 256 KB, from L2 at best). So where the rows (known at compile time) take more than
+#: one block, the reduction runs in chunks of at most DENSE_CHUNK inputs that split it evenly
+#: (`dense_chunks`): every row block reads a chunk (16 KB) in turn, the later ones from L1, and
+#: their partial sums wait in a scratch between chunks (`nest.reduction._chunked`). Measured on a
+#: Zen 3 guest (AVX2: blocks of 6 rows, so a batch of 8 runs 4 + 4; 30 rounds, medians of the fast /
+#: slow rounds, ms): 4096->1000 at batch 8 on one thread 1.015 / 1.236 -> 0.962 / 1.063 (chunks of
+#: 128: 0.984 / 1.024, 512: 1.019 / 1.178), on two 0.556 / 0.689 -> 0.514 / 0.595 (ONNX Runtime
+#: 0.606 / 0.629). Only from `schedule.DEEP_DENSE` inputs: shallower panels stay in L1 or L2 whole,
+#: and 784->128 at batch 64 (11 blocks of rows) measured 0.128 -> 0.134 ms chunked (fastest of 200
+#: profiles, 392-input chunks 0.133), 512->1000 at batch 8 0.164 -> 0.156.
+DENSE_CHUNK = 256
+#: Cache blocking of a channel-vector conv's reduction: with at least CHUNK_MIN_WEIGHTS bytes
+#: of weights per output-channel block, which a block reloads for every row it computes
+#: (from L2, or memory in a model that streams all its weights), the input channels run
+#: one input channel block at a time in a loop outside the rows. A chunk's weights (3x3,
+#: 32 x 32: 37 KB) then stay in L1 for all the rows, and the partial sums wait in the
+#: output. Measured (A/B in one process, one thread): ResNet-18 at batch 1 24.5 -> 23.1-23.2
+#: ms (512-channel 3x3 convs 1.90-1.98 -> 1.66-1.82 ms, 256-channel 1.45-1.60 -> 1.33-1.43),
+#: batch 8 182.6 -> 174.7 ms. Chunks of 16 channels measured within 1.5% of whole blocks
+#: (either ahead), 64 behind. A single 3x3 512 @7 layer (NCHW output, partial sums in a
+#: blocked scratch): 1.575 -> 1.302 ms. Convs with fewer output-channel blocks run the
+#: chunk loop inside each row instead, when the row has ROW_CHUNK_MIN_COLUMNS register
+#: blocks to share a chunk's weights: 3x3 64 @56 (7 blocks a row) 1.328 -> 1.286 ms and
+#: ResNet-18's layer1 convs 1.37-1.40 -> 1.29-1.33 ms; with 3 blocks (3x3/2 64->128 @28)
+#: 0.72 -> 0.96 ms, so those keep the whole reduction. Weights of CHUNK_MIN_TOTAL bytes or
+#: more (this machine's L2 a core) chunk outside the rows with any number of blocks: every
+#: row would stream them all from beyond L2, which costs more than 2 threads sharing few
+#: channel blocks unevenly. Measured (one thread / two, ms): 5x5 160->160 @13 1.79 -> 1.20
+#: / 0.88 -> 0.68, 3x3 512->128 @14 2.40 -> 1.37 / 1.28 -> 0.75, 5x5 192->192 @14 3.51 ->
+#: 2.00; AlexNet's 5x5 64->192 (1.2 MB) measured no faster chunked (its pool then unfused).
+CHUNK_MIN_WEIGHTS, CHUNK_MIN_BLOCKS, ROW_CHUNK_MIN_COLUMNS = 1 << 16, 8, 4
+CHUNK_MIN_TOTAL = 2 << 20
+
+
+def reduce_chunks(
+    te: TensorExpr, width: int, columns: int, blocked_output: bool
+) -> tuple[dict, bool]:
+    """({input-channel axis: chunk} or {}, whether the chunk loop runs outside the rows)
+    for a conv's reduction (cache blocking, see the constants; `columns`: the register
+    block of output columns). A chunk is one channel block of the input
+    (`channel_block`), so its loop walks the lanes of one block, and it must divide the
+    input channels (no leftover chunk). With CHUNK_MIN_BLOCKS output-channel blocks, or
+    CHUNK_MIN_TOTAL bytes of weights, the chunk loop runs outside the rows (threads share
+    batch x channel blocks); else inside each row, where it pays when the row has
+    ROW_CHUNK_MIN_COLUMNS register blocks sharing the chunk's weights and the output is
+    stored channel-blocked (`blocked_output`). An NCHW output (a single layer, a model's
+    last conv) keeps the whole reduction in each row: its partial sums would wait in a
+    blocked scratch, and 3x3 64->64 @56 measured 12.04 -> 10.94 ms at batch 8 and 1.402
+    -> 1.384 at batch 1 without the chunks (A/B; a thread-local partial-sum panel instead
+    of the scratch gained only 12.19 -> 11.98)."""
+    if te.op != "conv" or te.reduction != "sum" or te.attrs.get("group") != 1:
+        return {}, False
+    per_block = sympy.Mul(width, *te.reduce_shape) * 4
+    depth, channels = sympy.sympify(te.reduce_shape[0]), sympy.sympify(te.shape[1])
+    row = sympy.sympify(te.shape[-1])
+    if not all(e.is_number for e in (per_block, depth, channels, row)):
+        return {}, False
+    chunk = channel_block(depth)
+    if int(per_block) < CHUNK_MIN_WEIGHTS or int(depth) % chunk or int(depth) == chunk:
+        return {}, False
+    total = sympy.Mul(channels, *te.reduce_shape) * 4
+    if -(-int(channels) // width) >= CHUNK_MIN_BLOCKS or int(total) >= CHUNK_MIN_TOTAL:
+        return {str(te.reduce_indices[0]): chunk}, True
+    if blocked_output and -(-int(row) // columns) >= ROW_CHUNK_MIN_COLUMNS:
+        return {str(te.reduce_indices[0]): chunk}, False
+    return {}, False
+
+
+def dense_chunks(te: TensorExpr, rows_block: int) -> dict:
+    """{input axis: chunk} for a deep dense layer (`schedule.DEEP_DENSE` inputs or more) whose known
+    rows take more than one register block of `rows_block`, when its inputs split evenly
+    into chunks of at most DENSE_CHUNK (`Schedule.reduce_tiles`); else {}."""
+    depth, rows = (sympy.sympify(e) for e in (te.reduce_shape[0], te.shape[0]))
+    if not (depth.is_number and rows.is_number) or int(rows) <= rows_block:
+        return {}
+    count = -(-int(depth) // DENSE_CHUNK)
+    if count < 2 or int(depth) % count:
+        return {}
+    return {str(te.reduce_indices[0]): int(depth) // count}
