@@ -294,3 +294,52 @@ def test_masked_tails_of_part_registers_stay_masked(avx2):
     # 20 channels: a tail of 4, half a register, stays a masked vector of 16
     text = stage_source(blocked_then(20, 3, 1), "loops")
     assert "vector(8" not in text and "Min(16, 20 - 16*o_o)" in text
+
+
+def deep_projection(depth, size):
+    """conv 3x3 + relu 32 -> `depth` (a channel-blocked value), a 1x1 projection to 48
+    channels + bias, added to a second 1x1 conv of the first value's, then relu and a 1x1
+    conv to 16: the projection reads and writes channel-blocked values."""
+    rng = np.random.default_rng(depth + size)
+    g = ir.Graph("avx2_projection")
+    g.add_input("x", ("N", 32, size, size))
+    g.add_param("w0", rng.standard_normal((depth, 32, 3, 3)).astype(np.float32) / 9)
+    g.add_node("conv", ["x", "w0"], {"pads": [1] * 4}, name="c0")
+    g.add_node("relu", ["c0"], name="r0")
+    w1 = rng.standard_normal((48, depth, 1, 1)) / np.sqrt(depth)
+    g.add_param("w1", w1.astype(np.float32))
+    g.add_param("b1", rng.standard_normal(48).astype(np.float32))
+    g.add_node("conv", ["r0", "w1", "b1"], name="project")
+    g.add_param("w2", rng.standard_normal((48, depth, 1, 1)).astype(np.float32) / 30)
+    g.add_node("conv", ["r0", "w2"], name="side")
+    g.add_node("add", ["project", "side"], name="sum")
+    g.add_node("relu", ["sum"], name="r1")
+    g.add_param("w3", rng.standard_normal((16, 48, 1, 1)).astype(np.float32) / 7)
+    g.add_node("conv", ["r1", "w3"], name="c3")
+    g.set_outputs("c3")
+    return g
+
+
+@pytest.mark.parametrize("depth, size, chunk", [(576, 14, 96), (960, 7, 96)])
+def test_deep_1x1_convs_run_their_reduction_in_chunks_of_several_blocks(
+    avx2, depth, size, chunk
+):
+    # 576 or 960 input channels: 37-61 KB of weights a 16-channel block, past L1 beside
+    # the input columns, so each row's channel block runs the reduction in chunks of 96
+    # channels (6 input blocks of 16, their lanes inside) and every register block of the
+    # row reads the chunk's weights from L1; the partial sums wait in the output
+    listings = kernel_listings(stage_source(deep_projection(depth, size), "loops"))
+    chunked = [text for text in listings.values() if f"reduce-tiles c={chunk}" in text]
+    assert chunked, listings.keys()
+    for text in chunked:
+        assert f"for c_o in 0..{depth // chunk}:" in text
+        assert f"for c_b in 0..{chunk // 16}:" in text and "for c_l in 0..16:" in text
+        assert f"c_b + {chunk // 16}*c_o, " in text  # the input's block, no division
+    g = deep_projection(depth, size)
+    for batch, threads in ((1, 1), (3, 1), (2, 2)):
+        assert_compiled_matches(g, inputs_for(g, batch), threads=threads)
+
+
+def test_1x1_convs_whose_block_weights_fit_l1_keep_the_whole_reduction(avx2):
+    # 384 input channels: 24 KB a block, no chunks (chunks of 96 measured slower there)
+    assert "reduce-tiles" not in stage_source(deep_projection(384, 14), "loops")

@@ -42,11 +42,13 @@ class RegisterBlocks:
     (POINTWISE_WIDTH); `dense_width`/`dense_rows`: a dense layer's feature vector and rows
     (DENSE_WIDTH, ROW_BLOCK); `accumulators`: registers a tuner's block may fill
     (MAX_ACCUMULATORS); `border_columns`: fewest columns of a border block of a row split
-    around a loop over blocks (`nest.channel_vectors._wide_borders`); `lanes`: floats a register;
-    `taps_unrolled`: a conv's innermost window taps run unrolled as well as its outer
-    ones (`nest.reduction._unrolled_taps`), inside the lanes loop of a channel-blocked input;
-    `input_blocks`: deep convs
-    over narrow model inputs read a channel-blocked copy (`input_blocks`)."""
+    around a loop over blocks (`nest.channel_vectors._wide_borders`); `lanes`: floats a
+    register; `taps_unrolled`: a conv's innermost window taps run unrolled as well as its
+    outer ones (`nest.reduction._unrolled_taps`), inside the lanes loop of a
+    channel-blocked input; `input_blocks`: deep convs over narrow model inputs read a
+    channel-blocked copy (`input_blocks`); `chunked_pointwise`: deep 1x1 convs run their
+    reduction in chunks of several input blocks (`reduction_chunks.pointwise_chunks`,
+    measured on AVX2 only)."""
 
     wide_tile: int
     max_row: int
@@ -64,6 +66,7 @@ class RegisterBlocks:
     lanes: int
     taps_unrolled: bool
     input_blocks: bool
+    chunked_pointwise: bool
 
 
 #: The register files schedules know, by name, and the variable that picks one.
@@ -155,6 +158,7 @@ AVX512_BLOCKS = RegisterBlocks(
     lanes=16,
     taps_unrolled=False,
     input_blocks=False,
+    chunked_pointwise=False,
 )
 AVX2_BLOCKS = RegisterBlocks(
     wide_tile=VECTOR_WIDTH,
@@ -173,6 +177,7 @@ AVX2_BLOCKS = RegisterBlocks(
     lanes=8,
     taps_unrolled=True,
     input_blocks=True,
+    chunked_pointwise=True,
 )
 
 

@@ -45,7 +45,7 @@ class Nest:
     spread: tuple = ()  # hints issued around the innermost tap loop (`hints._next_pass_hints`)
     planes: sympy.Indexed | None = None  # an NCHW input to hint: `hints._planes_read`
     chunk: tuple | None = None  # (reduce symbol, size, outer, inner): `reduction._chunked`
-    lanes: tuple | None = None  # input channels as blocks x lanes: `reduction.input_lanes`
+    lanes: tuple | None = None  # channels (or a chunk's) as blocks x lanes: `reduction.input_lanes`
     partials: str | None = None  # where a chunked reduction's partial sums wait, if not store
     reduced: sympy.Symbol | None = None  # a max's reduction index vectorised (`reduced_vector`)
 

@@ -55,6 +55,10 @@ def channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
 
         parallel for n*o_o:  for c_o:  for i:  for j blocks:  vector(16) for o_i:
           acc[R] = c_o ? y[..] : 0;  for c_i, a, b: ...;  y[..] = last c_o ? epilogue(acc) : acc
+
+    A chunk of several blocks of a channel-blocked input (`reduction_chunks.pointwise_chunks`)
+    runs as those blocks and their lanes, `c = c_o*S + c_b*B + c_l`, so its reads index the
+    input's blocks directly rather than dividing by B at every step.
     """
     o = symbol(nest.te, schedule.vector_axis[:-2])
     j = symbol(nest.te, schedule.unroll[0][:-2])
@@ -66,7 +70,12 @@ def channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
     nest.chunk = reduce_chunk(te, schedule)
     if nest.chunk:
         c, size, c_o, c_i = nest.chunk
-        subs[c] = c_o * size + c_i
+        lanes = input_lanes(te, nest.scope)
+        if lanes and size > lanes[1]:  # a chunk of several input blocks: blocks x lanes
+            nest.lanes = lanes
+            subs[c] = c_o * size + lanes[2] * lanes[1] + lanes[3]
+        else:
+            subs[c] = c_o * size + c_i
         at = _chunk_position(outer, loops_, schedule, c)
         loops_.insert(at, (c_o, 0, sympy.sympify(te.reduce_shape[0]) / size, "serial"))
     else:
@@ -74,7 +83,7 @@ def channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
         if nest.lanes:
             c, size, c_b, c_l = nest.lanes
             subs[c] = c_b * size + c_l
-    rewrites = {**tile_rewrites(tile), **tile_rewrites(nest.chunk or nest.lanes)}
+    rewrites = {**tile_rewrites(tile), **tile_rewrites(nest.lanes or nest.chunk)}
     nest.scope = replace(nest.scope, subs={**nest.scope.subs, **subs}, rewrites=rewrites)
     place_hints(nest, schedule, o, width)
     extent = te.shape[te.indices.index(j)]

@@ -169,15 +169,15 @@ def _reduce_loops(nest: Nest, atoms, acc: str, sets: int) -> loops.Stmt:
             stmt = _around_innermost(nest, stmt, inner)
         stmt = guard(stmt, [a for a in atoms if depth[a] == level], scope)
         var, extent = loops.loop_var(str(te.reduce_indices[level])), te.reduce_shape[level]
-        if nest.chunk and nest.chunk[0] == te.reduce_indices[level]:
-            if inner:  # its loop runs inside the taps
-                continue
-            var, extent = nest.chunk[3], nest.chunk[1]
-        elif nest.lanes and nest.lanes[0] == te.reduce_indices[level]:
+        if nest.lanes and nest.lanes[0] == te.reduce_indices[level]:  # blocks x lanes
             _, size, var, lane = nest.lanes
             if not inner:
                 stmt = loops.For(lane, 0, size, stmt)
-            extent = sympy.sympify(extent) / size
+            extent = sympy.sympify(nest.chunk[1] if nest.chunk else extent) / size  # of a chunk
+        elif nest.chunk and nest.chunk[0] == te.reduce_indices[level]:
+            if inner:  # its loop runs inside the taps
+                continue
+            var, extent = nest.chunk[3], nest.chunk[1]
         lanes = te.reduce_indices[level] == nest.reduced  # a partial accumulator a lane
         kind = {"kind": "vectorized", "width": nest.width, "tail": "masked"} if lanes else {}
         if not kind and _unrolled_taps(nest, level, extent, inner is not None):
