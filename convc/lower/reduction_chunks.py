@@ -68,14 +68,15 @@ POINTWISE_CHUNK_MIN_WEIGHTS, POINTWISE_CHUNK_BYTES = 1 << 15, 8 << 10
 
 
 def reduce_chunks(
-    te: TensorExpr, width: int, columns: int, blocked_output: bool
+    te: TensorExpr, width: int, columns: int, blocked_output: bool, pointwise: bool
 ) -> tuple[dict, bool]:
     """({input-channel axis: chunk} or {}, whether the chunk loop runs outside the rows)
     for a conv's reduction (cache blocking, see the constants; `columns`: the register
     block of output columns). A chunk is one channel block of the input
     (`channel_block`), so its loop walks the lanes of one block, and it must divide the
-    input channels (no leftover chunk); deep 1x1 convs under CHUNK_MIN_WEIGHTS take
-    chunks of several blocks instead (`pointwise_chunks`). With CHUNK_MIN_BLOCKS
+    input channels (no leftover chunk); a deep 1x1 stride-1 conv (`pointwise`, as the
+    caller's `schedule._pointwise_conv` finds it) under CHUNK_MIN_WEIGHTS takes chunks of
+    several blocks instead (`pointwise_chunks`). With CHUNK_MIN_BLOCKS
     output-channel blocks, or CHUNK_MIN_TOTAL bytes of weights, the chunk loop runs
     outside the rows (threads share
     batch x channel blocks); else inside each row, where it pays when the row has
@@ -97,7 +98,8 @@ def reduce_chunks(
         return {}, False
     row_blocks = -(-int(row) // columns)
     if int(per_block) < CHUNK_MIN_WEIGHTS:
-        return pointwise_chunks(te, width, chunk, row_blocks, blocked_output), False
+        deep = pointwise and blocked_output
+        return (pointwise_chunks(te, width, chunk, row_blocks) if deep else {}), False
     total = sympy.Mul(channels, *te.reduce_shape) * 4
     if -(-int(channels) // width) >= CHUNK_MIN_BLOCKS or int(total) >= CHUNK_MIN_TOTAL:
         return {str(te.reduce_indices[0]): chunk}, True
@@ -106,9 +108,7 @@ def reduce_chunks(
     return {}, False
 
 
-def pointwise_chunks(
-    te: TensorExpr, width: int, block: int, row_blocks: int, blocked_output: bool
-) -> dict:
+def pointwise_chunks(te: TensorExpr, width: int, block: int, row_blocks: int) -> dict:
     """{input-channel axis: chunk} for a 1x1 stride-1 conv stored channel-blocked whose
     weights per output-channel block (`width` channels) pass POINTWISE_CHUNK_MIN_WEIGHTS,
     over rows of at least two register blocks (`row_blocks`) to share each chunk: the
@@ -118,11 +118,8 @@ def pointwise_chunks(
     files that measured it (`RegisterBlocks.chunked_pointwise`)."""
     if not blocks().chunked_pointwise:
         return {}
-    attrs, depth = te.attrs, int(te.reduce_shape[0])
-    pointwise = all(k == 1 for k in attrs["kernel_shape"]) and all(s == 1 for s in attrs["strides"])
-    if not (pointwise and blocked_output and row_blocks >= 2):
-        return {}
-    if depth * width * 4 < POINTWISE_CHUNK_MIN_WEIGHTS:
+    depth = int(te.reduce_shape[0])
+    if row_blocks < 2 or depth * width * 4 < POINTWISE_CHUNK_MIN_WEIGHTS:
         return {}
     most = POINTWISE_CHUNK_BYTES // (width * 4) // block
     sizes = [k * block for k in range(2, most + 1) if depth % (k * block) == 0]

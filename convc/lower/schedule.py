@@ -417,7 +417,8 @@ def channel_schedule(
         flat, columns = te, _pointwise_block(te, width)
     else:
         flat, columns = te, _column_block(te, *limits)
-    chunks, outside_rows = reduce_chunks(flat, width, columns, blocked_output)
+    pointwise = _pointwise_conv(te)
+    chunks, outside_rows = reduce_chunks(flat, width, columns, blocked_output, pointwise)
     batch, channels, rows, *rest = names
     chunk = [f"{te.reduce_indices[0]}.o"] if chunks else []
     height = sympy.sympify(te.shape[2])

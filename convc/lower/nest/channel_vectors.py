@@ -67,22 +67,17 @@ def channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
     tile = (o, width, loops.loop_var(f"{o}_o"), loops.loop_var(f"{o}_i"))
     outer = ordered([v for v in te.indices if v != j], schedule)
     loops_, subs = outer_loops(te, outer, schedule, tile)
-    nest.chunk = reduce_chunk(te, schedule)
+    nest.chunk, lanes, start = reduce_chunk(te, schedule), input_lanes(te, nest.scope), 0
     if nest.chunk:
         c, size, c_o, c_i = nest.chunk
-        lanes = input_lanes(te, nest.scope)
-        if lanes and size > lanes[1]:  # a chunk of several input blocks: blocks x lanes
-            nest.lanes = lanes
-            subs[c] = c_o * size + lanes[2] * lanes[1] + lanes[3]
-        else:
-            subs[c] = c_o * size + c_i
+        start = c_o * size
+        subs[c] = start + c_i
         at = _chunk_position(outer, loops_, schedule, c)
         loops_.insert(at, (c_o, 0, sympy.sympify(te.reduce_shape[0]) / size, "serial"))
-    else:
-        nest.lanes = input_lanes(te, nest.scope)
-        if nest.lanes:
-            c, size, c_b, c_l = nest.lanes
-            subs[c] = c_b * size + c_l
+    if lanes and (nest.chunk is None or nest.chunk[1] > lanes[1]):  # blocks x lanes
+        nest.lanes = lanes
+        c, size, c_b, c_l = lanes
+        subs[c] = start + c_b * size + c_l
     rewrites = {**tile_rewrites(tile), **tile_rewrites(nest.lanes or nest.chunk)}
     nest.scope = replace(nest.scope, subs={**nest.scope.subs, **subs}, rewrites=rewrites)
     place_hints(nest, schedule, o, width)
