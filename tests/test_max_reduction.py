@@ -120,7 +120,7 @@ def test_softmax_over_many_rows_runs_along_each_row_with_one_exponential_an_elem
 
 @pytest.mark.parametrize("size", [7, 8, 9, 19, 23])
 def test_long_max_runs_in_several_chains_find_every_position(size):
-    """A plane's maximum runs as `codegen.kernel.REDUCTION_CHAINS` vector partials a step
+    """A plane's maximum runs as `codegen.vector_loops.REDUCTION_CHAINS` vector partials a step
     (then single vectors, then a masked tail): the maximum, a NaN or -inf/-0.0 at any
     position (each chain, the leftover vectors, the tail) comes out as NumPy's."""
     plane = size * size

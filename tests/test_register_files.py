@@ -321,9 +321,7 @@ def deep_projection(depth, size):
 
 
 @pytest.mark.parametrize("depth, size, chunk", [(576, 14, 96), (960, 7, 96)])
-def test_deep_1x1_convs_run_their_reduction_in_chunks_of_several_blocks(
-    avx2, depth, size, chunk
-):
+def test_deep_1x1_convs_run_their_reduction_in_chunks_of_several_blocks(avx2, depth, size, chunk):
     # 576 or 960 input channels: 37-61 KB of weights a 16-channel block, past L1 beside
     # the input columns, so each row's channel block runs the reduction in chunks of 96
     # channels (6 input blocks of 16, their lanes inside) and every register block of the
