@@ -11,7 +11,15 @@ import pytest
 
 import convc
 from convc import runtime
-from convc.bench import _settle_ms, add_arguments, format_results, run_cases, select_peers, timing
+from convc.bench import (
+    _result,
+    _settle_ms,
+    add_arguments,
+    format_results,
+    run_cases,
+    select_peers,
+    timing,
+)
 from convc.bench.cases import LAYERS, OPS, Case, layer_cases, op_cases
 from convc.bench.peak import fma_program, fma_shape, measured_peak
 from convc.bench.peers import PEERS
@@ -155,6 +163,38 @@ def test_cases_whose_median_some_blocks_slowed_are_listed():
     assert "numpy interp 1.10x" not in text
     result.peers["convc"] = steady
     assert "Noisy" not in format_results([result], ["convc", "numpy"], peak=100.0)
+
+
+def test_runs_on_several_threads_time_convc_on_one_thread_beside_them(monkeypatch):
+    """The speed-up from more threads is a ratio of two runners timed in the same rounds,
+    like every other ratio, not of two processes run minutes apart."""
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "CONVC_NUM_THREADS"):
+        monkeypatch.setenv(name, "1")  # run_cases pins them to 2; restored afterwards
+    peers = ["convc", "numpy"]
+    [one] = run_cases([tiny_case()], peers, threads=1, repeat=2, block_s=0.0)
+    [two] = run_cases([tiny_case()], peers, threads=2, repeat=2, block_s=0.0)
+    assert one.one_thread is None
+    assert two.one_thread.note == "" and two.one_thread.max_err < 1e-4
+    assert 0 < two.one_thread.min_s <= two.one_thread.median_s
+    assert _result(dataclasses.asdict(two)) == two
+    text = format_results([one, two], peers, peak=100.0)
+    header = next(line for line in text.splitlines() if "speed-up" in line)
+    column = header.split(" | ").index("convc speed-up over one thread")
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| tiny mixed")]
+    assert rows[2][column] == "-"  # the speed table's one-thread row
+    expected = two.one_thread.median_s / two.peers["convc"].median_s
+    assert rows[3][column].startswith(f"{expected:.3g}x (")
+
+
+def test_the_speed_up_column_divides_the_one_thread_time_by_the_row_time():
+    convc_two = PeerResult(median_s=1.0e-3, min_s=0.8e-3)
+    alone = PeerResult(median_s=1.9e-3, min_s=1.6e-3)
+    result = CaseResult("tiny mixed", 2, 2, 1000, {"convc": convc_two}, one_thread=alone)
+    text = format_results([result], ["convc"], peak=100.0)
+    assert "| tiny mixed | 2 | 2 | 1.9x (2x) |" in text
+    assert "convc speed-up over one thread" not in format_results(
+        [dataclasses.replace(result, one_thread=None)], ["convc"], peak=100.0
+    )
 
 
 def test_the_peak_kernel_steps_its_fma_chains():

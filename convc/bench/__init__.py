@@ -202,7 +202,9 @@ def _forwarded(args: argparse.Namespace, threads: int, out: Path) -> list[str]:
 
 def _result(data: dict) -> CaseResult:
     peers = {name: PeerResult(**fields) for name, fields in data.pop("peers").items()}
-    return CaseResult(**data, peers=peers)
+    one_thread = data.pop("one_thread", None)
+    one_thread = PeerResult(**one_thread) if one_thread else None
+    return CaseResult(**data, peers=peers, one_thread=one_thread)
 
 
 def _int_list(text: str) -> tuple[int, ...]:

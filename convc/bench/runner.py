@@ -7,6 +7,13 @@ reference, or a note saying why the peer was not timed (not installed, an op
 it cannot express, an error, or a wrong result: a peer is timed only after
 its outputs match).
 
+On more than one thread, convc compiled for one thread is timed in the same rounds
+(`CaseResult.one_thread`), so its speed-up from the extra threads is measured side by
+side like every ratio: runs of one thread count each go to a process of their own (see
+`convc.bench`), minutes apart, and on a shared 2-vCPU guest a ratio of two such runs
+moved with whatever else the host ran meanwhile (3x3 128->128 @28 at batch 1: 1.71x
+across the two processes of one suite run, 1.85-1.95x interleaved in one).
+
 The reference is the convc NumPy interpreter. Outputs match when every
 element satisfies |out - ref| <= RTOL*|ref| + ATOL*max|ref|: float32
 reductions reordered by another library drift by a few ulps of the output's
@@ -28,6 +35,8 @@ from .timing import time_interleaved
 RTOL = 1e-4
 ATOL = 1e-5
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+#: The runner name of convc on one thread in a run of more (`CaseResult.one_thread`).
+ONE_THREAD = "convc on one thread"
 
 
 @dataclass
@@ -43,13 +52,15 @@ class PeerResult:
 
 @dataclass
 class CaseResult:
-    """A case at one batch size and thread count, with each peer's result by peer name."""
+    """A case at one batch size and thread count, with each peer's result by peer name;
+    `one_thread`: convc compiled for one thread, timed beside the others (threads > 1)."""
 
     case: str
     batch: int
     threads: int
     macs: int
     peers: dict[str, PeerResult] = field(default_factory=dict)
+    one_thread: PeerResult | None = None
 
 
 def threads_pinned(threads: int) -> bool:
@@ -117,9 +128,14 @@ def run_case(
         runner = _checked_runner(name, graph, inputs, threads, reference, peer_result)
         if runner is not None:
             runners[name] = runner
+    if threads > 1 and "convc" in runners:
+        result.one_thread = PeerResult()
+        runner = _checked_runner("convc", graph, inputs, 1, reference, result.one_thread)
+        if runner is not None:
+            runners[ONE_THREAD] = runner
     for name, timing in time_interleaved(runners, repeat, block_s, settle_s).items():
-        result.peers[name].median_s = timing.median
-        result.peers[name].min_s = timing.min
+        timed = result.one_thread if name == ONE_THREAD else result.peers[name]
+        timed.median_s, timed.min_s = timing.median, timing.min
     return result
 
 

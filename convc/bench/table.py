@@ -9,7 +9,9 @@ so 2x means the subject took half the peer's time; the ratio of the
 minima follows in parentheses. GFLOP/s is 2*MACs per
 second (MACs from the layer report), shown for cases that multiply tensors,
 with the percentage of one core's FP32 FMA peak (measured: `peak.measured_peak`) times
-the thread count.
+the thread count. On more than one thread, "convc speed-up" is convc's time on one
+thread over its time on the row's threads, both timed in the same rounds
+(`CaseResult.one_thread`).
 """
 
 from __future__ import annotations
@@ -86,10 +88,15 @@ def _speed(results, peers, subject, peak) -> list[str]:
     others = [p for p in peers if p != subject]
     headers = ["case", "N", "threads"]
     headers += [f"{PEERS[p].label} / {PEERS[subject].label}" for p in others]
+    scaled = subject == "convc" and any(r.one_thread for r in results)
+    if scaled:
+        headers.append("convc speed-up over one thread")
     headers += [f"{PEERS[p].label} GFLOP/s (% peak)" for p in peers]
     rows = []
     for r in results:
         ratios = [_ratio(r.peers[p], r.peers[subject]) for p in others]
+        if scaled:
+            ratios.append(_ratio(r.one_thread, r.peers[subject]) if r.one_thread else "-")
         rows.append(_key(r) + ratios + [_gflops(r, p, peak) for p in peers])
     return _table(headers, rows)
 
@@ -112,12 +119,18 @@ def _optional(value: float | None, spec: str) -> str:
 
 
 def _notes(results, peers) -> list[str]:
-    return [
+    notes = [
         f"- {PEERS[p].label}, {r.case} (N={r.batch}, {r.threads} threads): {r.peers[p].note}"
         for r in results
         for p in peers
         if r.peers[p].note
     ]
+    notes += [
+        f"- convc on one thread, {r.case} (N={r.batch}, {r.threads} threads): {r.one_thread.note}"
+        for r in results
+        if r.one_thread and r.one_thread.note
+    ]
+    return notes
 
 
 def _noisy(results, peers) -> list[str]:
