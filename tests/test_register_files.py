@@ -341,3 +341,43 @@ def test_deep_1x1_convs_run_their_reduction_in_chunks_of_several_blocks(avx2, de
 def test_1x1_convs_whose_block_weights_fit_l1_keep_the_whole_reduction(avx2):
     # 384 input channels: 24 KB a block, no chunks (chunks of 96 measured slower there)
     assert "reduce-tiles" not in stage_source(deep_projection(384, 14), "loops")
+
+
+def strided_after_conv(size, out_channels=128):
+    """conv 3x3 + relu 3 -> 64 (a channel-blocked value), then a 3x3 stride-2 conv + relu
+    to `out_channels`, the output of the model."""
+    rng = np.random.default_rng(size)
+    g = ir.Graph("avx2_strided")
+    g.add_input("x", ("N", 3, size, size))
+    g.add_param("w0", rng.standard_normal((64, 3, 3, 3)).astype(np.float32) / 3)
+    g.add_node("conv", ["x", "w0"], {"pads": [1] * 4}, name="c0")
+    g.add_node("relu", ["c0"], name="r0")
+    w1 = rng.standard_normal((out_channels, 64, 3, 3)) / 24
+    g.add_param("w1", w1.astype(np.float32))
+    g.add_node("conv", ["r0", "w1"], {"pads": [1] * 4, "strides": [2, 2]}, name="down")
+    g.add_node("relu", ["down"], name="r1")
+    g.add_param("w2", rng.standard_normal((16, out_channels, 1, 1)).astype(np.float32) / 11)
+    g.add_node("conv", ["r1", "w2"], name="c2")
+    g.set_outputs("c2")
+    return g
+
+
+def test_strided_3x3_convs_take_chunks_from_weights_past_l1(avx2):
+    # 3x3 stride 2 from 64 channels: 37 KB of weights a 16-channel block, past L1; a step
+    # of a strided window loads more broadcasts (18 for 36 FMAs), so the weights streamed
+    # from L2 for every register block slowed it, and one input block at a time runs
+    # outside the rows (the partial sums wait in the channel-blocked output)
+    listings = kernel_listings(stage_source(strided_after_conv(28), "loops"))
+    (down,) = [text for name, text in listings.items() if name.startswith("down")]
+    assert "reduce-tiles c=16" in down and "order n,o,c.o,i,j" in down
+    g = strided_after_conv(28)
+    for batch, threads in ((1, 1), (2, 2)):
+        assert_compiled_matches(g, inputs_for(g, batch), threads=threads)
+
+
+def test_strided_convs_stored_nchw_keep_the_whole_reduction(avx2):
+    # the same conv as a model's output: partial sums would wait in a blocked scratch,
+    # which measured slower (a training step's forward conv 9.9 -> 13.7 ms at batch 8)
+    g = conv(64, 128, 28, 3, stride=2, pad=1)
+    assert "reduce-tiles" not in stage_source(g, "loops")
+    assert_compiled_matches(g, inputs_for(g, 2), threads=1)

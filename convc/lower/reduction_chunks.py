@@ -48,6 +48,17 @@ DENSE_CHUNK = 256
 #: 2.00; AlexNet's 5x5 64->192 (1.2 MB) measured no faster chunked (its pool then unfused).
 CHUNK_MIN_WEIGHTS, CHUNK_MIN_BLOCKS, ROW_CHUNK_MIN_COLUMNS = 1 << 16, 8, 4
 CHUNK_MIN_TOTAL = 2 << 20
+#: Strided windows stored channel-blocked take those chunks from STRIDED_CHUNK_MIN_WEIGHTS
+#: (L1) instead (`_least_chunked_weights`). A step of a 3x3 stride-2 window loads 18
+#: broadcasts and 6 weight vectors for 36 FMAs (at stride 1 neighbouring taps share
+#: columns: 8 broadcasts), and beside them its weights (37 KB a 16-channel block from 64
+#: channels) came from L2 for every register block of a row. Measured on a Zen 3 guest
+#: (AVX2, fastest of 30 rotated profiles, ms): ResNet-18's 3x3/2 64->128 @28 at batch 1
+#: 1.280 -> 1.139 on one thread and 0.648 -> 0.582 on two, at batch 8 10.82 -> 9.57 (ONNX
+#: Runtime's node 1.22 and 10.13). Stride 1 with the same weights, 3x3 64 @56, ran within
+#: 1.5% chunked (already at the FMA peak), and stored NCHW, its partial sums in a blocked
+#: scratch, the strided conv of a training step's forward pass went 9.9 -> 13.7 ms.
+STRIDED_CHUNK_MIN_WEIGHTS = 1 << 15
 #: 1x1 stride-1 convs under CHUNK_MIN_WEIGHTS whose weights per output-channel block still
 #: pass POINTWISE_CHUNK_MIN_WEIGHTS (L1, with the input columns beside them) run their
 #: reduction in chunks of several input channel blocks, at most POINTWISE_CHUNK_BYTES of
@@ -72,7 +83,8 @@ def reduce_chunks(
 ) -> tuple[dict, bool]:
     """({input-channel axis: chunk} or {}, whether the chunk loop runs outside the rows)
     for a conv's reduction (cache blocking, see the constants; `columns`: the register
-    block of output columns). A chunk is one channel block of the input
+    block of output columns), from CHUNK_MIN_WEIGHTS of weights per output-channel block
+    (`_least_chunked_weights`). A chunk is one channel block of the input
     (`channel_block`), so its loop walks the lanes of one block, and it must divide the
     input channels (no leftover chunk); a deep 1x1 stride-1 conv (`pointwise`, as the
     caller's `schedule._pointwise_conv` finds it) under CHUNK_MIN_WEIGHTS takes chunks of
@@ -97,7 +109,7 @@ def reduce_chunks(
     if int(depth) % chunk or int(depth) == chunk:
         return {}, False
     row_blocks = -(-int(row) // columns)
-    if int(per_block) < CHUNK_MIN_WEIGHTS:
+    if int(per_block) < _least_chunked_weights(te, blocked_output):
         deep = pointwise and blocked_output
         return (pointwise_chunks(te, width, chunk, row_blocks) if deep else {}), False
     total = sympy.Mul(channels, *te.reduce_shape) * 4
@@ -106,6 +118,16 @@ def reduce_chunks(
     if blocked_output and row_blocks >= ROW_CHUNK_MIN_COLUMNS:
         return {str(te.reduce_indices[0]): chunk}, False
     return {}, False
+
+
+def _least_chunked_weights(te: TensorExpr, blocked_output: bool) -> int:
+    """The weights per output-channel block from which `te`'s reduction runs in chunks:
+    STRIDED_CHUNK_MIN_WEIGHTS for a strided window stored channel-blocked, else
+    CHUNK_MIN_WEIGHTS."""
+    attrs = te.attrs
+    window = any(k > 1 for k in attrs["kernel_shape"])
+    strided = window and any(s > 1 for s in attrs["strides"])
+    return STRIDED_CHUNK_MIN_WEIGHTS if strided and blocked_output else CHUNK_MIN_WEIGHTS
 
 
 def pointwise_chunks(te: TensorExpr, width: int, block: int, row_blocks: int) -> dict:
