@@ -4,8 +4,8 @@ Stage: codegen. Input: a kernel's statement tree and the function's parameters (
 pointers, index values, scalar locals). Output: instructions appended through one IRBuilder.
 Invariants: every ``alloca`` sits in the entry block (so mem2reg/SROA turn accumulators into
 registers); a vectorized loop is emitted as a main loop of whole vectors plus a masked or
-scalar tail (`vector_loops`; see `convc.loops.ir`); a parallel loop is outlined into a separate function run
-by the parallel runtime (`convc.codegen.parallel`).
+scalar tail (`vector_loops`; see `convc.loops.ir`); a parallel loop is outlined into a
+separate function run by the parallel runtime (`convc.codegen.parallel`).
 """
 
 from __future__ import annotations
