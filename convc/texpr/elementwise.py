@@ -115,16 +115,19 @@ def prelu_texpr(graph, node):
 
 @rule("clip")
 def clip_texpr(graph, node):
-    """min(max(x, lo), hi); an absent bound is no bound (lo = -inf, hi = +inf)."""
+    """min(max(x, lo), hi); an absent bound is no bound (lo = -inf, hi = +inf). Built
+    unevaluated: sympy's Min and Max compare their arguments through the assumptions
+    system (about 0.4 ms a comparison of an element with a bound), and MobileNetV2's 35
+    ReLU6 took 0.7 s of its 3.4 s of lowering that way."""
     x = node.inputs[0]
     bounds = list(node.inputs[1:3]) + [None] * (3 - len(node.inputs))
 
     def body(idx, shape):
         value = broadcast_access(graph, x, idx, shape)
         if bounds[0] is not None:
-            value = sympy.Max(value, broadcast_access(graph, bounds[0], (), ()))
+            value = sympy.Max(value, broadcast_access(graph, bounds[0], (), ()), evaluate=False)
         if bounds[1] is not None:
-            value = sympy.Min(value, broadcast_access(graph, bounds[1], (), ()))
+            value = sympy.Min(value, broadcast_access(graph, bounds[1], (), ()), evaluate=False)
         return value
 
     return pointwise(graph, node, body)
