@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from .peak import measured_peak
 from .peers import PEERS
-from .runner import CaseResult, PeerResult
+from .runner import ONE_THREAD, CaseResult, PeerResult
 
 #: A runner whose median block took this much longer than its fastest was slowed in some
 #: blocks by something outside it (another process, a vCPU the host descheduled: on a
@@ -119,18 +119,18 @@ def _optional(value: float | None, spec: str) -> str:
 
 
 def _notes(results, peers) -> list[str]:
-    notes = [
-        f"- {PEERS[p].label}, {r.case} (N={r.batch}, {r.threads} threads): {r.peers[p].note}"
+    return [
+        f"- {label}, {r.case} (N={r.batch}, {r.threads} threads): {timed.note}"
         for r in results
-        for p in peers
-        if r.peers[p].note
+        for label, timed in _runners(r, peers)
+        if timed.note
     ]
-    notes += [
-        f"- convc on one thread, {r.case} (N={r.batch}, {r.threads} threads): {r.one_thread.note}"
-        for r in results
-        if r.one_thread and r.one_thread.note
-    ]
-    return notes
+
+
+def _runners(result: CaseResult, peers) -> list[tuple[str, PeerResult]]:
+    """(label, result) of each runner of a case: the peers, then convc on one thread."""
+    runners = [(PEERS[p].label, result.peers[p]) for p in peers]
+    return runners + ([(ONE_THREAD, result.one_thread)] if result.one_thread else [])
 
 
 def _noisy(results, peers) -> list[str]:

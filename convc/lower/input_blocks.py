@@ -8,9 +8,9 @@ blocked values.
 
 Why: a model's input stays NCHW (the caller's array), so a conv reading it runs the
 reduction `c, a, b` over planes, where a row of 7 is one register block of 14 registers
-that leaves none for unrolled taps (`nest.reduction._unrolled_taps`); over channel blocks the same
-conv runs its input lanes around its unrolled innermost taps (`nest.reduction._lanes_inside`) in
-blocks of 4 + 3. Where the reduction is deep and the rows narrow, the input is small
+that leaves none for unrolled taps (`nest.reduction._unrolled_taps`); over channel
+blocks the same conv runs its input lanes around its unrolled innermost taps
+(`nest.reduction._lanes_inside`) in blocks of 4 + 3. Where the reduction is deep and the rows narrow, the input is small
 beside the work: 3x3 512 @7 reads 100 KB for 231 MFLOP. Measured on a Zen 3 (AVX2, one
 thread, the layer alone, with and without the copy compiled in one process and timed in
 rounds beside ONNX Runtime, `benchmarks/slow_rounds.py`; ms, median of the rounds at the
