@@ -26,6 +26,10 @@
  *   32x3, weights as operands    the 32x3 step in 3-step loops with each FMA reading
  *                                its weights from memory: 3 broadcasts + 12 FMAs,
  *                                no weight loads (fewer instructions, more loads)
+ *   window row 16x6 / 8x12       a 3x3 window's row of 3 taps at stride 1 (36 FMAs):
+ *                                convc's unrolled taps, broadcasts loaded apart (24
+ *                                loads), against 8 channels x 12 columns whose taps
+ *                                share each column's broadcast (17 loads)
  *   FMA + ...                    the 12 FMA chains with, each iteration, 10 nops, or
  *                                loads from L1 that feed nothing: 3 broadcasts and
  *                                a vector, 6 alone, 6 and 2 (the count of convc's step), 8
@@ -164,6 +168,50 @@ static void nested_32x3_operands(void) {
     NESTED(STEP_32X3_OPERANDS "add $128, %[w]\n add $4, %[x]\n", 128)
 }
 
+/* A window row of a 3x3 conv at stride 1 (3 taps, 36 FMAs), as the unrolled taps of
+ * convc's kernels run it: 16 channels x 6 columns, each tap's 2 weight vectors loaded
+ * and its 6 broadcasts loaded apart (columns shared between taps loaded again), 24
+ * loads. */
+#define FMA_R(src, weight, acc) "vfmadd231ps %%ymm" #src ", %%ymm" #weight ", %%ymm" #acc "\n"
+#define BROADCAST_AT(column, reg) "vbroadcastss 4*" #column "(%[x]), %%ymm" #reg "\n"
+#define COLUMN_16(column, reg, acc0, acc1) \
+    BROADCAST_AT(column, reg) FMA_R(reg, 12, acc0) FMA_R(reg, 13, acc1)
+#define TAP_16X6(tap, c0, c1, c2, c3, c4, c5)                                              \
+    "vmovaps " #tap "*64(%[w]), %%ymm12\n vmovaps " #tap "*64+32(%[w]), %%ymm13\n"        \
+    COLUMN_16(c0, 14, 0, 1) COLUMN_16(c1, 15, 2, 3) COLUMN_16(c2, 14, 4, 5)               \
+    COLUMN_16(c3, 15, 6, 7) COLUMN_16(c4, 14, 8, 9) COLUMN_16(c5, 15, 10, 11)
+#define ROW_16X6 \
+    TAP_16X6(0, 0, 1, 2, 3, 4, 5) TAP_16X6(1, 1, 2, 3, 4, 5, 6) TAP_16X6(2, 2, 3, 4, 5, 6, 7)
+
+/* The same row as 8 channels x 12 columns with the taps sharing each column's
+ * broadcast: the 3 taps' weight vectors held (ymm12-14), then each of the 14 input
+ * columns broadcast once and used by every tap that reads it, 17 loads. */
+#define SHARED(column, acc2, acc1, acc0) \
+    BROADCAST_AT(column, 15) FMA_R(15, 14, acc2) FMA_R(15, 13, acc1) FMA_R(15, 12, acc0)
+#define ROW_8X12                                                                          \
+    "vmovaps (%[w]), %%ymm12\n vmovaps 32(%[w]), %%ymm13\n vmovaps 64(%[w]), %%ymm14\n"   \
+    BROADCAST_AT(0, 15) FMA_R(15, 12, 0) BROADCAST_AT(1, 15) FMA_R(15, 13, 0)             \
+    FMA_R(15, 12, 1) SHARED(2, 0, 1, 2) SHARED(3, 1, 2, 3) SHARED(4, 2, 3, 4)             \
+    SHARED(5, 3, 4, 5) SHARED(6, 4, 5, 6) SHARED(7, 5, 6, 7) SHARED(8, 6, 7, 8)           \
+    SHARED(9, 7, 8, 9) SHARED(10, 8, 9, 10) SHARED(11, 9, 10, 11)                         \
+    BROADCAST_AT(12, 15) FMA_R(15, 14, 10) FMA_R(15, 13, 11) BROADCAST_AT(13, 15)         \
+    FMA_R(15, 14, 11)
+
+/* Loops of 48 window rows (3 steps of 12 FMAs each), a row's weights `weight_bytes` on
+ * from the last's, cycling through 48 rows of them (L1), the input a row 256 bytes on. */
+#define WINDOW_ROWS(row, weight_bytes)                                                    \
+    for (long loop = 0; loop < STEPS / 144; loop++) {                                     \
+        const float *w = weights, *x = inputs;                                            \
+        long rows = 48;                                                                   \
+        __asm__ volatile(ALIGN "1:\n" row "add $" #weight_bytes ", %[w]\n add $256, %[x]\n" \
+                         "dec %[n]\n jnz 1b\n"                                            \
+                         : [w] "+r"(w), [x] "+r"(x), [n] "+r"(rows)::CLOBBERS);           \
+    }
+
+static void window_row_16x6(void) { WINDOW_ROWS(ROW_16X6, 192) }
+
+static void window_row_8x12(void) { WINDOW_ROWS(ROW_8X12, 96) }
+
 #define FMA12                                                                             \
     "vfmadd231ps %%ymm15, %%ymm15, %%ymm0\n vfmadd231ps %%ymm15, %%ymm15, %%ymm1\n"       \
     "vfmadd231ps %%ymm15, %%ymm15, %%ymm2\n vfmadd231ps %%ymm15, %%ymm15, %%ymm3\n"       \
@@ -223,6 +271,8 @@ static const struct {
     {"FMA + 6 broadcasts, 2 loads", fma_6_broadcasts},
     {"FMA + 8 broadcasts, 4 loads", fma_8_broadcasts},
     {"FMA + 8 loads", fma_8_vectors},
+    {"window row 16x6, broadcasts apart", window_row_16x6},
+    {"window row 8x12, broadcasts shared", window_row_8x12},
 };
 #define SHAPE_COUNT (sizeof SHAPES / sizeof SHAPES[0])
 
