@@ -167,14 +167,18 @@ IN_BOUNDS = textwrap.dedent(
         g.set_outputs("y")
         check_graph(g, mark, rng)
 
-    # 9. a compiled 5x5 conv with padding 2 on 17-wide rows (width vectors): its two border
-    # columns a side run as masked vectors whose lanes past the row's end read nothing
-    g = ir.Graph("borders")
-    g.add_input("x", (1, 2, 16, 17))
-    g.add_param("w", rng.standard_normal((8, 2, 5, 5)).astype(np.float32))
-    g.add_node("conv", ["x", "w"], {"pads": [2, 2, 2, 2]}, name="y")
-    g.set_outputs("y")
-    check_graph(g, "vector(16, tail=masked) for j in 15..17:", rng)
+    # 9. a compiled 5x5 conv with padding 2 on 17-wide rows (width vectors, 6 channels): its
+    # two border columns a side run as masked vectors whose lanes past the row's end read
+    # nothing; with 20 channels the same conv runs on channel vectors, the last block's 4
+    # channels masked and stored as rows that end at the guard page (21760 bytes)
+    for channels, mark in ((6, "vector(16, tail=masked) for j in 15..17:"),
+                           (20, "for o_i in 0..Min(16, 20 - 16*o_o):")):
+        g = ir.Graph("borders")
+        g.add_input("x", (1, 3, 16, 17))
+        g.add_param("w", rng.standard_normal((channels, 3, 5, 5)).astype(np.float32))
+        g.add_node("conv", ["x", "w"], {"pads": [2, 2, 2, 2]}, name="y")
+        g.set_outputs("y")
+        check_graph(g, mark, rng)
 
     # 10. a 1x1 conv and the depthwise 3x3/2 conv after it in one kernel, the 1x1's rows in
     # a ring on the stack: the depthwise reads padding rows and columns from no memory

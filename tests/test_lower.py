@@ -41,7 +41,9 @@ def walk(stmt, enclosing=()):
             yield from walk(stmt.orelse, enclosing)
 
 
-def conv_graph(channels=8, size=10, pads=(1, 1, 1, 1), act="relu", stride=1):
+def conv_graph(channels=6, size=10, pads=(1, 1, 1, 1), act="relu", stride=1):
+    """A 3x3 conv + `act` over 3 input channels; by default 6 output channels, under
+    `PARTIAL_MIN_CHANNELS`, so the rows narrower than `NARROW_WIDTH` keep width vectors."""
     g = ir.Graph("conv")
     g.add_input("x", ("N", 3, size, size))
     g.add_param("w", randn(channels, 3, 3, 3))
@@ -82,15 +84,15 @@ def test_unpadded_conv_has_no_bound_checks_at_all():
 
 
 def test_output_channels_are_register_blocked_and_unrolled():
-    (kernel,) = kernels(conv_graph(channels=8))
+    (kernel,) = kernels(conv_graph(channels=6))
     vector = [s for s, _ in walk(kernel.body) if isinstance(s, loops.For) and s.width > 1]
     allocs = [[a.shape for a, _ in walk(v.body) if isinstance(a, loops.Alloc)] for v in vector]
-    assert allocs == [[(8,)]] * 3  # the masked borders and the interior
+    assert allocs == [[(6,)]] * 3  # the masked borders and the interior
     unrolled = [
         s for s, _ in walk(kernel.body) if isinstance(s, loops.For) and s.kind == "unrolled"
     ]
-    # the register block of 8 output channels, and the window's 3 rows (`UNROLLED_TAPS`)
-    assert {(str(s.var), s.stop) for s in unrolled} == {("o_i", 8), ("a", 3)}
+    # the register block of 6 output channels, and the window's 3 rows (`UNROLLED_TAPS`)
+    assert {(str(s.var), s.stop) for s in unrolled} == {("o_i", 6), ("a", 3)}
     # a depthwise conv (one input channel a window) keeps its rows a loop
     g = ir.Graph("depthwise")
     g.add_input("x", ("N", 32, 20, 20))
@@ -109,7 +111,7 @@ def test_epilogue_is_applied_in_registers_and_only_the_group_output_is_stored():
     assert stores == {"act"}
     assert "conv" not in {b.name for b in program.buffers}
     assert "max(0.0, v" in loops.format_kernel(kernel)
-    assert kernel.comment.startswith("conv + act | tiles o=8 order n,o,i,j vector j/16")
+    assert kernel.comment.startswith("conv + act | tiles o=6 order n,o,i,j vector j/16")
 
 
 def test_big_kernels_get_one_collapsed_parallel_loop():
@@ -221,13 +223,13 @@ def test_offsets_are_64_byte_multiples_for_odd_sizes():
 
 
 def test_weights_are_packed_once_per_output_channel_block():
-    g = conv_graph(channels=8)
+    g = conv_graph(channels=6)
     _, _, program = lower_graph(g)
-    w = program.params["w.oc8"]
-    assert w.shape == (1, 3, 3, 3, 8) and w.flags.c_contiguous
+    w = program.params["w.oc6"]
+    assert w.shape == (1, 3, 3, 3, 6) and w.flags.c_contiguous
     np.testing.assert_array_equal(w[0, 2, 1, 0, :], g.values["w"].data[:, 2, 1, 0])
     text = loops.format_program(program)
-    assert "w.oc8[o_o, c, a, b, o_i]" in text
+    assert "w.oc6[o_o, c, a, b, o_i]" in text
 
 
 def test_linear_weights_are_packed_in_panels_of_32_outputs():
