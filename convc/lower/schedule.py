@@ -85,18 +85,17 @@ PARALLEL_MIN_LIGHT = 1 << 17
 NARROW_WIDTH = 32
 DEEP_REDUCTION = 64
 #: Convs over NCHW values whose output channels are not a multiple of the vector, from
-#: PARTIAL_MIN_CHANNELS channels, still take channel vectors (the last block masked, or run
-#: 8 lanes wide) where width vectors would gather strided columns or run mostly empty over
-#: narrow rows, or where a window meets a deep reduction (`_channel_vector`). Measured on a Zen 3 guest
-#: (AVX2, one thread, N=1, fastest of 21 blocks, ms, width vectors -> channel vectors;
-#: ONNX Runtime): 5x5 24->40 @19 1.497 -> 0.202 (0.234), 3x3/2 16->24 @112 0.538 -> 0.297
-#: (0.286), 3x3/2 3->24 @129 0.126 -> 0.114, 3x3 48->24 @56 1.041 -> 0.814 (0.737), 3x3
-#: 32->12 @40 0.206 -> 0.166, 3x3 16->10 @40 0.121 -> 0.090, 3x3 16->8 @40 0.078 -> 0.069,
-#: 1x1 200->72 @23 0.249 -> 0.193 (0.201), 1x1 128->40 @14 0.036 -> 0.032, the 3x3x3 1->8
-#: conv over 16-column rows of the conv3d_volume sample 0.161 -> 0.051. Not: 5x5 1->6
-#: @32 0.010 -> 0.016 (under 8 channels); shallow windows over wide rows, 3x3 3->8 @64 0.033
-#: -> 0.061, 3->12 @64 0.047 -> 0.074; 1x1 stride-1 convs over wide rows, 64->24 @56 0.132
-#: -> 0.166, 64->40 @56 0.204 -> 0.243.
+#: PARTIAL_MIN_CHANNELS channels, still take channel vectors (the last block masked, or run 8
+#: lanes wide) where width vectors would gather strided columns or run mostly empty over narrow
+#: rows, or where a window meets a deep reduction (`_channel_vector`). Measured on a Zen 3 guest
+#: (AVX2, one thread, N=1, fastest of 21 blocks, ms, width vectors -> channel vectors; ONNX
+#: Runtime): 5x5 24->40 @19 1.497 -> 0.202 (0.234), 3x3/2 16->24 @112 0.538 -> 0.297 (0.286),
+#: 3x3/2 3->24 @129 0.126 -> 0.114, 3x3 48->24 @56 1.041 -> 0.814 (0.737), 3x3 32->12 @40 0.206
+#: -> 0.166, 3x3 16->10 @40 0.121 -> 0.090, 3x3 16->8 @40 0.078 -> 0.069, 1x1 200->72 @23 0.249
+#: -> 0.193 (0.201), 1x1 128->40 @14 0.036 -> 0.032, the 3x3x3 1->8 conv over 16-column rows of
+#: the conv3d_volume sample 0.161 -> 0.051. Not: 5x5 1->6 @32 0.010 -> 0.016 (under 8 channels);
+#: shallow windows over wide rows, 3x3 3->8 @64 0.033 -> 0.061, 3->12 @64 0.047 -> 0.074; 1x1
+#: stride-1 convs over wide rows, 64->24 @56 0.132 -> 0.166, 64->40 @56 0.204 -> 0.243.
 PARTIAL_MIN_CHANNELS = 8
 #: Rows covered by at most MAX_ROW_COPIES register blocks are unrolled into blocks at fixed
 #: places (each a copy of the reduction loops); longer rows loop over interior blocks. Rows
