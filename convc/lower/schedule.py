@@ -239,7 +239,10 @@ def _channel_vector(te: TensorExpr) -> bool:
     if te.op != "conv" or "group" not in te.attrs or depthwise(te) or len(te.indices) < 3:
         return False  # (derived gradients carry no group)
     channels, width = sympy.sympify(te.shape[1]), sympy.sympify(te.shape[-1])
-    if not channels.is_number or int(channels) < PARTIAL_MIN_CHANNELS:
+    if not channels.is_number:
+        return False
+    partial = int(channels) % VECTOR_WIDTH != 0
+    if partial and int(channels) < PARTIAL_MIN_CHANNELS:
         return False
     if not whole_groups(te, _channel_tile(te)[0]):
         return False
@@ -248,7 +251,7 @@ def _channel_vector(te: TensorExpr) -> bool:
     strided = any(s > 1 for s in te.attrs["strides"])
     reduction = sympy.Mul(*te.reduce_shape)
     deep = reduction.is_number and int(reduction) >= DEEP_REDUCTION
-    if int(channels) % VECTOR_WIDTH:
+    if partial:
         return strided or narrow or deep and window
     return narrow or window or deep or strided
 
