@@ -86,7 +86,7 @@ NARROW_WIDTH = 32
 DEEP_REDUCTION = 64
 #: Convs over NCHW values whose output channels are not a multiple of the vector, from
 #: PARTIAL_MIN_CHANNELS channels, still take channel vectors (the last block masked, or run 8
-#: lanes wide) where width vectors would gather strided columns or run mostly empty over narrow
+#: lanes wide) where width vectors would read strided columns or run mostly empty over narrow
 #: rows, or where a window meets a deep reduction (`_channel_vector`). Measured on a Zen 3 guest
 #: (AVX2, one thread, N=1, fastest of 21 blocks, ms, width vectors -> channel vectors; ONNX
 #: Runtime): 5x5 24->40 @19 1.497 -> 0.202 (0.234), 3x3/2 16->24 @112 0.538 -> 0.297 (0.286),
