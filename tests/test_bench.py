@@ -20,7 +20,7 @@ from convc.bench import (
     select_peers,
     timing,
 )
-from convc.bench.cases import LAYERS, OPS, Case, layer_cases, op_cases
+from convc.bench.cases import LAYERS, OPS, SHAPES, Case, layer_cases, op_cases, shape_cases
 from convc.bench.peak import fma_program, fma_shape, measured_peak
 from convc.bench.peers import PEERS
 from convc.bench.runner import CaseResult, PeerResult, max_error
@@ -88,6 +88,18 @@ def test_op_suite_cases_compile_to_the_interpreters_results():
     cases = op_cases()
     assert len(cases) == sum(len(batches) for _, batches, _ in OPS)
     assert [c.name for c in op_cases((64,))] == ["softmax 1000", "dense 784->128 + relu"]
+    assert_cases_compile_to_the_interpreters_results(cases)
+
+
+def test_shape_suite_cases_compile_to_the_interpreters_results():
+    cases = shape_cases()
+    assert len(cases) == sum(len(batches) for _, batches, _ in SHAPES) == 10
+    assert [c.name for c in shape_cases((8,))] == ["1x1 128->64 @32"]
+    assert_cases_compile_to_the_interpreters_results(shape_cases((1,)))
+
+
+def assert_cases_compile_to_the_interpreters_results(cases):
+    """Each case's graph, compiled for one thread, gives the interpreter's outputs."""
     for case in cases:
         graph, inputs = case.build()
         assert next(iter(inputs.values())).shape[0] == case.batch

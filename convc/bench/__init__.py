@@ -1,12 +1,12 @@
 """`convc bench`: time convc side by side with NumPy, PyTorch and ONNX Runtime.
 
-Stage: a driver above the compiler, like the CLI. Input: a model file or a
-suite name (`layers`: the single layers of shared/BENCHMARKS.md; `ops`: softmax,
-small dense layers, activations, batch norm and pools run alone; `models`:
-LeNet-5, ResNet-18 and MobileNetV2 from samples/; `training`: one optimizer
-step of LeNet-5, see `training`), thread counts, batch
-sizes, repeats and peers. Output: Markdown tables of medians and minima,
-ratios to each peer, GFLOP/s and % of peak (see `table`), optionally JSON.
+Stage: a driver above the compiler, like the CLI. Input: a model file or a suite name
+(`layers`: the single layers of shared/BENCHMARKS.md; `shapes`: convs of unusual shapes;
+`ops`: softmax, small dense layers, activations, batch norm and pools run alone;
+`models`: LeNet-5, ResNet-18 and MobileNetV2 from samples/; `training`: one optimizer
+step of LeNet-5, see `training`), thread counts, batch sizes, repeats and peers. Output:
+Markdown tables of medians and minima, ratios to each peer, GFLOP/s and % of peak (see
+`table`), optionally JSON.
 
 Thread counts are pinned for every framework. OpenBLAS (NumPy) and OpenMP
 read their thread variables once, when they load, so each thread count runs
@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ir import ConvcError, InputError, UnsupportedError
 
-from .cases import Case, file_cases, layer_cases, model_cases, op_cases
+from .cases import Case, file_cases, layer_cases, model_cases, op_cases, shape_cases
 from .peak import measured_peak
 from .peers import PEER_NAMES, PEERS
 from .runner import (
@@ -46,8 +46,15 @@ from .runner import (
 from .table import format_results
 from .training import TrainingCase, run_training_case, training_cases
 
-SUITES = ("layers", "ops", "models", "training")
-DEFAULT_THREADS = {"layers": (1,), "ops": (1,), "models": (1, 2), "training": (1,), None: (1,)}
+SUITES = ("layers", "shapes", "ops", "models", "training")
+DEFAULT_THREADS = {
+    "layers": (1,),
+    "shapes": (1,),
+    "ops": (1,),
+    "models": (1, 2),
+    "training": (1,),
+    None: (1,),
+}
 #: Default pause before each timed block, ms, on one thread and on more. ONNX Runtime's
 #: pool spins for tens of milliseconds after a run and took the second core from the next
 #: block: MobileNetV2 at batch 1 on two threads, convc beside it 4.12 ms (min 3.36) with
@@ -95,6 +102,8 @@ def suite_cases(args: argparse.Namespace) -> list[Case]:
     batches = args.batch
     if args.suite == "layers":
         cases = layer_cases(batches)
+    elif args.suite == "shapes":
+        cases = shape_cases(batches)
     elif args.suite == "ops":
         cases = op_cases(batches)
     elif args.suite == "models":

@@ -1,4 +1,5 @@
-"""Benchmark cases: the single layers and whole models of shared/BENCHMARKS.md, or a file.
+"""Benchmark cases: the single layers and whole models of shared/BENCHMARKS.md, convs of
+unusual shapes, or a file.
 
 Stage: benchmark input. Output: `Case` objects, each a name, a batch size and
 a `build()` that returns an `ir.Graph` with float32 weights plus a dict of
@@ -188,6 +189,23 @@ OPS = (
     ),
 )
 
+#: (name, batch sizes, builder) of convs off the usual grid: output channels that are not a
+#: multiple of 16, odd sizes, 5x5 windows, strides, and groups of channels that split a
+#: channel vector. The default schedules were measured mostly on ResNet and MobileNet shapes;
+#: this suite shows where an unusual one is left on a slow default (`compile(..., tune=True)`
+#: searches tile sizes, not the choice between channel and width vectors).
+SHAPES = (
+    ("3x3 48->80 @37", (1,), _conv_layer(48, 80, 37, 3, pad=1)),
+    ("5x5 24->40 @19", (1,), _conv_layer(24, 40, 19, 5, pad=2)),
+    ("3x3 48->24 @56", (1,), _conv_layer(48, 24, 56, 3, pad=1)),
+    ("3x3 s2 16->24 @112", (1,), _conv_layer(16, 24, 112, 3, stride=2, pad=1)),
+    ("3x3 s2 96->96 @30", (1,), _conv_layer(96, 96, 30, 3, stride=2, pad=1)),
+    ("3x3 160->160 @9", (1,), _conv_layer(160, 160, 9, 3, pad=1)),
+    ("3x3 in 4 groups, 40->120 @50", (1,), _conv_layer(40, 120, 50, 3, pad=1, group=4)),
+    ("1x1 200->72 @23", (1,), _conv_layer(200, 72, 23, 1)),
+    ("1x1 128->64 @32", (1, 8), _conv_layer(128, 64, 32, 1)),
+)
+
 #: whole models: display name and the sample file defining build(batch) and example_inputs.
 MODELS = (
     ("LeNet-5", "lenet5.py"),
@@ -209,6 +227,11 @@ def _listed(table, batches) -> list[Case]:
         for batch in listed
         if batches is None or batch in batches
     ]
+
+
+def shape_cases(batches=None) -> list[Case]:
+    """Every conv of `SHAPES` at its listed batch sizes (only those in `batches` if given)."""
+    return _listed(SHAPES, batches)
 
 
 def op_cases(batches=None) -> list[Case]:
