@@ -48,7 +48,9 @@ class RegisterBlocks:
     channel-blocked input; `input_blocks`: deep convs over narrow model inputs read a
     channel-blocked copy (`input_blocks`); `chunked_pointwise`: deep 1x1 convs run their
     reduction in chunks of several input blocks (`reduction_chunks.pointwise_chunks`,
-    measured on AVX2 only)."""
+    measured on AVX2 only); `packed_pointwise`: a 1x1 stride-1 conv over wide NCHW rows
+    stays on packed width-vector panels however deep, as long as a panel holds its input
+    channels (`schedule._channel_vector`, measured on AVX2 only)."""
 
     wide_tile: int
     max_row: int
@@ -67,6 +69,7 @@ class RegisterBlocks:
     taps_unrolled: bool
     input_blocks: bool
     chunked_pointwise: bool
+    packed_pointwise: bool
 
 
 #: The register files schedules know, by name, and the variable that picks one.
@@ -159,6 +162,7 @@ AVX512_BLOCKS = RegisterBlocks(
     taps_unrolled=False,
     input_blocks=False,
     chunked_pointwise=False,
+    packed_pointwise=False,
 )
 AVX2_BLOCKS = RegisterBlocks(
     wide_tile=VECTOR_WIDTH,
@@ -178,6 +182,7 @@ AVX2_BLOCKS = RegisterBlocks(
     taps_unrolled=True,
     input_blocks=True,
     chunked_pointwise=True,
+    packed_pointwise=True,
 )
 
 

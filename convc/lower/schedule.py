@@ -111,8 +111,17 @@ DEEP_DENSE = 2048
 #: channels, in L1) that every channel block then reads: a packed GEMM.
 PACK_COLUMNS = 128
 #: The largest panel (on each thread's stack): 128 input channels. Deeper 1x1 convs with
-#: channels in blocks of 16 vectorize over channels (`_channel_vector`); the others keep rows.
+#: channels in blocks of 16 vectorize over channels (`_channel_vector`, from DEEP_REDUCTION
+#: channels with AVX-512's blocks); the others keep rows.
 PACK_MAX_BYTES = 1 << 16
+#: With AVX2's blocks, deep 1x1 stride-1 convs over wide NCHW rows keep the packed panels
+#: up to that depth (`RegisterBlocks.packed_pointwise`): a channel vector of 16 x 6 columns
+#: loads 8 times for 12 FMAs there. Measured on a Zen 3 guest (one process, fastest / median
+#: of 60 rotated profiles, ms, channel vectors -> packed panels): 64->64 @32 0.119 / 0.120
+#: -> 0.094 / 0.095 at N=1, 0.942 / 1.002 -> 0.805 / 0.878 at N=8; 96->64 @32 0.176 ->
+#: 0.149, 1.353 -> 1.235; 128->64 @32 0.238 -> 0.201, 1.952 -> 1.703; 64->128 @56 0.619 ->
+#: 0.546, 5.34 -> 4.65; 128->128 @56 1.391 -> 1.227, 11.46 -> 10.64; 128->32 @64 0.479 ->
+#: 0.448, 5.70 -> 4.56. Past a panel, unpacked rows lose: 192->64 @32 0.369 -> 0.673.
 #: A packed 1x1 conv writing a model output of at least STREAM_MIN_BYTES (at batch 1: half
 #: of L2) uses non-temporal stores (`streaming_output`): the output's lines go to memory
 #: without first being read in for ownership, and the caches keep the input. Pointwise
@@ -234,7 +243,9 @@ def _channel_vector(te: TensorExpr) -> bool:
     on 32->64 @112); everywhere else (windows, strides, narrow rows, deep 1x1) channel
     vectors with a block of output columns measure 1.1-4x faster (docs in `nest`). Output
     channels that leave the last vector partly empty qualify from PARTIAL_MIN_CHANNELS
-    when strided, over narrow rows, or with a window over a deep reduction. A grouped conv
+    when strided, over narrow rows, or with a window over a deep reduction. With AVX2's
+    blocks (`RegisterBlocks.packed_pointwise`) a deep 1x1 conv over wide rows qualifies
+    only when its input channels overflow a packed panel (PACK_MAX_BYTES). A grouped conv
     qualifies when each vector lies in one group (`whole_groups`)."""
     if te.op != "conv" or "group" not in te.attrs or depthwise(te) or len(te.indices) < 3:
         return False  # (derived gradients carry no group)
@@ -253,6 +264,8 @@ def _channel_vector(te: TensorExpr) -> bool:
     deep = reduction.is_number and int(reduction) >= DEEP_REDUCTION
     if partial:
         return strided or narrow or deep and window
+    if deep and not (narrow or window or strided) and blocks().packed_pointwise:
+        return not _packed_plane(te)[1]  # width vectors while a packed panel holds it
     return narrow or window or deep or strided
 
 
