@@ -17,8 +17,8 @@ Each kernel is ``noinline void @kernel.<name>(ptr noalias align 64 <buffer>..., 
 <symbol>..., i32 nthreads)`` (external, so parts of a program compiled separately link)
 over the buffers its body names (program order). ``noalias`` is sound because the arena
 planner never overlaps two buffers that one kernel uses, and user arrays are distinct;
-``align`` is the buffer's `align` (64 for everything the runtime allocates or copies). Any failure while emitting a kernel raises `convc.CodegenError`
-naming that kernel.
+``align`` is the buffer's `align` (64 for everything the runtime allocates or copies).
+Any failure while emitting a kernel raises `convc.CodegenError` naming that kernel.
 """
 
 from __future__ import annotations

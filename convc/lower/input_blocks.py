@@ -10,21 +10,22 @@ Why: a model's input stays NCHW (the caller's array), so a conv reading it runs 
 reduction `c, a, b` over planes, where a row of 7 is one register block of 14 registers
 that leaves none for unrolled taps (`nest.reduction._unrolled_taps`); over channel
 blocks the same conv runs its input lanes around its unrolled innermost taps
-(`nest.reduction._lanes_inside`) in blocks of 4 + 3. Where the reduction is deep and the rows narrow, the input is small
-beside the work: 3x3 512 @7 reads 100 KB for 231 MFLOP. Measured on a Zen 3 (AVX2, one
-thread, the layer alone, with and without the copy compiled in one process and timed in
-rounds beside ONNX Runtime, `benchmarks/slow_rounds.py`; ms, median of the rounds at the
-machine's usual speed / of its slow ones), before the taps unrolled: 3x3 512 @7 3.18 ->
-2.55 / 3.58 -> 3.67 (ONNX Runtime 2.96 / 3.32), at batch 8 25.6 -> 24.0; 3x3 256 @14
-2.44 -> 2.39 / 3.93 -> 3.49. Shallower or wider layers lost (3x3 128 @28, all rounds: 3.52 ->
-3.85), so they keep their NCHW kernel: a layer qualifies with at least MIN_DEPTH input
-channels and rows of at most MAX_WIDTH columns. Since unrolled innermost taps, which a
-row of 7 over NCHW planes cannot take (14 registers): 512 @7 2.43 / 2.94 ms (fast / slow
-rounds, 60 rounds) against 3.04 / 3.55 without the copy (ONNX Runtime 2.61 / 3.15);
-256 @14 over its planes with the taps unrolled ran 2.23 / 2.78 against 2.30 / 2.87 with
-the copy (100 rounds; level at batch 8), so rows of 14 no longer take it.
-Only with AVX2's register blocks (`RegisterBlocks.input_blocks`): on AVX-512, converting
-3x3 64 @56's input cost more than it gained, and no deeper layer has been measured.
+(`nest.reduction._lanes_inside`) in blocks of 4 + 3. Where the reduction is deep and the
+rows narrow, the input is small beside the work: 3x3 512 @7 reads 100 KB for 231 MFLOP.
+Measured on a Zen 3 (AVX2, one thread, the layer alone, with and without the copy
+compiled in one process and timed in rounds beside ONNX Runtime,
+`benchmarks/slow_rounds.py`; ms, median of the rounds at the machine's usual speed / of
+its slow ones), before the taps unrolled: 3x3 512 @7 3.18 -> 2.55 / 3.58 -> 3.67 (ONNX
+Runtime 2.96 / 3.32), at batch 8 25.6 -> 24.0; 3x3 256 @14 2.44 -> 2.39 / 3.93 -> 3.49.
+Shallower or wider layers lost (3x3 128 @28, all rounds: 3.52 -> 3.85), so they keep
+their NCHW kernel: a layer qualifies with at least MIN_DEPTH input channels and rows of
+at most MAX_WIDTH columns. Since unrolled innermost taps, which a row of 7 over NCHW
+planes cannot take (14 registers): 512 @7 2.43 / 2.94 ms (fast / slow rounds, 60 rounds)
+against 3.04 / 3.55 without the copy (ONNX Runtime 2.61 / 3.15); 256 @14 over its planes
+with the taps unrolled ran 2.23 / 2.78 against 2.30 / 2.87 with the copy (100 rounds;
+level at batch 8), so rows of 14 no longer take it. Only with AVX2's register blocks
+(`RegisterBlocks.input_blocks`): on AVX-512, converting 3x3 64 @56's input cost more
+than it gained, and no deeper layer has been measured.
 """
 
 from __future__ import annotations
