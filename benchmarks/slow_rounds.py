@@ -24,8 +24,8 @@ compiled first:
     python benchmarks/slow_rounds.py --layer 128:28 --rounds 200 \\
         "H.PREFETCH_MAX_USES=0" "max_column=4;min_column=4;wide_max_column=4"
 
-`--case ResNet-18` (any case of `convc bench --suite models` or `--suite layers`, by
-name; `--model` is the same option) times that case instead of the 3x3 layer, and
+`--case ResNet-18` (any case of `convc bench --suite models`, `--suite layers` or
+`--suite shapes`, by name; `--model` is the same option) times that case instead of the 3x3 layer, and
 `--threads 2` runs every variant and ONNX Runtime on two threads.
 """
 
@@ -97,9 +97,8 @@ def main() -> None:
     parser.add_argument("--pause", type=float, default=0.2, help="seconds between rounds")
     args = parser.parse_args()
     if args.case:
-        known = {
-            c.name: c for c in cases.model_cases([args.batch]) + cases.layer_cases([args.batch])
-        }
+        listed = (cases.model_cases, cases.layer_cases, cases.shape_cases)
+        known = {c.name: c for listing in listed for c in listing([args.batch])}
         if args.case not in known:
             parser.error(f"--case {args.case!r}: one of {', '.join(known)}")
         graph, inputs = known[args.case].build()

@@ -446,14 +446,16 @@ def grouped_graph(channels: int, group: int, size: int = 14) -> ir.Graph:
     # 64 a group: blocks of 32 lie in one group, so the values around it are blocked too;
     # 48 and 16 a group: 16-channel vectors on NCHW values (a block of 32 would span two
     # groups), on 14-wide rows and on 28-wide ones (where 128 channels would take 32-lane
-    # vectors if ungrouped); 8 a group: width vectors
+    # vectors if ungrouped); 8 a group: one vector of 16 lanes a group, half of them masked
+    # (`schedule.group_tile`); 4 a group: width vectors
     [
         (128, 2, 14, "vector o.i/32", True),
         (96, 2, 14, "vector o.i/16", False),
         (64, 4, 14, "vector o.i/16", False),
         (128, 8, 28, "vector o.i/16", False),
         (96, 2, 28, "vector o.i/16", False),
-        (64, 8, 14, "vector j/16", False),
+        (64, 8, 14, "vector o.i/16", False),
+        (64, 16, 14, "vector j/16", False),
     ],
 )
 def test_grouped_convs_take_channel_vectors_when_each_lies_in_one_group(

@@ -818,6 +818,9 @@ def test_functional_rejects_non_tensors():
     ],
 )
 def test_default_initialisation_bounds(make, fan_in):
+    # seeded: the draws otherwise depend on which tests ran before in this process, and
+    # the largest of 40 draws stays under 0.9 of the bound one time in 70
+    nn.manual_seed(0)
     layer = make()
     bound = 1 / math.sqrt(fan_in)
     for array in (layer.weight.data, layer.bias.data):

@@ -2,7 +2,8 @@
 (`schedule.PARTIAL_MIN_CHANNELS`): strided convs, and deep reductions over windows or
 narrow rows, take channel vectors with the last block masked, in 1-D, 2-D and 3-D, at
 batches 1 and 3, on one and two threads; compiled == interpreted. Fewer channels, shallow
-windows over wide rows and 1x1 stride-1 convs over wide rows keep width vectors."""
+windows over wide rows and 1x1 stride-1 convs over wide rows keep width vectors. (Grouped
+convs whose groups split vectors: test_group_tiles.py.)"""
 
 from __future__ import annotations
 
@@ -48,13 +49,6 @@ def test_partial_channel_vectors_match(cin, cout, spatial, kernel, stride, pad, 
     g = conv(cin, cout, spatial, kernel, stride, pad)
     assert "vector o.i/16" in stage_source(g, "loops")
     assert_compiled_matches(g, inputs_for(g, batch), threads=threads)
-
-
-def test_grouped_partial_channels_match():
-    # 2 groups of 20 channels: a vector of 16 would straddle them, so width vectors
-    g = conv(8, 40, (15, 15), 3, 1, 1, group=2)
-    assert "vector o.i" not in stage_source(g, "loops")
-    assert_compiled_matches(g, inputs_for(g, 2))
 
 
 @pytest.mark.parametrize(

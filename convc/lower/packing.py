@@ -10,7 +10,9 @@ and the packed arrays (new `param` buffers named after the layout:
   one cache line (24 output channels gathered their weights with stride I*H*W: 3.4x
   slower than 32)
   (`w[o, c, a, b]` becomes `w.oc8[o // 8, c, a, b, o % 8]`, which the nest's
-  block substitution `o = o_o*B + o_i` reduces to `[o_o, c, a, b, o_i]`);
+  block substitution `o = o_o*B + o_i` reduces to `[o_o, c, a, b, o_i]`); a channel
+  vector of more lanes than its tile's B channels (one group's, `schedule.group_tile`)
+  gets blocks of its lanes, zero past B (`w.oc30in32`), so each block starts a line;
 - 2-D dense with the output features tiled by P0 (the schedule's tile, 32): weights (either
   orientation, e.g. Linear's `w[j, k]` with transB=1) as [P/P0][K][P0] panels, streamed
   contiguously by each vector of outputs instead of gathered with stride K.
@@ -50,11 +52,13 @@ def _conv_block(graph, te, schedule, packs):
     data = _constant(graph, source)
     if data is None:
         return te
-    padded = -(-data.shape[0] // size) * size  # a partial last block is zero-filled
-    whole = np.zeros((padded, *data.shape[1:]), dtype=data.dtype)
+    lanes = size if schedule.vector_axis != f"{te.indices[1]}.i" else schedule.vector_width
+    count = -(-data.shape[0] // size)  # a partial last block is zero-filled
+    whole = np.zeros((count * size, *data.shape[1:]), dtype=data.dtype)
     whole[: data.shape[0]] = data
-    blocks = whole.reshape(padded // size, size, *data.shape[1:])
-    packed = f"{source}.oc{size}"
+    blocks = np.zeros((count, lanes, *data.shape[1:]), dtype=data.dtype)
+    blocks[:, :size] = whole.reshape(count, size, *data.shape[1:])
+    packed = f"{source}.oc{size}" + (f"in{lanes}" if lanes != size else "")
     packs[packed] = np.ascontiguousarray(np.moveaxis(blocks, 1, -1))
 
     def index(idx):

@@ -222,16 +222,20 @@ def transpose_for(
         others = [f for k, f in enumerate(a.indices) if k != position]
         if any(v in sympy.sympify(f).free_symbols for f in others):
             continue
-        copy = _blocked(te, name, shapes[name], position, width)
+        copy = _blocked(te, name, shapes[name], position, width, schedule.vector_width)
         copies[copy.name] = copy
         block = (sympy.floor(v / width), *others, sympy.Mod(v, width))
         swaps[a] = access(copy.name, block, te.dtype)
     return list(copies.values()), replace(te, body=te.body.xreplace(swaps))
 
 
-def _blocked(te: TensorExpr, source: str, extents, position: int, width: int) -> TensorExpr:
+def _blocked(
+    te: TensorExpr, source: str, extents, position: int, width: int, lanes: int
+) -> TensorExpr:
     """`copy[q, .., r] = source[.., width*q + r, ..]` (axis `position` split and its inner
-    part moved last), zero past the axis' end so every block is whole."""
+    part moved last), zero past the axis' end so every block is whole; blocks of `lanes`
+    (the vector's, more than `width` for a tile of one group's channels,
+    `schedule.group_tile`), zero past `width`, so each block starts a line."""
     idx = [index(f"t{k}") for k in range(len(extents) + 1)]
     outer, inner = idx[0], idx[-1]
     rest = iter(idx[1:-1])
@@ -239,12 +243,14 @@ def _blocked(te: TensorExpr, source: str, extents, position: int, width: int) ->
     read = [split if k == position else next(rest) for k in range(len(extents))]
     extent = sympy.sympify(extents[position])
     shape = [sympy.ceiling(extent / width), *(e for k, e in enumerate(extents) if k != position)]
+    inside = sympy.true if (extent % width).is_zero else sympy.Lt(split, extent)
+    padded = f"in{lanes}" if lanes != width else ""
     return TensorExpr(
-        name=f"{te.name}:{source}.{position}b{width}",
+        name=f"{te.name}:{source}.{position}b{width}{padded}",
         indices=tuple(idx),
-        shape=(*shape, width),
+        shape=(*shape, lanes),
         body=access(source, read, te.dtype),
-        condition=sympy.true if (extent % width).is_zero else sympy.Lt(split, extent),
+        condition=sympy.And(inside, sympy.Lt(inner, width)) if padded else inside,
         dtype=te.dtype,
         op=te.op,
         node=te.node,

@@ -233,14 +233,16 @@ def _columns(nest: Nest, tile, var_j, start, stop, atoms) -> loops.Stmt:
 
 
 def _vector_channels(nest: Nest, tile, atoms) -> loops.Stmt:
-    axis, width, _, var_i = tile
+    """The vector of a tile's channels: `nest.width` lanes, of which a tile of fewer
+    channels (one group's, `schedule.group_tile`) fills the first, the rest masked."""
+    axis, size, _, var_i = tile
     extent = sympy.sympify(nest.te.shape[nest.te.indices.index(axis)])
     start = nest.scope.subs[axis] - var_i  # the tile's first index, in loop variables
-    tail = _narrow_tail(extent, width)
-    whole = (extent % width).is_zero or tail is not None  # the other tiles are full
-    stop = width if whole else sympy.Min(width, extent - start)
+    tail = _narrow_tail(extent, size)
+    whole = (extent % size).is_zero or tail is not None  # the other tiles are full
+    stop = size if whole else sympy.Min(size, extent - start)
     body = point(nest, atoms)
-    vector = loops.For(var_i, 0, stop, body, kind="vectorized", width=width, tail="masked")
+    vector = loops.For(var_i, 0, stop, body, kind="vectorized", width=nest.width, tail="masked")
     if tail is None:
         return vector
     short = replace(nest, width=tail)
