@@ -20,6 +20,13 @@ for the two plain stores, so a block's 16 rows cost about 300 cycles, as much as
 its FMA steps. Measured on that core (kernel, fastest of 10-15 profiles, A/B in one
 process, ms): 1x1 s2 64->128 @56 0.211 -> 0.159, the 7x7 s2 stem 2.98 -> 2.56, 3x3
 64->64 @56 3.50 -> 3.36; 3x3 512 @7 level.
+
+The rows of lanes a masked vector leaves off (a last tile of 24 channels: 8 dead lanes)
+are not stored at all, rather than stored under an all-false mask: on a Zen 4 such
+stores, to addresses past the output's channels, cost the kernel up to 1.8x whenever the
+input array began within 16 bytes of a page start (3x3 s2 16->24 @112 0.465-0.497 ms
+there against 0.266 at other offsets, 3x3 48->24 @56 0.958-1.0 against 0.759); skipped
+by a branch on each lane, 0.263-0.284 and 0.753-0.774 at every offset.
 """
 
 from __future__ import annotations
@@ -63,16 +70,16 @@ def store_rows(
     masked_stores: bool,
 ) -> None:
     """Element l of ``values[r]`` to ``base[l * lane_stride + r]`` for every lane l the
-    vector `mask` enables (all when None); len(values) <= 16 <= lanes, lanes a multiple
-    of 16. Each lane's row is one masked store of len(values) elements, or where the
-    target has no single-instruction masked store (`masked_stores` False) and every lane
-    is live, a few plain ones (`_store_prefix`)."""
+    vector `mask` enables (all when None; a lane it leaves off is branched around);
+    len(values) <= 16 <= lanes, lanes a multiple of 16. Each lane's row is one masked
+    store of len(values) elements, or where the target has no single-instruction masked
+    store (`masked_stores` False) and every lane is live, a few plain ones
+    (`_store_prefix`)."""
     count, width = len(values), values[0].type.count
     vt = values[0].type
     half = ir.VectorType(vt.element, TILE)
     undef = ir.Constant(half, ir.Undefined)
     row_mask = ir.Constant(ir.VectorType(I1, TILE), [int(k < count) for k in range(TILE)])
-    none = ir.Constant(ir.VectorType(I1, TILE), [0] * TILE)
     store = declare(
         b.module,
         f"llvm.masked.store.{type_suffix(half)}.p0",
@@ -93,11 +100,12 @@ def store_rows(
             if mask is None and not masked_stores:
                 _store_prefix(b, columns[k], ptr, count)
                 continue
-            where = row_mask
-            if mask is not None:
-                live = b.extract_element(mask, ir.Constant(I32, lane))
-                where = b.select(live, row_mask, none)
-            b.call(store, [columns[k], ptr, where])
+            if mask is None:
+                b.call(store, [columns[k], ptr, row_mask])
+                continue
+            live = b.extract_element(mask, ir.Constant(I32, lane))
+            with b.if_then(live):
+                b.call(store, [columns[k], ptr, row_mask])
 
 
 def _store_prefix(b: ir.IRBuilder, row: ir.Value, ptr: ir.Value, count: int) -> None:
