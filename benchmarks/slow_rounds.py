@@ -25,8 +25,8 @@ compiled first:
         "H.PREFETCH_MAX_USES=0" "max_column=4;min_column=4;wide_max_column=4"
 
 `--case ResNet-18` (any case of `convc bench --suite models`, `--suite layers` or
-`--suite shapes`, by name; `--model` is the same option) times that case instead of the 3x3 layer, and
-`--threads 2` runs every variant and ONNX Runtime on two threads.
+`--suite shapes`, by name; `--model` is the same option) times that case instead of the
+3x3 layer, and `--threads 2` runs every variant and ONNX Runtime on two threads.
 """
 
 from __future__ import annotations

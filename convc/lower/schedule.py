@@ -254,7 +254,7 @@ def _channel_vector(te: TensorExpr) -> bool:
     if not channels.is_number:
         return False
     step = group_tile(te)
-    partial = int(channels) % VECTOR_WIDTH != 0 or step
+    partial = int(channels) % VECTOR_WIDTH != 0 or step > 0
     if partial and int(channels) < PARTIAL_MIN_CHANNELS:
         return False
     if not (step or whole_groups(te, _channel_tile(te)[0])):
