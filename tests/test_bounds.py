@@ -216,17 +216,18 @@ IN_BOUNDS = textwrap.dedent(
     # 13. a conv in 2 groups of 30 channels, one vector of 32 lanes a group (`group_tile`):
     # its 2 masked lanes store nothing, the last group's rows ending at the guard page
     # (21600 bytes); with the weights an input, their copy in blocks of 32 lanes reads
-    # none of the 2 past each group's 30 (the last ending at the guard page)
-    for weights in ("param", "input"):
-        g = ir.Graph("group_tiles")
-        g.add_input("x", (1, 20, 9, 10))
-        if weights == "param":
-            g.add_param("w", rng.standard_normal((60, 10, 3, 3)).astype(np.float32))
-        else:
-            g.add_input("w", (60, 10, 3, 3))
-        g.add_node("conv", ["x", "w"], {"pads": [1] * 4, "group": 2}, name="y")
-        g.set_outputs("y")
-        check_graph(g, "vector(32, tail=masked) for o_i in 0..30:", rng)
+    # none of the 2 past each group's 30 (the last ending at the guard page). In 2 groups
+    # of 40, three vectors of 16 a group, the third's 8 masked lanes likewise.
+    for channels, lanes, mark in ((60, 32, "for o_i in 0..30:"),
+                                  (80, 16, "for o_i in 0..Min(16, 40 - 16*")):
+        for weights in ("param", "input"):
+            g = ir.Graph("group_tiles")
+            g.add_input("x", (1, 20, 9, 10))
+            w = rng.standard_normal((channels, 10, 3, 3)).astype(np.float32)
+            g.add_param("w", w) if weights == "param" else g.add_input("w", w.shape)
+            g.add_node("conv", ["x", "w"], {"pads": [1] * 4, "group": 2}, name="y")
+            g.set_outputs("y")
+            check_graph(g, f"vector({lanes}, tail=masked) {mark}", rng)
     print("ok")
     """
 )

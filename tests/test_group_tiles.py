@@ -1,9 +1,9 @@
-"""Grouped convs whose groups hold 8 to 32 output channels, not a multiple of 16
-(`schedule.group_tile`): one channel vector a group, its tile stepping by the group's
-channels and its last lanes masked, weights packed in blocks of the vector's lanes. In
-1-D, 2-D and 3-D, strided, at batches 1 and 3, on one and two threads, with constant
-weights and with weights given at run time; compiled == interpreted. With AVX2's blocks
-(a widest tile of 16) groups of 17 to 32 keep width vectors."""
+"""Grouped convs whose groups hold 8 or more output channels, not a multiple of 16
+(`schedule.group_tile`): a tile a group, stepping by the group's channels, in one
+channel vector (its last lanes masked) or several (the last one partly masked), weights
+packed in blocks of the vector's lanes. In 1-D, 2-D and 3-D, strided, at batches 1 and 3,
+on one and two threads, with constant weights and with weights given at run time, and
+with AVX2's blocks (a widest vector of 16); compiled == interpreted."""
 
 from __future__ import annotations
 
@@ -25,6 +25,11 @@ CASES = [
     ((16, 16, (9, 9), 3, 1, 1, 2), 8, 16),  # the fewest channels a group that qualify
     ((20, 20, (25,), 3, 1, 1, 2), 10, 16),  # 1-D
     ((8, 24, (6, 7, 9), 3, 1, 1, 2), 12, 16),  # 3-D
+    ((80, 80, (20, 20), 3, 1, 1, 2), 40, 16),  # 16 + 16 + 8 lanes a group
+    ((168, 168, (14, 14), 3, 1, 1, 3), 56, 32),  # 32 + 24
+    ((112, 112, (9, 9), 3, 2, 1, 2), 56, 32),  # strided
+    ((80, 120, (11,), 3, 1, 1, 2), 60, 32),  # 1-D, 32 + 28
+    ((24, 120, (5, 6, 7), 3, 1, 1, 3), 40, 16),  # 3-D
 ]
 
 
@@ -38,18 +43,20 @@ def test_one_vector_a_group_matches(case, tile, lanes, batch, threads):
     assert_compiled_matches(g, inputs_for(g, batch), threads=threads)
 
 
-def test_weights_given_at_run_time():
-    """Weights that are an input, not a constant, are blocked at run time by the tile."""
+@pytest.mark.parametrize("groups, copy", [(4, "w.0b30in32"), (2, "w.0b60in32")])
+def test_weights_given_at_run_time(groups, copy):
+    """Weights that are an input, not a constant, are blocked at run time as packed
+    weights are: 4 groups of 30 in one vector of 32 lanes each, 2 of 60 in 32 + 28."""
     g = ir.Graph("grouped_inputs")
     g.add_input("x", (2, 40, 12, 12))
-    g.add_input("w", (120, 10, 3, 3))
-    attrs = {"strides": [1, 1], "pads": [1, 1, 1, 1], "group": 4}
+    g.add_input("w", (120, 40 // groups, 3, 3))
+    attrs = {"strides": [1, 1], "pads": [1, 1, 1, 1], "group": groups}
     g.add_node("conv", ["x", "w"], attrs, name="conv")
     g.set_outputs("conv")
-    assert "vector o.i/32" in stage_source(g, "loops")
+    assert copy in stage_source(g, "loops")
     rng = np.random.default_rng(3)
     feeds = {"x": rng.standard_normal((2, 40, 12, 12)).astype(np.float32)}
-    feeds["w"] = rng.standard_normal((120, 10, 3, 3)).astype(np.float32)
+    feeds["w"] = rng.standard_normal((120, 40 // groups, 3, 3)).astype(np.float32)
     got = convc.compile(g).run(feeds)["conv"]
     want = convc.interpret(g, feeds)["conv"]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
@@ -79,11 +86,16 @@ def test_a_deep_group_keeps_its_reduction_whole():
     assert_compiled_matches(g, inputs_for(g, 2), threads=2)
 
 
-def test_avx2_blocks_take_groups_of_up_to_16(monkeypatch):
+@pytest.mark.parametrize(
+    "case, packed",
+    [
+        ((12, 36, (17, 17), 3, 2, 1, 3), "w.oc12in16"),
+        ((40, 120, (20, 20), 3, 1, 1, 4), "w.oc30in16"),
+    ],
+)
+def test_avx2_blocks_take_vectors_of_16(monkeypatch, case, packed):
     monkeypatch.setenv(registers.ENV, "avx2")
-    narrow = conv(12, 36, (17, 17), 3, 2, 1, group=3)
-    assert "vector o.i/16" in stage_source(narrow, "loops")
-    assert_compiled_matches(narrow, inputs_for(narrow, 2))
-    wide = conv(40, 120, (20, 20), 3, 1, 1, group=4)
-    assert "vector o.i" not in stage_source(wide, "loops")
-    assert_compiled_matches(wide, inputs_for(wide, 1))
+    g = conv(*case)
+    loops = stage_source(g, "loops")
+    assert "vector o.i/16" in loops and packed in loops
+    assert_compiled_matches(g, inputs_for(g, 2), threads=2)

@@ -35,7 +35,8 @@ class Scope:
     `inline`: tensor name -> loop-IR value (the running value of a fused chain).
     `subs`: index variable -> its expression in loop variables (blocks, collapsed loops).
     `rewrites`: index subexpressions known to simplify after `subs` (for a register
-    block `o_i` in [0, B): `floor(o_i/B) -> 0`, `Mod(o_i, B) -> o_i`).
+    block `o_i` in [0, B): `floor(o_i/B) -> 0`, `Mod(o_i, B) -> o_i`), applied until
+    none applies.
     `layouts`: buffer name -> channel block B of a value stored channel-blocked
     (`convc.lower.layout`): its element [n, c, ...] sits at [n, c // B, ..., c % B].
     """
@@ -61,7 +62,9 @@ class Scope:
         (a transposed convolution's condition), so the floor is exact wherever it is read.
         """
         expr = sympy.sympify(expr).xreplace(self.subs)
-        expr = expr.xreplace(self.rewrites) if self.rewrites else expr
+        rewritten = expr.xreplace(self.rewrites) if self.rewrites else expr
+        while rewritten != expr:  # a rewrite may leave another to do (`group_rewrites`)
+            expr, rewritten = rewritten, rewritten.xreplace(self.rewrites)
         if not expr.is_integer and isinstance(expr, sympy.Add | sympy.Mul):
             numer, denom = sympy.fraction(sympy.together(expr))
             if denom.is_Integer and denom > 1:

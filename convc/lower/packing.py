@@ -10,9 +10,10 @@ and the packed arrays (new `param` buffers named after the layout:
   one cache line (24 output channels gathered their weights with stride I*H*W: 3.4x
   slower than 32)
   (`w[o, c, a, b]` becomes `w.oc8[o // 8, c, a, b, o % 8]`, which the nest's
-  block substitution `o = o_o*B + o_i` reduces to `[o_o, c, a, b, o_i]`); a channel
-  vector of more lanes than its tile's B channels (one group's, `schedule.group_tile`)
-  gets blocks of its lanes, zero past B (`w.oc30in32`), so each block starts a line;
+  block substitution `o = o_o*B + o_i` reduces to `[o_o, c, a, b, o_i]`); a tile of
+  one group's B channels (`schedule.group_tile`) gets blocks of the vector's lanes, zero
+  past B, so each block starts a line: one block a tile where the vector holds it
+  (`w.oc30in32`), else several (`w.oc40in16`: 16 + 16 + 8, `schedule.tile_block`);
 - 2-D dense with the output features tiled by P0 (the schedule's tile, 32): weights (either
   orientation, e.g. Linear's `w[j, k]` with transB=1) as [P/P0][K][P0] panels, streamed
   contiguously by each vector of outputs instead of gathered with stride K.
@@ -28,6 +29,8 @@ import sympy
 
 from convc.texpr import TensorExpr, access
 from ir import Graph
+
+from .schedule import tile_block
 
 
 def _constant(graph: Graph, name: str) -> np.ndarray | None:
@@ -53,16 +56,18 @@ def _conv_block(graph, te, schedule, packs):
     if data is None:
         return te
     lanes = size if schedule.vector_axis != f"{te.indices[1]}.i" else schedule.vector_width
-    count = -(-data.shape[0] // size)  # a partial last block is zero-filled
+    count, per = -(-data.shape[0] // size), -(-size // lanes)  # tiles, vectors a tile
     whole = np.zeros((count * size, *data.shape[1:]), dtype=data.dtype)
-    whole[: data.shape[0]] = data
-    blocks = np.zeros((count, lanes, *data.shape[1:]), dtype=data.dtype)
-    blocks[:, :size] = whole.reshape(count, size, *data.shape[1:])
+    whole[: data.shape[0]] = data  # a partial last tile is zero-filled
+    tiles = np.zeros((count, per * lanes, *data.shape[1:]), dtype=data.dtype)
+    tiles[:, :size] = whole.reshape(count, size, *data.shape[1:])
+    blocks = tiles.reshape(count * per, lanes, *data.shape[1:])
     packed = f"{source}.oc{size}" + (f"in{lanes}" if lanes != size else "")
     packs[packed] = np.ascontiguousarray(np.moveaxis(blocks, 1, -1))
 
     def index(idx):
-        return (sympy.floor(idx[0] / size), *idx[1:], sympy.Mod(idx[0], size))
+        block, lane = tile_block(idx[0], size, lanes)
+        return (block, *idx[1:], lane)
 
     return _rewrite(te, source, packed, index)
 

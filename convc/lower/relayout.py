@@ -34,6 +34,7 @@ from convc.texpr import TensorExpr, access, index
 from convc.texpr.rules import bound_condition
 
 from .regions import _GE_ZERO, conjuncts
+from .schedule import tile_block
 
 
 def _ranges(te: TensorExpr) -> dict:
@@ -222,10 +223,11 @@ def transpose_for(
         others = [f for k, f in enumerate(a.indices) if k != position]
         if any(v in sympy.sympify(f).free_symbols for f in others):
             continue
-        copy = _blocked(te, name, shapes[name], position, width, schedule.vector_width)
+        lanes = schedule.vector_width
+        copy = _blocked(te, name, shapes[name], position, width, lanes)
         copies[copy.name] = copy
-        block = (sympy.floor(v / width), *others, sympy.Mod(v, width))
-        swaps[a] = access(copy.name, block, te.dtype)
+        block, lane = tile_block(v, width, lanes)
+        swaps[a] = access(copy.name, (block, *others, lane), te.dtype)
     return list(copies.values()), replace(te, body=te.body.xreplace(swaps))
 
 
@@ -233,16 +235,21 @@ def _blocked(
     te: TensorExpr, source: str, extents, position: int, width: int, lanes: int
 ) -> TensorExpr:
     """`copy[q, .., r] = source[.., width*q + r, ..]` (axis `position` split and its inner
-    part moved last), zero past the axis' end so every block is whole; blocks of `lanes`
-    (the vector's, more than `width` for a tile of one group's channels,
-    `schedule.group_tile`), zero past `width`, so each block starts a line."""
+    part moved last), zero past the axis' end so every block is whole; for a tile of one
+    group's `width` channels (`schedule.group_tile`) blocks of the vector's `lanes`, zero
+    past the tile, so each block starts a line: one a tile, or B = ceil(width/lanes)
+    (`copy[q, .., r] = source[.., width*(q // B) + lanes*(q % B) + r, ..]`), as
+    `schedule.tile_block` reads them."""
     idx = [index(f"t{k}") for k in range(len(extents) + 1)]
     outer, inner = idx[0], idx[-1]
     rest = iter(idx[1:-1])
-    split = width * outer + inner
+    per = -(-width // lanes)  # vectors a tile
+    within = lanes * sympy.Mod(outer, per) + inner if per > 1 else inner
+    split = width * (sympy.floor(outer / per) if per > 1 else outer) + within
     read = [split if k == position else next(rest) for k in range(len(extents))]
     extent = sympy.sympify(extents[position])
-    shape = [sympy.ceiling(extent / width), *(e for k, e in enumerate(extents) if k != position)]
+    tiles = sympy.ceiling(extent / width) * per
+    shape = [tiles, *(e for k, e in enumerate(extents) if k != position)]
     inside = sympy.true if (extent % width).is_zero else sympy.Lt(split, extent)
     padded = f"in{lanes}" if lanes != width else ""
     return TensorExpr(
@@ -250,7 +257,7 @@ def _blocked(
         indices=tuple(idx),
         shape=(*shape, lanes),
         body=access(source, read, te.dtype),
-        condition=sympy.And(inside, sympy.Lt(inner, width)) if padded else inside,
+        condition=sympy.And(inside, sympy.Lt(within, width)) if padded else inside,
         dtype=te.dtype,
         op=te.op,
         node=te.node,

@@ -282,7 +282,8 @@ def _channel_tile(te: TensorExpr) -> tuple[int, int, int]:
     narrow = VECTOR_WIDTH, b.max_row, b.max_column
     step = group_tile(te)
     if step:
-        return narrow if step <= VECTOR_WIDTH else (b.wide_tile, *(b.wide_max_column,) * 2)
+        wide = group_lanes(step) > VECTOR_WIDTH
+        return (b.wide_tile, *(b.wide_max_column,) * 2) if wide else narrow
     if not channels.is_number or int(channels) % b.wide_tile:  # no half-empty tiles
         return narrow
     if not whole_groups(te, b.wide_tile):
@@ -369,23 +370,47 @@ def depthwise(te: TensorExpr) -> bool:
 
 def group_tile(te: TensorExpr) -> int:
     """The output channels of one group of a grouped conv whose groups split channel
-    vectors (PARTIAL_MIN_CHANNELS to `blocks().wide_tile` channels a group, not a multiple
-    of 16), else 0. Such a conv takes one vector a group, its lanes rounded up to 16 or 32
-    and the rest masked: its tile steps by the group's channels (`channel_schedule`), so
-    all lanes read one input channel, a broadcast (vectors across groups would gather).
-    They qualify as partial channels do (`_channel_vector`). Measured on a Zen 4 (AVX-512,
-    one thread, N=1, one process, medians of 30 rotated rounds, ms, width vectors -> a
-    vector a group; ONNX Runtime): 3x3 40->120 in 4 groups @50 0.821 -> 0.512 (0.700),
-    8->40 in 2 groups @15 0.0190 -> 0.0129 (0.0183), 64->64 in 8 groups @14 0.0484 ->
-    0.0339 (0.0688), and @28 0.128 -> 0.132 (0.203). Not measured with AVX2's blocks,
-    whose widest tile of 16 takes groups of up to 16 channels."""
+    vectors (PARTIAL_MIN_CHANNELS or more channels a group, not a multiple of 16), else 0.
+    Such a conv's tile steps by a group's channels (`channel_schedule`), in vectors of
+    `group_lanes` (one a group, or several, the last masked), so every lane reads one
+    input channel, a broadcast (vectors across groups would gather). They qualify as
+    partial channels do (`_channel_vector`). Measured on a Zen 4 (AVX-512, one thread,
+    N=1, one process, medians of 10-30 rotated rounds, ms, width vectors -> vectors a
+    group; ONNX Runtime), 3x3 convs: one vector a group, 40->120 in 4 groups @50 0.821 ->
+    0.512 (0.700), 8->40 in 2 groups @15 0.0190 -> 0.0129 (0.0183), 64->64 in 8 groups @14
+    0.0484 -> 0.0339 (0.0688), @28 0.128 -> 0.132 (0.203); several, with RegNet's groups
+    of 40 and 56, 80 in 2 groups @56 2.44 -> 1.89 (2.09), 240 in 6 @28 2.33 -> 1.41
+    (1.67), 560 in 14 @14 1.90 -> 0.755 (1.11), 168 in 3 @56 7.26 -> 5.21 (5.86), 448 in 8
+    @14 2.13 -> 0.818 (1.13). Not measured with AVX2's blocks."""
     group = te.attrs.get("group", 1)
     if te.op != "conv" or group == 1 or depthwise(te):
         return 0
     per_group = sympy.sympify(te.shape[1]) / group
     if not per_group.is_Integer or int(per_group) % VECTOR_WIDTH == 0:
         return 0  # whole vectors a group (`whole_groups`)
-    return int(per_group) if PARTIAL_MIN_CHANNELS <= int(per_group) <= blocks().wide_tile else 0
+    return int(per_group) if int(per_group) >= PARTIAL_MIN_CHANNELS else 0
+
+
+def group_lanes(step: int) -> int:
+    """The lanes of the vectors that cover a group of `step` channels (`group_tile`): the
+    widest tile where it covers them with no more lanes than 16-lane vectors would (24:
+    one vector of 32; 40: three of 16, not two of 32), else 16."""
+    wide = blocks().wide_tile
+    fits = -(-step // wide) * wide == -(-step // VECTOR_WIDTH) * VECTOR_WIDTH
+    return wide if fits else VECTOR_WIDTH
+
+
+def tile_block(o, step: int, lanes: int) -> tuple:
+    """(block, lane) of channel `o` in tiles of `step` channels held in vectors of `lanes`:
+    `o // step` and `o % step` where one vector holds a tile, else block
+    `B*(o // step) + (o % step) // lanes` of B = ceil(step/lanes) a tile, lane
+    `(o % step) % lanes` (a tile of one group's channels, `group_tile`): the index of
+    packed weights and blocked copies, `[block][..][lanes]`."""
+    if step <= lanes:
+        return sympy.floor(o / step), sympy.Mod(o, step)
+    within = sympy.Mod(o, step)
+    block = sympy.floor(within / lanes)
+    return -(-step // lanes) * sympy.floor(o / step) + block, within - lanes * block
 
 
 def whole_groups(te: TensorExpr, width: int) -> bool:
@@ -455,9 +480,9 @@ def channel_schedule(
     the vector width. A conv's reduction may run in chunks (`reduce_chunks`; whether `te`
     is stored channel-blocked, `blocked_output`, decides chunks inside the rows).
     `nchw_input`: `te` reads no channel-blocked value (`_pointwise_block`). `step`: the
-    channels a tile covers when fewer than `width`, one group's (`group_tile`; grouped
-    convs run their reductions whole, `reduce_chunks`, so no partial sums wait in a scratch
-    blocked by the vector, which such tiles would not fill).
+    channels of a tile that is one group's (`group_tile`), in one vector of `width` lanes
+    or several (grouped convs run their reductions whole, `reduce_chunks`, so no partial
+    sums wait in a scratch blocked by the vector, which such tiles would not fill).
 
     Threads share batch x rows x channel blocks, rows before channel blocks: each thread
     runs its own share of a parallel loop first (`codegen.parallel`), so consecutive

@@ -48,6 +48,7 @@ class Nest:
     lanes: tuple | None = None  # channels (or a chunk's) as blocks x lanes: `reduction.input_lanes`
     partials: str | None = None  # where a chunked reduction's partial sums wait, if not store
     reduced: sympy.Symbol | None = None  # a max's reduction index vectorised (`reduced_vector`)
+    group: tuple | None = None  # (channels a tile, a vector's first within it): `outer_loops`
 
 
 def ordered(axes, schedule) -> list:
@@ -74,17 +75,39 @@ def symbol(te: TensorExpr, name: str | None):
     return next((v for v in te.indices if str(v) == name), None)
 
 
-def outer_loops(te: TensorExpr, outer, schedule, tile):
+def within_tile(index, step: int) -> sympy.Expr:
+    """The channel within its tile of `step` channels held in several vectors, from the
+    channel `index` = step*g + within that `outer_loops` substitutes: the terms of `index`
+    that are not multiples of `step`."""
+    terms = sympy.Add.make_args(index)
+    return sympy.Add(*(t for t in terms if not (t / step).is_integer))
+
+
+def group_rewrites(within, step: int) -> dict:
+    """For a channel `within` its tile of `step` channels (`within_tile`, < step):
+    floor(within/step) is 0 and within mod step is within."""
+    return {sympy.floor(within / step): sympy.Integer(0), sympy.Mod(within, step): within}
+
+
+def outer_loops(te: TensorExpr, outer, schedule, tile, step: int = 0):
     """(var, start, stop, kind) for the axes `outer`, and the index substitution.
 
     `tile` (axis, size, outer var, inner var) splits one axis; its outer part loops here.
-    The leading axes named by `parallel_axis` ("n*o") are collapsed into one parallel loop
-    whose variable is split back with floor/Mod.
+    With a `step` past `size` (one group's channels, `schedule.group_tile`) each tile of
+    `step` is B = ceil(step/size) vectors of `size`: `o = step*(o_o // B) + size*(o_o % B)
+    + o_i`, the last vector of each tile partly past it. The leading axes named by
+    `parallel_axis` ("n*o") are collapsed into one parallel loop whose variable is split
+    back with floor/Mod.
     """
     subs, extents = {}, []
     for v in outer:
         extent = te.shape[te.indices.index(v)]
-        if tile is not None and v == tile[0]:
+        if tile is not None and v == tile[0] and step > tile[1]:
+            _, size, var_o, var_i = tile
+            per = -(-step // size)
+            subs[v] = step * sympy.floor(var_o / per) + size * sympy.Mod(var_o, per) + var_i
+            extents.append((var_o, sympy.sympify(extent) / step * per))
+        elif tile is not None and v == tile[0]:
             _, size, var_o, var_i = tile
             subs[v] = var_o * size + var_i
             extents.append((var_o, sympy.ceiling(sympy.sympify(extent) / size)))

@@ -20,7 +20,17 @@ from convc.texpr import TensorExpr
 from ..regions import interior
 from ..registers import blocks
 from ..schedule import fixed_row_blocks, whole_groups
-from .base import Nest, empty, ordered, outer_loops, symbol, tile_rewrites, wrap
+from .base import (
+    Nest,
+    empty,
+    group_rewrites,
+    ordered,
+    outer_loops,
+    symbol,
+    tile_rewrites,
+    within_tile,
+    wrap,
+)
 from .hints import place_hints
 from .reduction import input_lanes, point, reduce_chunk
 
@@ -62,11 +72,16 @@ def channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
     """
     o = symbol(nest.te, schedule.vector_axis[:-2])
     j = symbol(nest.te, schedule.unroll[0][:-2])
-    width, block = schedule.tiles[str(o)], schedule.tiles[str(j)]
-    te = nest.te = _group_by_vector(nest.te, o, width)
+    step, block = schedule.tiles[str(o)], schedule.tiles[str(j)]
+    width = min(step, nest.width)  # a tile's channels, or a vector's of a tile of several
+    te = nest.te = _group_by_vector(nest.te, o, step)
     tile = (o, width, loops.loop_var(f"{o}_o"), loops.loop_var(f"{o}_i"))
     outer = ordered([v for v in te.indices if v != j], schedule)
-    loops_, subs = outer_loops(te, outer, schedule, tile)
+    loops_, subs = outer_loops(te, outer, schedule, tile, step)
+    grouped = {}
+    if step > width:  # a tile of one group's channels in several vectors
+        within = within_tile(subs[o], step)
+        nest.group, grouped = (step, within - tile[3]), group_rewrites(within, step)
     nest.chunk, lanes, start = reduce_chunk(te, schedule), input_lanes(te, nest.scope), 0
     if nest.chunk:
         c, size, c_o, c_i = nest.chunk
@@ -78,7 +93,7 @@ def channel_vector_nest(nest: Nest, schedule, atoms) -> loops.Stmt:
         nest.lanes = lanes
         c, size, c_b, c_l = lanes
         subs[c] = start + c_b * size + c_l
-    rewrites = {**tile_rewrites(tile), **tile_rewrites(nest.lanes or nest.chunk)}
+    rewrites = {**tile_rewrites(tile), **tile_rewrites(nest.lanes or nest.chunk), **grouped}
     nest.scope = replace(nest.scope, subs={**nest.scope.subs, **subs}, rewrites=rewrites)
     place_hints(nest, schedule, o, width)
     extent = te.shape[te.indices.index(j)]
@@ -234,13 +249,17 @@ def _columns(nest: Nest, tile, var_j, start, stop, atoms) -> loops.Stmt:
 
 def _vector_channels(nest: Nest, tile, atoms) -> loops.Stmt:
     """The vector of a tile's channels: `nest.width` lanes, of which a tile of fewer
-    channels (one group's, `schedule.group_tile`) fills the first, the rest masked."""
+    channels (one group's, `schedule.group_tile`) fills the first, the rest masked; of a
+    tile of one group's channels in several vectors (`nest.group`), the channels of the
+    group from the vector's first."""
     axis, size, _, var_i = tile
     extent = sympy.sympify(nest.te.shape[nest.te.indices.index(axis)])
     start = nest.scope.subs[axis] - var_i  # the tile's first index, in loop variables
-    tail = _narrow_tail(extent, size)
+    tail = None if nest.group else _narrow_tail(extent, size)
     whole = (extent % size).is_zero or tail is not None  # the other tiles are full
     stop = size if whole else sympy.Min(size, extent - start)
+    if nest.group:
+        stop = sympy.Min(size, nest.group[0] - nest.group[1])
     body = point(nest, atoms)
     vector = loops.For(var_i, 0, stop, body, kind="vectorized", width=nest.width, tail="masked")
     if tail is None:
