@@ -93,7 +93,7 @@ def test_op_suite_cases_compile_to_the_interpreters_results():
 
 def test_shape_suite_cases_compile_to_the_interpreters_results():
     cases = shape_cases()
-    assert len(cases) == sum(len(batches) for _, batches, _ in SHAPES) == 10
+    assert len(cases) == sum(len(batches) for _, batches, _ in SHAPES) == 11
     assert [c.name for c in shape_cases((8,))] == ["1x1 128->64 @32"]
     assert_cases_compile_to_the_interpreters_results(shape_cases((1,)))
 
