@@ -223,10 +223,9 @@ def transpose_for(
         others = [f for k, f in enumerate(a.indices) if k != position]
         if any(v in sympy.sympify(f).free_symbols for f in others):
             continue
-        lanes = schedule.vector_width
-        copy = _blocked(te, name, shapes[name], position, width, lanes)
+        copy = _blocked(te, name, shapes[name], position, width, schedule.vector_width)
         copies[copy.name] = copy
-        block, lane = tile_block(v, width, lanes)
+        block, lane = tile_block(v, width, schedule.vector_width)
         swaps[a] = access(copy.name, (block, *others, lane), te.dtype)
     return list(copies.values()), replace(te, body=te.body.xreplace(swaps))
 

@@ -257,9 +257,10 @@ def _vector_channels(nest: Nest, tile, atoms) -> loops.Stmt:
     start = nest.scope.subs[axis] - var_i  # the tile's first index, in loop variables
     tail = None if nest.group else _narrow_tail(extent, size)
     whole = (extent % size).is_zero or tail is not None  # the other tiles are full
-    stop = size if whole else sympy.Min(size, extent - start)
-    if nest.group:
+    if nest.group:  # the group's channels from the vector's first
         stop = sympy.Min(size, nest.group[0] - nest.group[1])
+    else:
+        stop = size if whole else sympy.Min(size, extent - start)
     body = point(nest, atoms)
     vector = loops.For(var_i, 0, stop, body, kind="vectorized", width=nest.width, tail="masked")
     if tail is None:
