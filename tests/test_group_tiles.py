@@ -35,7 +35,7 @@ CASES = [
 
 @pytest.mark.parametrize("case, tile, lanes", CASES)
 @pytest.mark.parametrize("batch, threads", [(1, 1), (3, 2)])
-def test_one_vector_a_group_matches(case, tile, lanes, batch, threads):
+def test_a_tile_a_group_matches(case, tile, lanes, batch, threads):
     g = conv(*case)
     loops = stage_source(g, "loops")
     assert f"o={tile} " in loops and f"vector o.i/{lanes}" in loops
