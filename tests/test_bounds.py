@@ -224,7 +224,10 @@ IN_BOUNDS = textwrap.dedent(
             g = ir.Graph("group_tiles")
             g.add_input("x", (1, 20, 9, 10))
             w = rng.standard_normal((channels, 10, 3, 3)).astype(np.float32)
-            g.add_param("w", w) if weights == "param" else g.add_input("w", w.shape)
+            if weights == "param":
+                g.add_param("w", w)
+            else:
+                g.add_input("w", w.shape)
             g.add_node("conv", ["x", "w"], {"pads": [1] * 4, "group": 2}, name="y")
             g.set_outputs("y")
             check_graph(g, f"vector({lanes}, tail=masked) {mark}", rng)

@@ -102,15 +102,15 @@ def outer_loops(te: TensorExpr, outer, schedule, tile, step: int = 0):
     subs, extents = {}, []
     for v in outer:
         extent = te.shape[te.indices.index(v)]
-        if tile is not None and v == tile[0] and step > tile[1]:
+        if tile is not None and v == tile[0]:
             _, size, var_o, var_i = tile
-            per = -(-step // size)
-            subs[v] = step * sympy.floor(var_o / per) + size * sympy.Mod(var_o, per) + var_i
-            extents.append((var_o, sympy.sympify(extent) / step * per))
-        elif tile is not None and v == tile[0]:
-            _, size, var_o, var_i = tile
-            subs[v] = var_o * size + var_i
-            extents.append((var_o, sympy.ceiling(sympy.sympify(extent) / size)))
+            if step > size:
+                per = -(-step // size)
+                subs[v] = step * sympy.floor(var_o / per) + size * sympy.Mod(var_o, per) + var_i
+                extents.append((var_o, sympy.sympify(extent) / step * per))
+            else:
+                subs[v] = var_o * size + var_i
+                extents.append((var_o, sympy.ceiling(sympy.sympify(extent) / size)))
         else:
             subs[v] = loops.loop_var(str(v))
             extents.append((subs[v], extent))
